@@ -1,0 +1,92 @@
+"""The one prompt template shared by training and serving.
+
+A model answers best when it is served with exactly the text it was trained on, so training
+(`tournament.train`) and both serving engines build prompts through `render_prompt` and nothing
+else. The template travels inside candidate YAML files and `winner.json` as a `PromptSpec`.
+
+Styles:
+- ``plain``: ``{prefix}{shots}问题：{question}\\n答案：`` — for base models (the embedded gemma).
+- ``chat``: the tokenizer's chat template (system + few-shot turns + user question), with Qwen3's
+  thinking switched off. Falls back to ``plain`` when the tokenizer has no chat template.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+THINK_BLOCK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+
+
+class Shot(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    answer: str
+
+
+class PromptSpec(BaseModel):
+    """How a question becomes the text the model continues."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    style: Literal["plain", "chat"] = "plain"
+    system: str | None = None
+    # Text put before everything in plain style (an instruction such as "用中文回答，保留英文术语").
+    prefix: str = ""
+    question_label: str = "问题："
+    answer_label: str = "答案："
+    shots: list[Shot] = Field(default_factory=list)
+    # Questions longer than this are cut (keeps prompts inside max_model_len whatever arrives).
+    max_question_chars: int = 2000
+    # Cut the answer where the model starts inventing the next question (base models do).
+    stop: list[str] = Field(default_factory=lambda: ["\n问题：", "问题：", "\n\n\n"])
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def _plain(spec: PromptSpec, question: str) -> str:
+    parts = [spec.prefix] if spec.prefix else []
+    for shot in spec.shots:
+        parts.append(f"{spec.question_label}{shot.question}\n{spec.answer_label}{shot.answer}\n\n")
+    parts.append(f"{spec.question_label}{question}\n{spec.answer_label}")
+    return "".join(parts)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(spec: PromptSpec, question: str, tokenizer: Any = None) -> str:
+    """Return the exact text the model sees before its answer."""
+    question = str(question)[: spec.max_question_chars]
+    if spec.style == "plain" or tokenizer is None or not has_chat_template(tokenizer):
+        return _plain(spec, question)
+    messages: list[dict[str, str]] = []
+    if spec.system:
+        messages.append({"role": "system", "content": spec.system})
+    for shot in spec.shots:
+        messages.append({"role": "user", "content": shot.question})
+        messages.append({"role": "assistant", "content": shot.answer})
+    messages.append({"role": "user", "content": question})
+    try:
+        # enable_thinking is read by Qwen3's template and ignored by the others.
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+    except TypeError:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def clean_answer(text: str, stop: list[str] | tuple[str, ...] = ()) -> str:
+    """Strip Qwen3 thinking blocks, cut at the first stop string, trim whitespace."""
+    text = THINK_BLOCK.sub("", str(text))
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if 0 <= i < cut:
+                cut = i
+    return text[:cut].strip()

@@ -1,0 +1,149 @@
+"""What serve.py serves: one `ServeConfig`, read from winner.json and then from the environment.
+
+Every setting is documented once, here (the README links this file). Precedence, lowest first:
+1. the defaults below;
+2. ``winner.json`` (path from ``TOURNAMENT_WINNER``, default ``winner.json`` beside serve.py;
+   ``TOURNAMENT_WINNER=none`` ignores it), its ``serve`` object;
+3. ``TOURNAMENT_SERVE_CONFIG``: a JSON object deep-merged over the result (experiments, sweeps);
+4. single variables for the common cases: ``TOURNAMENT_MODEL_PATH``, ``TOURNAMENT_ENGINE``,
+   ``TOURNAMENT_MODE`` (batch|serial), ``TOURNAMENT_MAX_TOKENS``, ``TOURNAMENT_DEVICE``.
+
+``TOURNAMENT_SWEEP_MODE=1`` (never set in a judge image) enables ``POST /admin/config``, which lets
+a sweep change decode settings and the serving mode of a running server between trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tournament.prompting import PromptSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Where the weights are at serve time; relative paths are relative to the winner.json folder.
+    path: str = "models/winner"
+    # Where download_model.py fetches them from at image build time (public ModelScope repo).
+    modelscope_id: str | None = None
+    revision: str | None = None
+    # A GGUF file inside `path` (transformers dequantizes it on load); None for HF directories.
+    gguf_file: str | None = None
+
+
+class EngineSettings(BaseModel):
+    """Engine start-up settings. Changing any of them needs a new server process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["vllm", "transformers"] = "vllm"
+    dtype: str = "auto"
+    # vLLM (the subset shared by vLLM 0.10 and current releases; see DESIGN.md)
+    quantization: str | None = None
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    enforce_eager: bool = False
+    max_model_len: int = Field(2048, ge=64)
+    max_num_seqs: int = Field(256, ge=1)
+    max_num_batched_tokens: int | None = None
+    enable_prefix_caching: bool = True
+    kv_cache_dtype: str = "auto"
+    seed: int = 0
+    # transformers
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | musa
+    batch_size: int = Field(32, ge=1)
+    num_threads: int | None = None
+
+
+class DecodeSettings(BaseModel):
+    """Per-request decode settings. A sweep may change these without restarting the engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = -1  # -1 = off (vLLM's convention; mapped to 0 for transformers)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    frequency_penalty: float = 0.0
+    stop: list[str] = Field(default_factory=list)  # added to the prompt template's stop list
+    seed: int | None = 0
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRef = Field(default_factory=ModelRef)
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    decode: DecodeSettings = Field(default_factory=DecodeSettings)
+    # What GET / announces: "batch" -> the judge sends one POST with every question.
+    mode: Literal["batch", "serial"] = "batch"
+    # Generate identical prompts of one batch once (exact under greedy decoding).
+    dedup: bool = True
+    warmup: bool = True
+    # Request limits: beyond these the server answers 413 instead of trying.
+    max_batch: int = Field(4096, ge=1)
+    max_prompt_chars: int = Field(20000, ge=1)
+
+    def resolved_model_path(self, base: Path | None = None) -> Path:
+        p = Path(self.model.path)
+        if not p.is_absolute():
+            p = (base or REPO_ROOT) / p
+        return p
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def winner_path(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("TOURNAMENT_WINNER") or REPO_ROOT / "winner.json")
+
+
+def load_serve_config(env: dict[str, str] | None = None) -> tuple[ServeConfig, Path]:
+    """Build the effective config; returns it and the folder relative model paths start from."""
+    env = dict(os.environ if env is None else env)
+    raw: dict[str, Any] = {}
+    base = REPO_ROOT
+    wp = winner_path(env)
+    if env.get("TOURNAMENT_WINNER") != "none" and wp.exists():
+        try:
+            doc = json.loads(wp.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{wp} is not valid JSON ({e}); fix it or run `tournament pick` again") from e
+        raw = dict(doc.get("serve") or {})
+        base = wp.resolve().parent
+    if env.get("TOURNAMENT_SERVE_CONFIG"):
+        raw = deep_merge(raw, json.loads(env["TOURNAMENT_SERVE_CONFIG"]))
+    singles = {
+        "TOURNAMENT_MODEL_PATH": ("model", "path", str),
+        "TOURNAMENT_ENGINE": ("engine", "engine", str),
+        "TOURNAMENT_DEVICE": ("engine", "device", str),
+        "TOURNAMENT_MAX_TOKENS": ("decode", "max_tokens", int),
+    }
+    for var, (section, key, cast) in singles.items():
+        if env.get(var):
+            raw.setdefault(section, {})
+            raw[section] = {**raw[section], key: cast(env[var])}
+    if env.get("TOURNAMENT_MODE"):
+        raw["mode"] = env["TOURNAMENT_MODE"]
+    return ServeConfig.model_validate(raw), base
+
+
+def sweep_mode_enabled(env: dict[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get("TOURNAMENT_SWEEP_MODE", "") in {"1", "true", "yes"}

@@ -1,0 +1,34 @@
+"""Engines behind one interface: `generate(prompts, decode) -> texts` (raw continuations).
+
+`load_engine` imports the engine's library only when that engine is asked for, so the judge
+image never needs transformers' generate path when it runs vLLM, and tests never need vLLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from tournament.serving.config import DecodeSettings, EngineSettings, ModelRef
+
+
+class Engine(Protocol):
+    name: str
+    tokenizer: object
+
+    def generate(self, prompts: list[str], decode: DecodeSettings) -> list[str]:
+        """Return one raw continuation per prompt, in order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def load_engine(model_dir: Path, model: ModelRef, settings: EngineSettings) -> Engine:
+    if settings.engine == "vllm":
+        from tournament.serving.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_dir, model, settings)
+    if settings.engine == "transformers":
+        from tournament.serving.engines.hf_engine import HFEngine
+
+        return HFEngine(model_dir, model, settings)
+    raise ValueError(f"unknown engine {settings.engine!r}")

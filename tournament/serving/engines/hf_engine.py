@@ -1,0 +1,110 @@
+"""transformers `generate` engine: batched, left padding, CPU or GPU (and torch_musa's "musa").
+
+The engine for tests, CPU-only users and the Moore Threads track (no vLLM there)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tournament.serving.config import DecodeSettings, EngineSettings, ModelRef
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch, "musa", None) is not None and torch.musa.is_available():  # Moore Threads
+        return "musa"
+    return "cpu"
+
+
+def _dtype(name: str, device: str):
+    import torch
+
+    if name in ("auto", None):
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+            "half": torch.float16, "float32": torch.float32, "fp32": torch.float32}[name]
+
+
+class HFEngine:
+    name = "transformers"
+
+    def __init__(self, model_dir: Path, model: ModelRef, settings: EngineSettings):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        if settings.num_threads and self.device == "cpu":
+            torch.set_num_threads(settings.num_threads)
+        kwargs = {"gguf_file": model.gguf_file} if model.gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **kwargs)
+        self.tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+        self.tokenizer.truncation_side = "left"  # an over-long prompt keeps its "答案：" end
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=_dtype(settings.dtype, self.device), **kwargs
+        ).to(self.device)
+        self.model.eval()
+        self.max_len = settings.max_model_len
+        gen_eos = self.model.generation_config.eos_token_id
+        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_ids = sorted(eos)
+        torch.manual_seed(settings.seed)
+
+    def _gen_kwargs(self, decode: DecodeSettings, prompt_len: int) -> dict:
+        kw = {
+            "max_new_tokens": max(1, min(decode.max_tokens, self.max_len - prompt_len)),
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": decode.repetition_penalty,
+        }
+        if decode.temperature > 0:
+            kw.update(do_sample=True, temperature=decode.temperature, top_p=decode.top_p,
+                      top_k=decode.top_k if decode.top_k > 0 else 0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+    def generate(self, prompts: list[str], decode: DecodeSettings) -> list[str]:
+        import torch
+
+        if decode.seed is not None:
+            torch.manual_seed(decode.seed)
+        # Longest first keeps padding waste low inside each batch; results go back in order.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[str] = [""] * len(prompts)
+        budget = max(16, self.max_len - decode.max_tokens)
+        bs = self.settings.batch_size
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            enc = self.tokenizer(
+                [prompts[i] for i in idx], return_tensors="pt", padding=True,
+                truncation=True, max_length=budget, add_special_tokens=not _has_bos(self.tokenizer, prompts[idx[0]]),
+            ).to(self.device)
+            with torch.inference_mode():
+                gen = self.model.generate(**enc, **self._gen_kwargs(decode, enc["input_ids"].shape[1]))
+            new = gen[:, enc["input_ids"].shape[1] :]
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            for i, t in zip(idx, texts):
+                out[i] = t
+        return out
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _has_bos(tokenizer, text: str) -> bool:
+    """True when a rendered chat template already starts with the BOS text (avoid a double BOS)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and text.startswith(bos)

@@ -1,0 +1,133 @@
+"""Start and stop a real `uvicorn serve:app` subprocess on a free loopback port.
+
+Used by tests, sweeps and benchmarks: the server under test is always the exact serve.py the
+judge runs, in its own process (vLLM has no public shutdown, so one engine configuration per
+process), and stopping it frees its port and GPU memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tournament.serving.config import REPO_ROOT
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL us when the parent dies (kill -9 of a sweep leaves no
+    orphan server holding a port or GPU memory)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A serve.py subprocess. Use as a context manager; `stop()` kills the whole process group."""
+
+    def __init__(
+        self,
+        serve_config: dict[str, Any] | None = None,
+        *,
+        winner: Path | None = None,
+        env: dict[str, str] | None = None,
+        sweep_mode: bool = False,
+        log_path: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        cwd: Path = REPO_ROOT,
+    ):
+        self.host, self.port = host, port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        self.env = dict(os.environ)
+        # A caller's explicit config must not be mixed with whatever winner.json the repo holds.
+        self.env["TOURNAMENT_WINNER"] = str(winner) if winner else "none"
+        if serve_config is not None:
+            self.env["TOURNAMENT_SERVE_CONFIG"] = json.dumps(serve_config)
+        if sweep_mode:
+            self.env["TOURNAMENT_SWEEP_MODE"] = "1"
+        self.env.update(env or {})
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(cwd), self.env.get("PYTHONPATH", "")) if p)
+        self.log_path = log_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+        self.started_at: float | None = None
+
+    def start(self) -> "ServerProcess":
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")
+        out = self._log_file or subprocess.DEVNULL
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "serve:app", "--host", self.host, "--port", str(self.port),
+             "--log-level", "warning"],
+            cwd=str(self.cwd), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop() takes vLLM's workers down too
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_healthy(self, timeout: float) -> float:
+        """Poll GET / until it answers 200; return seconds since start. Raises on death/timeout."""
+        import httpx
+
+        assert self.started_at is not None
+        deadline = self.started_at + timeout
+        while time.time() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"server exited with code {self.proc.returncode} before it was healthy"
+                                   + self._log_tail())
+            try:
+                r = httpx.get(self.url + "/", timeout=2.0)
+                if r.status_code == 200:
+                    return time.time() - self.started_at
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"server not healthy after {timeout:.0f} s" + self._log_tail())
+
+    def _log_tail(self, n: int = 3000) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n--- server log tail ---\n" + self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=grace)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=grace)
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
