@@ -10,7 +10,7 @@ from tournament import judge_cli, scoring_cli
 from tournament.data import cli as data_cli
 from tournament.models import cli as models_cli
 from tournament.train import cli as train_cli
-from tournament import tournament_cli, images_cli, serve_cli
+from tournament import bench_cli, images_cli, serve_cli, tournament_cli
 
 app = typer.Typer(
     add_completion=False,
@@ -18,7 +18,7 @@ app = typer.Typer(
     help="Decide which fine-tuned LLM build deserves one of your few judge submissions.",
 )
 
-for module in (scoring_cli, judge_cli, serve_cli, data_cli, models_cli, train_cli, tournament_cli, images_cli):
+for module in (scoring_cli, judge_cli, serve_cli, bench_cli, data_cli, models_cli, train_cli, tournament_cli, images_cli):
     module.register(app)
 
 

@@ -90,3 +90,11 @@ def clean_answer(text: str, stop: list[str] | tuple[str, ...] = ()) -> str:
             if 0 <= i < cut:
                 cut = i
     return text[:cut].strip()
+
+
+def final_answer(question: str, raw: str | None, stop: list[str] | tuple[str, ...] = ()) -> str:
+    """What the server returns for one question: the cleaned answer, or, when that is empty or
+    generation failed (raw is None), the question itself (it scores > 0 under the judge's metric,
+    an empty answer scores 0)."""
+    cleaned = clean_answer(raw, stop) if raw is not None else ""
+    return cleaned or str(question).strip() or "?"

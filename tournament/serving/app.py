@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from tournament.prompting import clean_answer, render_prompt
+from tournament.prompting import clean_answer, final_answer, render_prompt
 from tournament.serving.config import DecodeSettings, ServeConfig, load_serve_config, sweep_mode_enabled
 from tournament.serving.engines import Engine, load_engine
 
@@ -65,11 +65,10 @@ def answer_questions(questions: list[str]) -> list[str]:
     answers = []
     for i, (q, p) in enumerate(zip(questions, prompts)):
         text = by_prompt[p] if by_prompt is not None else raw[i]
-        cleaned = clean_answer(text, stops) if text is not None else ""
-        if not cleaned:
+        answer = final_answer(q, text, stops)
+        if text is None or not clean_answer(text, stops):
             state.stats["fallbacks"] += 1
-            cleaned = q.strip() or "?"
-        answers.append(cleaned)
+        answers.append(answer)
     return answers
 
 

@@ -1,0 +1,67 @@
+"""The judge's accuracy function and the facts DESIGN.md states about it."""
+
+from pathlib import Path
+
+import pytest
+
+from tournament import scoring
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "pmpp"
+if not DATA.exists():  # before the data is copied into the repo, use the shared copy
+    DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pmpp"
+
+
+def test_identical_all_chinese_scores_zero_on_judge_metric_and_one_on_zh():
+    text = "共享内存可以减少全局内存访问"
+    assert scoring.judge_accuracy([text], [text]) == 0.0
+    assert scoring.zh_rougeL([text], [text]) == 1.0
+
+
+def test_only_english_words_and_numbers_count():
+    assert scoring.judge_accuracy(["TILE_WIDTH=16"], ["tile width 16"]) == 1.0
+    # Chinese around the terms changes nothing; order of the terms does.
+    assert scoring.judge_accuracy(["使用 TILE_WIDTH 为 16 的分块"], ["tile width 16"]) == 1.0
+    assert scoring.judge_accuracy(["16 width tile"], ["tile width 16"]) < 1.0
+
+
+def test_empty_prediction_scores_zero():
+    assert scoring.judge_accuracy([""], ["warp has 32 threads"]) == 0.0
+    assert scoring.judge_accuracy(["   "], ["warp has 32 threads"]) == 0.0
+
+
+def test_fewer_predictions_are_padded_with_empty():
+    refs = ["warp 32 threads", "block 1024 threads"]
+    assert scoring.judge_accuracy(["warp 32 threads"], refs) == pytest.approx(0.5)
+    assert scoring.judge_scores(["warp 32 threads"], refs) == [1.0, 0.0]
+
+
+def test_exception_scores_zero_like_the_judge():
+    assert scoring.judge_accuracy([None], ["warp"]) == 0.0  # jieba.lcut(None) raises
+    assert scoring.judge_accuracy([], []) == 0.0  # division by zero -> 0
+
+
+def test_partial_overlap_is_rougeL_f1():
+    # LCS("a b c d", "a c d e") = 3; P = R = 3/4 -> F1 0.75
+    assert scoring.judge_accuracy(["a c d e"], ["a b c d"]) == pytest.approx(0.75)
+
+
+def test_zh_rougeL_sees_chinese_and_ignores_whitespace_tokens():
+    assert scoring.zh_rougeL(["数据 并行 性"], ["数据  并行\n性"]) == pytest.approx(1.0)
+    assert scoring.zh_rougeL(["Warp 调度"], ["warp 调度"]) == pytest.approx(1.0)  # casefolded
+    assert scoring.zh_rougeL(["完全不同的回答"], ["共享内存"]) == 0.0
+
+
+def test_chars_per_s_counts_characters_of_str():
+    assert scoring.chars_per_s(["abc", "共享内存", 12], 2.0) == pytest.approx((3 + 4 + 2) / 2.0)
+    assert scoring.chars_per_s(["abc"], 0.0) == 0.0
+
+
+@pytest.mark.parametrize("name,self_score,echo_score", [("basic", 0.85, 0.3667), ("plus", 1.0, 0.1840)])
+def test_known_numbers_on_the_public_samples(name, self_score, echo_score):
+    from tournament.data.ingest import read_qa
+
+    rows = read_qa(DATA / f"{name}.docx")
+    refs = [r.answer for r in rows]
+    # basic: 15 of 100 references hold no English word or number, so even an exact copy scores 0.
+    assert scoring.judge_accuracy(refs, refs) == pytest.approx(self_score, abs=1e-9)
+    assert scoring.judge_accuracy([r.question for r in rows], refs) == pytest.approx(echo_score, abs=1e-3)

@@ -1,0 +1,73 @@
+"""`tournament bench serve`: serve.py vs raw engine chars/s, and time to healthy (numbers only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (never pass/fail).")
+
+
+def _load_config(config: str) -> dict:
+    p = Path(config)
+    doc = json.loads(p.read_text() if p.exists() else config)
+    return doc.get("serve", doc)  # a winner.json or a bare ServeConfig
+
+
+@bench_app.command("serve")
+def bench_serve(
+    config: str = typer.Option(..., "--config", help="ServeConfig JSON (inline or file; a winner.json works)."),
+    questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", help="JSON overlay on --config; repeatable. NAME=JSON names it."),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    repeat_to: Optional[int] = typer.Option(None, "--repeat-to", help="Cycle questions up to N (bonus set: 358)."),
+    repeats: int = typer.Option(3, "--repeats"),
+    skip_raw: bool = typer.Option(False, "--skip-raw", help="Only the served numbers (settings table)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write all results as JSON here."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
+) -> None:
+    """P1: serve.py batch chars/s / raw generate chars/s on the same prompts; P4: seconds to healthy."""
+    from tournament.bench import serve_vs_raw
+    from tournament.judge_cli import load_questions
+    from tournament.serving.config import deep_merge
+
+    base = _load_config(config)
+    qs, refs = load_questions(questions, limit, repeat_to)
+    runs = [("base", base)]
+    for i, v in enumerate(variant or []):
+        name, _, body = v.partition("=") if "=" in v.split("{", 1)[0] else (f"v{i + 1}", "", v)
+        runs.append((name, deep_merge(base, json.loads(body))))
+    results = {}
+    table = Table(title=f"serve.py vs raw generate, {len(qs)} prompts, {repeats} repeats (median \\[min-max])")
+    for col in ("run", "engine", "healthy s", "served chars/s", "raw chars/s", "ratio", "accuracy"):
+        table.add_column(col, justify="right")
+    for name, cfg in runs:
+        try:
+            r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=skip_raw,
+                             log_dir=(log_dir / name) if log_dir else None)
+        except Exception as e:  # one broken variant must not lose the others' numbers
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+            table.add_row(name, "-", "-", f"error: {type(e).__name__}", "-", "-", "-")
+            continue
+        results[name] = {"config": cfg, **r}
+        s, raw = r["served_chars_per_s"], r.get("raw_chars_per_s")
+        table.add_row(
+            name, cfg.get("engine", {}).get("engine", "vllm"), f"{r['healthy_seconds']:.1f}",
+            f"{s['median']:.0f} [{s['min']:.0f}-{s['max']:.0f}]",
+            f"{raw['median']:.0f} [{raw['min']:.0f}-{raw['max']:.0f}]" if raw else "-",
+            f"{r['ratio']:.3f}" if "ratio" in r else "-", f"{r['accuracy']:.4f}",
+        )
+        if out:
+            out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    Console().print(table)
+    if out:
+        out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
