@@ -1,9 +1,83 @@
-"""Commands of this area (placeholder registration: filled in by the area's owner)."""
+"""`tournament train CANDIDATE`: build a candidate (train, merge, quantize) or reuse its build."""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    @app.command("train")
+    def train(
+        candidate: Path = typer.Argument(..., help="Candidate YAML (candidates/*.yaml)."),
+        builds: Path = typer.Option(Path("builds"), help="Where builds live (<id>-<hash12>/)."),
+        resume: bool = typer.Option(False, help="Continue an interrupted build from its last checkpoint."),
+        force: bool = typer.Option(False, help="Rebuild even if a build with this config hash exists."),
+        max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimizer steps (smoke runs)."),
+        device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+        models_dir: Path = typer.Option(Path("models"), help="Where base models are downloaded/imported."),
+        mlflow_uri: Optional[str] = typer.Option(
+            None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db "
+                       "when mlflow is installed)."),
+        no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Train CANDIDATE (or reuse its build) and print the servable model directory."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from tournament.candidates import CandidateError, ensure_built, load_candidate
+
+        console = Console(stderr=True)
+        try:
+            cand = load_candidate(candidate)
+        except CandidateError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        uri = None
+        if not no_mlflow:
+            uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            if uri is None:
+                try:
+                    import importlib.util
+
+                    if importlib.util.find_spec("mlflow") is not None:
+                        Path("mlruns").mkdir(exist_ok=True)
+                        uri = "sqlite:///mlruns/mlflow.db"
+                except ImportError:
+                    uri = None
+        try:
+            model_dir = ensure_built(cand, builds, resume=resume, force=force, max_steps=max_steps, device=device,
+                                     models_dir=models_dir, mlflow_uri=uri,
+                                     log=lambda s: console.print(f"[dim]{s}[/dim]"))
+        except (CandidateError, FileNotFoundError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        manifest_path = model_dir.parent / "candidate.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        tr = manifest.get("train") or {}
+        summary = {
+            "id": cand.id,
+            "model_dir": str(model_dir),
+            "build_dir": str(model_dir.parent) if cand.needs_build() else None,
+            "config_hash": cand.config_hash(max_steps),
+            "method": cand.recipe.method,
+            "steps": tr.get("steps"),
+            "final_loss": tr.get("final_loss"),
+            "train_seconds": tr.get("train_seconds"),
+            "wall_seconds": manifest.get("wall_seconds"),
+            "mlflow_run_id": manifest.get("mlflow_run_id"),
+        }
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        table = Table(title=f"candidate {cand.id}", show_header=False)
+        for k, v in summary.items():
+            if v is not None:
+                table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        Console().print(table)
+        typer.echo(str(model_dir))
