@@ -19,7 +19,11 @@ def pick_device(requested: str) -> str:
         return requested
     if torch.cuda.is_available():
         return "cuda"
-    if getattr(torch, "musa", None) is not None and torch.musa.is_available():  # Moore Threads
+    try:  # Moore Threads: importing torch_musa is what registers torch.musa
+        import torch_musa  # noqa: F401
+    except ImportError:
+        pass
+    if getattr(torch, "musa", None) is not None and torch.musa.is_available():
         return "musa"
     return "cpu"
 
