@@ -40,7 +40,8 @@ def bench_serve(
     qs, refs = load_questions(questions, limit, repeat_to)
     runs = [("base", base)]
     for i, v in enumerate(variant or []):
-        name, _, body = v.partition("=") if "=" in v.split("{", 1)[0] else (f"v{i + 1}", "", v)
+        head, body = v[: v.find("{")], v[v.find("{") :]  # "NAME={...}" or "{...}"
+        name = head[:-1] if head.endswith("=") else f"v{i + 1}"
         runs.append((name, deep_merge(base, json.loads(body))))
     results = {}
     table = Table(title=f"serve.py vs raw generate, {len(qs)} prompts, {repeats} repeats (median \\[min-max])")

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The GPU proof, in phases (see scripts/gpu/README.md). Usage: scripts/gpu/run.sh PHASE [--background]
+#   prepare  install tournament's wheels, gemma GGUF -> HF, leakage-safe split, train GPU candidates
+#   vllm     re-join and install the vLLM kit
+#   bench    P1 / P4 / P5 and the serving-settings table
+#   sweep    the tournament on vLLM, board, pick, the winner served from winner.json and judged
+# Inputs sit in /tmp/stage (scripts/gpu/stage.sh). Everything is written under /tmp/work; tables
+# and logs are copied to $OUT.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$REPO"
+W=/tmp/work
+OUT=${OUT:-$W/out}
+mkdir -p "$W" "$OUT" /tmp/site
+export PYTHONPATH=/tmp/site:$REPO PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 VLLM_USE_FLASHINFER_SAMPLER=0
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export TOURNAMENT_GEMMA_GGUF=/tmp/gemma.gguf
+T="python3 -m tournament.cli"
+GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+PHASE=${1:?phase}
+
+if [ "${2:-}" = "--background" ]; then
+  # Runs on after this call returns (its own session); progress in $W/$PHASE.log, result in $W/$PHASE.rc
+  rm -f "$W/$PHASE.rc"
+  setsid bash -c "'$0' '$PHASE' > '$W/$PHASE.log' 2>&1; echo \$? > '$W/$PHASE.rc'" < /dev/null > /dev/null 2>&1 &
+  echo "started $PHASE in the background (log $W/$PHASE.log)"
+  exit 0
+fi
+
+wait_for() {  # wait for a background phase to finish; fail if it failed
+  local p=$1 limit=${2:-600} t=0
+  while [ ! -f "$W/$p.rc" ]; do sleep 2; t=$((t + 2)); [ $t -ge "$limit" ] && { echo "timeout waiting for $p"; return 1; }; done
+  tail -5 "$W/$p.log"
+  [ "$(cat "$W/$p.rc")" = 0 ] || { echo "$p failed:"; tail -40 "$W/$p.log"; return 1; }
+}
+
+case "$PHASE" in
+prepare)
+  set -e
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/stage/*.whl
+  if [ ! -f /tmp/gemma.gguf ]; then
+    cat /tmp/stage/gemma.gguf.part* > /tmp/gemma.gguf
+    echo "$GEMMA_SHA  /tmp/gemma.gguf" | sha256sum -c --quiet
+  fi
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$W/gpu.txt"
+  python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)' | tee "$W/versions.txt"
+  /usr/bin/time -f "fetch-embedded %e s" $T models fetch-embedded
+  $T data build --split data/splits/pmpp-docx.yaml | tee "$W/data_build.txt"
+  for c in ${GPU_CANDIDATES:-candidates/gemma-3-270m-full.yaml candidates/gemma-3-270m-full-lr5e-5.yaml candidates/gemma-3-270m-lora-r16.yaml candidates/gemma-3-270m-full-echo.yaml}; do
+    /usr/bin/time -f "train $c %e s" $T train "$c" 2>&1 | tee -a "$W/train.txt"
+  done
+  ;;
+vllm)
+  set -e
+  mkdir -p /tmp/kx
+  cat /tmp/stage/vllm-kit.tar.part* | tar -xf - -C /tmp/kx
+  (cd /tmp/kx && sha256sum -c --quiet SHA256SUMS)
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/kx/*.whl
+  python3 -c 'import vllm; print("vllm", vllm.__version__)' | tee -a "$W/versions.txt"
+  ;;
+bench)
+  wait_for prepare 900 || exit 1
+  bash scripts/gpu/bench.sh 2>&1 | tee "$OUT/bench.log"
+  ;;
+sweep)
+  wait_for prepare 900 || exit 1
+  bash scripts/gpu/sweep.sh 2>&1 | tee "$OUT/sweep.log"
+  ;;
+*)
+  echo "unknown phase $PHASE" >&2
+  exit 2
+  ;;
+esac
