@@ -28,6 +28,7 @@ def bench_serve(
     repeat_to: Optional[int] = typer.Option(None, "--repeat-to", help="Cycle questions up to N (bonus set: 358)."),
     repeats: int = typer.Option(3, "--repeats"),
     skip_raw: bool = typer.Option(False, "--skip-raw", help="Only the served numbers (settings table)."),
+    raw_for: Optional[List[str]] = typer.Option(None, "--raw-for", help="Measure raw generate only for these runs (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write all results as JSON here."),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
 ) -> None:
@@ -49,7 +50,8 @@ def bench_serve(
         table.add_column(col, justify="right")
     for name, cfg in runs:
         try:
-            r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=skip_raw,
+            no_raw = skip_raw or (bool(raw_for) and name not in raw_for)
+            r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
                              log_dir=(log_dir / name) if log_dir else None)
         except Exception as e:  # one broken variant must not lose the others' numbers
             results[name] = {"error": f"{type(e).__name__}: {e}"}
@@ -65,7 +67,7 @@ def bench_serve(
         )
         if out:
             out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
     if out:
         out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
 

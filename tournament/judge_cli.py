@@ -17,7 +17,10 @@ def load_questions(path: Path, limit: int | None = None, repeat_to: int | None =
 
     rows = read_qa(path)
     if set_name:
-        rows = [r for r in rows if getattr(r, "set", None) == set_name]
+        wanted = "plus" if set_name == "bonus" else set_name  # the course calls the plus set "bonus"
+        rows = [r for r in rows if (r.meta or {}).get("set") == wanted]
+        if not rows:
+            raise ValueError(f"{path}: no rows of set {set_name!r} (a data build's eval.jsonl has basic/plus)")
     if limit:
         rows = rows[:limit]
     if repeat_to and rows:

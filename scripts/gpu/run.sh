@@ -23,10 +23,18 @@ PHASE=${1:?phase}
 if [ "${2:-}" = "--background" ]; then
   # Runs on after this call returns (its own session); progress in $W/$PHASE.log, result in $W/$PHASE.rc
   rm -f "$W/$PHASE.rc"
+  export OUT=$W/out  # a call's own $OUT is gone once the call returns
   setsid bash -c "'$0' '$PHASE' > '$W/$PHASE.log' 2>&1; echo \$? > '$W/$PHASE.rc'" < /dev/null > /dev/null 2>&1 &
   echo "started $PHASE in the background (log $W/$PHASE.log)"
   exit 0
 fi
+
+timed() {  # /usr/bin/time may be missing on the machine
+  local t0=$SECONDS rc
+  "$@"; rc=$?
+  echo "[$((SECONDS - t0)) s] $*"
+  return $rc
+}
 
 wait_for() {  # wait for a background phase to finish; fail if it failed
   local p=$1 limit=${2:-600} t=0
@@ -43,12 +51,12 @@ prepare)
     cat /tmp/stage/gemma.gguf.part* > /tmp/gemma.gguf
     echo "$GEMMA_SHA  /tmp/gemma.gguf" | sha256sum -c --quiet
   fi
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$W/gpu.txt"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$W/gpu.txt" || true
   python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)' | tee "$W/versions.txt"
-  /usr/bin/time -f "fetch-embedded %e s" $T models fetch-embedded
+  timed $T models fetch-embedded
   $T data build --split data/splits/pmpp-docx.yaml | tee "$W/data_build.txt"
   for c in ${GPU_CANDIDATES:-candidates/gemma-3-270m-full.yaml candidates/gemma-3-270m-full-lr5e-5.yaml candidates/gemma-3-270m-lora-r16.yaml candidates/gemma-3-270m-full-echo.yaml}; do
-    /usr/bin/time -f "train $c %e s" $T train "$c" 2>&1 | tee -a "$W/train.txt"
+    timed $T train "$c" 2>&1 | tee -a "$W/train.txt" || echo "train $c FAILED" | tee -a "$W/train.txt"
   done
   ;;
 vllm)
@@ -59,13 +67,32 @@ vllm)
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/kx/*.whl
   python3 -c 'import vllm; print("vllm", vllm.__version__)' | tee -a "$W/versions.txt"
   ;;
+chain)
+  # Everything after the uploads, in order, as one background job started as soon as the model
+  # parts are there: prepare, then (once the vLLM parts have arrived) vllm, bench, sweep.
+  "$0" prepare > "$W/prepare.log" 2>&1; echo $? > "$W/prepare.rc"
+  [ "$(cat "$W/prepare.rc")" = 0 ] || { echo "prepare failed"; tail -40 "$W/prepare.log"; }
+  t=0; while [ "$(ls /tmp/stage/vllm-kit.tar.part* 2>/dev/null | wc -l)" -lt "${VLLM_PARTS:-7}" ]; do
+    sleep 2; t=$((t + 2)); [ $t -ge 1200 ] && { echo "vLLM parts never arrived"; exit 1; }; done
+  sleep 3  # the last part's copy may still be under way
+  "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }
+  cp "$W"/gpu.txt "$W"/versions.txt "$W"/data_build.txt "$W"/train.txt "$OUT/" 2>/dev/null
+  "$0" bench; "$0" sweep
+  tar -czf "$W/proof.tgz" -C "$W" out prepare.log vllm.log mlruns/optuna.db mlruns/mlflow.db 2>/dev/null
+  echo done > "$W/chain.done"
+  ;;
+collect)
+  # Copy what the chain has so far into this call's $OUT (<= 8 files come back).
+  cp "$W/proof.tgz" "$OUT/" 2>/dev/null || tar -czf "$OUT/partial.tgz" -C "$W" . --exclude=mlruns/artifacts 2>/dev/null
+  ls -la "$W" "$W/out" 2>/dev/null | tail -30
+  ;;
 bench)
   wait_for prepare 900 || exit 1
   bash scripts/gpu/bench.sh 2>&1 | tee "$OUT/bench.log"
   ;;
 sweep)
   wait_for prepare 900 || exit 1
-  bash scripts/gpu/sweep.sh 2>&1 | tee "$OUT/sweep.log"
+  RUNS=$W/mlruns bash scripts/gpu/sweep.sh 2>&1 | tee "$OUT/sweep.log"
   ;;
 *)
   echo "unknown phase $PHASE" >&2

