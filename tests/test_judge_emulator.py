@@ -60,3 +60,25 @@ def test_health_waits_for_ready_then_gives_up_at_the_limit():
 def test_nothing_listening_fails_on_health():
     r = judge("http://127.0.0.1:9", QS, REFS, health_timeout=0.3, predict_timeout=1, poll=0.05)
     assert r.failed and r.mode is None
+
+
+def test_speed_only_runs_skip_scoring():
+    with running(make_app("batch")) as url:
+        r = judge(url, QS, REFS, health_timeout=5, predict_timeout=5, poll=0.05, score=False)
+    assert not r.scored and r.accuracy == 0.0 and r.scores == []
+    assert r.chars_per_s > 0 and r.total_chars == 60
+
+
+def test_questions_of_one_set_from_a_data_build(tmp_path):
+    import json
+
+    from tournament.judge_cli import load_questions
+
+    rows = [{"question": f"q{i}", "answer": f"a{i}", "set": s} for i, s in enumerate(["basic", "plus", "basic"])]
+    f = tmp_path / "eval.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_questions(f, set_name="basic") == (["q0", "q2"], ["a0", "a2"])
+    assert load_questions(f, set_name="bonus") == (["q1"], ["a1"])  # the course's name for plus
+    assert load_questions(f, set_name="basic", repeat_to=5)[0] == ["q0", "q2", "q0", "q2", "q0"]
+    with pytest.raises(ValueError, match="no rows of set"):
+        load_questions(f, set_name="advanced")

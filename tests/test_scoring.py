@@ -65,3 +65,14 @@ def test_known_numbers_on_the_public_samples(name, self_score, echo_score):
     # basic: 15 of 100 references hold no English word or number, so even an exact copy scores 0.
     assert scoring.judge_accuracy(refs, refs) == pytest.approx(self_score, abs=1e-9)
     assert scoring.judge_accuracy([r.question for r in rows], refs) == pytest.approx(echo_score, abs=1e-3)
+
+
+def test_one_pass_scoring_matches_the_separate_functions():
+    preds = ["warp 32 threads", "", "tile width 16 共享内存"]
+    refs = ["a warp has 32 threads", "block", "TILE_WIDTH=16"]
+    acc, scores = scoring.judge_accuracy_and_scores(preds, refs)
+    assert acc == scoring.judge_accuracy(preds, refs)
+    assert scores == scoring.judge_scores(preds, refs)
+    # the exception path keeps the judge's semantics: 0 overall, the good rows still scored
+    acc, scores = scoring.judge_accuracy_and_scores(["warp 32 threads", None], ["warp 32 threads", "x"])
+    assert acc == 0.0 and scores == [1.0, 0.0]

@@ -35,6 +35,7 @@ class JudgeReport:
     reason: str | None = None
     total_chars: int = 0
     answered: int = 0  # non-empty answers received
+    scored: bool = True  # False for speed-only runs (judge(..., score=False))
     answers: list[str] = field(default_factory=list, repr=False)
     scores: list[float] = field(default_factory=list, repr=False)
 
@@ -122,7 +123,10 @@ def judge(
     health_timeout: float = BASIC_LIMITS["health_timeout"],
     predict_timeout: float = BASIC_LIMITS["predict_timeout"],
     poll: float = 1.0,
+    score: bool = True,
 ) -> JudgeReport:
+    """Run the judge against `url`. score=False skips accuracy (speed-only repeats of a sweep):
+    accuracy, zh_rougeL and scores are then left at 0 and `scored` is False."""
     import httpx
 
     scoring.warm_up()  # jieba's dictionary loads outside every timed region
@@ -134,19 +138,20 @@ def judge(
         mode = "batch" if status == "batch" else "serial"
         runner = run_batch if mode == "batch" else run_serial
         answers, spent, err = runner(client, url, questions, predict_timeout)
-    return _report(mode, questions, references, answers, spent, health_s, err)
+    return _report(mode, questions, references, answers, spent, health_s, err, score)
 
 
-def _report(mode, questions, references, answers, spent, health_s, err) -> JudgeReport:
+def _report(mode, questions, references, answers, spent, health_s, err, score=True) -> JudgeReport:
     refs = [str(r) for r in references]
     if err:  # a failed submission: the judge gives it nothing
         return JudgeReport(mode, len(questions), 0.0, 0.0, 0.0, spent, health_s, True, err,
                            answers=[""] * len(questions), scores=[0.0] * len(refs))
+    accuracy, scores = scoring.judge_accuracy_and_scores(answers, refs) if score else (0.0, [])
     return JudgeReport(
         mode=mode,
         n=len(questions),
-        accuracy=scoring.judge_accuracy(answers, refs),
-        zh_rougeL=scoring.zh_rougeL(answers, refs),
+        accuracy=accuracy,
+        zh_rougeL=scoring.zh_rougeL(answers, refs) if score else 0.0,
         chars_per_s=scoring.chars_per_s(answers, spent),
         predict_seconds=spent,
         health_seconds=health_s,
@@ -154,7 +159,8 @@ def _report(mode, questions, references, answers, spent, health_s, err) -> Judge
         total_chars=sum(len(a) for a in answers),
         answered=sum(1 for a in answers if a),
         answers=answers,
-        scores=scoring.judge_scores(answers, refs),
+        scores=scores,
+        scored=score,
     )
 
 

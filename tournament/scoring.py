@@ -37,17 +37,23 @@ def warm_up() -> None:
     _scorer()
 
 
+@lru_cache(maxsize=1 << 16)
+def _cut(text: str) -> tuple[str, ...]:
+    """jieba.lcut, memoised: references repeat across every trial of a sweep. Anything jieba
+    cannot cut (None, a number) raises exactly as jieba.lcut would, unhashables a TypeError."""
+    return tuple(_jieba().lcut(text))
+
+
 def _judge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
     """The judge's loop, without the outer try (callers decide what an exception means)."""
-    jieba = _jieba()
     scorer = _scorer()
     predictions = list(predictions)
     if len(predictions) < len(references):
         predictions = predictions + [""] * (len(references) - len(predictions))
     scores: list[float] = []
     for pred, ref in zip(predictions, references):
-        p = " ".join(jieba.lcut(pred))
-        r = " ".join(jieba.lcut(ref))
+        p = " ".join(_cut(pred))
+        r = " ".join(_cut(ref))
         if not p.strip() or not r.strip():
             scores.append(0.0)
             continue
@@ -65,6 +71,15 @@ def judge_accuracy(predictions: Sequence[str], references: Sequence[str]) -> flo
         return 0.0
 
 
+def judge_accuracy_and_scores(predictions: Sequence[str], references: Sequence[str]) -> tuple[float, list[float]]:
+    """`judge_accuracy` and `judge_scores` in one pass (the common case scores every row once)."""
+    try:
+        scores = _judge_scores(predictions, references)
+        return sum(scores) / len(scores), scores
+    except Exception:
+        return judge_accuracy(predictions, references), judge_scores(predictions, references)
+
+
 def judge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
     """Per-question judge scores (for answer tables); 0 for a row that cannot be scored."""
     out: list[float] = []
@@ -79,7 +94,7 @@ def judge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[
 
 def _zh_tokens(text: str) -> list[str]:
     # jieba words with whitespace tokens removed; casefolded so "TILE_WIDTH" == "tile_width".
-    return [w.casefold() for w in _jieba().lcut(str(text)) if w.strip()]
+    return [w.casefold() for w in _cut(str(text)) if w.strip()]
 
 
 def _lcs_len(a: list[str], b: list[str]) -> int:

@@ -814,9 +814,11 @@ class Sweep:
 
         j = self.cfg.judge
         reports = []
-        for _ in range(self.cfg.speed_repeats):
+        for i in range(self.cfg.speed_repeats):
+            # Only the first run is scored: greedy repeats answer alike, and scoring is CPU time
+            # that would otherwise count as decode-only trial overhead.
             rep = judge(srv.proc.url, self.eval.questions, self.eval.references, health_timeout=j.health_timeout,
-                        predict_timeout=j.local_predict_timeout, poll=0.05)
+                        predict_timeout=j.local_predict_timeout, poll=0.05, score=i == 0)
             if rep.failed:
                 raise RuntimeError(f"judge run failed: {rep.reason}")
             reports.append(rep)
