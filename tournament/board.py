@@ -8,7 +8,6 @@ parent run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 

@@ -166,12 +166,12 @@ def _report(mode, questions, references, answers, spent, health_s, err, score=Tr
 
 def write_rows(path: Path, questions: Sequence[str], references: Sequence[str], report: JudgeReport) -> None:
     """Per-question rows: question, reference, answer, judge score, characters."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i, (q, ref) in enumerate(zip(questions, references)):
-            a = report.answers[i] if i < len(report.answers) else ""
-            s = report.scores[i] if i < len(report.scores) else 0.0
-            f.write(json.dumps({"question": q, "reference": ref, "answer": a, "score": s, "chars": len(a)},
-                               ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    from tournament.atomic import write_text_atomic
+
+    lines = []
+    for i, (q, ref) in enumerate(zip(questions, references)):
+        a = report.answers[i] if i < len(report.answers) else ""
+        s = report.scores[i] if i < len(report.scores) else 0.0
+        lines.append(json.dumps({"question": q, "reference": ref, "answer": a, "score": s, "chars": len(a)},
+                                ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(lines))

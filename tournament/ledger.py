@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +64,11 @@ def _check_append_only(old: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def save(path: Path, doc: dict[str, Any]) -> None:
+    from tournament.atomic import write_json_atomic
+
     p = Path(path)
     _check_append_only(load(p), doc)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    write_json_atomic(p, doc)
 
 
 def used(doc: dict[str, Any]) -> int:

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tournament.atomic import write_json_atomic
 from tournament.sweep_config import (
     EMBEDDED_PREFIX,
     Choices,
     InlineCandidate,
-    Range,
     SweepConfig,
     decode_choice,
     encode_choice,
@@ -60,6 +60,13 @@ GRACE_S = 60
 
 def _sha(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode()).hexdigest()[:n]
+
+
+def _progress(message: str) -> None:
+    """Fetching, importing or training a candidate takes minutes: say what is happening."""
+    import sys
+
+    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def default_storage(runs_dir: Path) -> str:
@@ -93,11 +100,11 @@ class ResolvedCandidate:
         if self.candidate_obj is not None:
             from tournament.candidates import ensure_built
 
-            self._dir = Path(ensure_built(self.candidate_obj))
+            self._dir = Path(ensure_built(self.candidate_obj, log=_progress))
         elif self.model_path and self.model_path.startswith(EMBEDDED_PREFIX):
             from tournament.models.embedded import ensure_gemma
 
-            self._dir = Path(ensure_gemma())
+            self._dir = Path(ensure_gemma(log=_progress))
         else:
             p = Path(self.model_path or "")
             if not p.exists():
@@ -320,9 +327,7 @@ class PidFile:
         self.servers: list[int] = []
 
     def _write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"owner": os.getpid(), "host": socket.gethostname(), "servers": self.servers}))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"owner": os.getpid(), "host": socket.gethostname(), "servers": self.servers})
 
     def add(self, pid: int) -> None:
         self.servers.append(pid)
@@ -706,8 +711,6 @@ class Sweep:
 
     def _run_trial(self, study, trial, t_ask: float) -> bool:
         """Run one trial to its end (tell). Returns True when it started a new server."""
-        from optuna.trial import TrialState
-
         tdir = self.sdir / "trials" / f"{trial.number:04d}"
         tdir.mkdir(parents=True, exist_ok=True)
         run_id = self.tracker.start_trial(self.opts.study, trial.number, {"worker": _worker_id()})
@@ -826,7 +829,6 @@ class Sweep:
         speeds = [r.chars_per_s for r in reports]
         lens = [len(a) for a in first.answers]
         n = len(first.scores)
-        mean = sum(first.scores) / n
         sd = statistics.pstdev(first.scores) if n > 1 else 0.0
         metrics = {
             "accuracy": first.accuracy, "zh_rougeL": first.zh_rougeL,
@@ -856,12 +858,8 @@ class Sweep:
             return None
 
     def _cache_put(self, key, sc, metrics, answers, scores) -> None:
-        p = self._cache_path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"serve_config": sc, "metrics": metrics, "answers": answers, "scores": scores},
-                                  ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, p)
+        write_json_atomic(self._cache_path(key),
+                          {"serve_config": sc, "metrics": metrics, "answers": answers, "scores": scores}, indent=None)
 
     # -- files + tracking ----------------------------------------------------------------
     def _write_trial_files(self, tdir: Path, number: int, plan, sc, metrics, answers, scores) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,9 @@ def write_winner(doc: dict[str, Any], path: Path) -> Path:
     from tournament.serving.config import ServeConfig
 
     ServeConfig.model_validate(doc["serve"])  # never write a winner serve.py cannot read
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
-    return p
+    from tournament.atomic import write_json_atomic
+
+    return write_json_atomic(path, doc)
 
 
 def auto_pick(rows: list[dict[str, Any]], pass_mark: float, margin: float = DEFAULT_MARGIN) -> tuple[int, str]:

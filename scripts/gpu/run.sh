@@ -4,6 +4,8 @@
 #   vllm     re-join and install the vLLM kit
 #   bench    P1 / P4 / P5 and the serving-settings table
 #   sweep    the tournament on vLLM, board, pick, the winner served from winner.json and judged
+#   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
+#   collect  copy the chain's results (proof.tgz) into this call's $OUT
 # Inputs sit in /tmp/stage (scripts/gpu/stage.sh). Everything is written under /tmp/work; tables
 # and logs are copied to $OUT.
 set -uo pipefail
@@ -77,7 +79,7 @@ chain)
   sleep 3  # the last part's copy may still be under way
   "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }
   cp "$W"/gpu.txt "$W"/versions.txt "$W"/data_build.txt "$W"/train.txt "$OUT/" 2>/dev/null
-  "$0" bench; "$0" sweep
+  for step in ${CHAIN_STEPS:-bench sweep}; do "$0" "$step"; done
   tar -czf "$W/proof.tgz" -C "$W" out prepare.log vllm.log mlruns/optuna.db mlruns/mlflow.db 2>/dev/null
   echo done > "$W/chain.done"
   ;;
