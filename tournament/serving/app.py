@@ -104,9 +104,10 @@ def _startup() -> None:
     state.engine = load_engine(model_dir, cfg.model, cfg.engine)
     if cfg.warmup:
         # Warm every path a real request takes (tokenizer, kernels, CUDA graphs), on the thread
-        # that will serve requests; a short max_tokens is enough to compile/capture everything.
+        # that will serve requests. A few tokens are enough: vLLM compiles and captures its CUDA
+        # graphs inside LLM(); on a CPU every warm-up token costs a full read of the weights.
         decode = cfg.decode
-        state.config = cfg.model_copy(update={"decode": decode.model_copy(update={"max_tokens": min(decode.max_tokens, 32)})})
+        state.config = cfg.model_copy(update={"decode": decode.model_copy(update={"max_tokens": min(decode.max_tokens, 8)})})
         state.executor.submit(answer_questions, WARMUP_QUESTIONS).result()
         state.executor.submit(answer_questions, WARMUP_QUESTIONS[:1]).result()
         state.config = cfg
