@@ -176,20 +176,13 @@ class SearchSpace(_Strict):
     decode: dict[str, Any] = Field(default_factory=dict)
     mode: Any = "batch"
 
-    @field_validator("engine")
+    @field_validator("engine", "decode")
     @classmethod
-    def _engine_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(set(v) - set(EngineSettings.model_fields))
+    def _known_keys(cls, v: dict[str, Any], info) -> dict[str, Any]:
+        model = EngineSettings if info.field_name == "engine" else DecodeSettings
+        bad = sorted(set(v) - set(model.model_fields))
         if bad:
-            raise ValueError(f"unknown engine setting(s) {bad}; known: {sorted(EngineSettings.model_fields)}")
-        return v
-
-    @field_validator("decode")
-    @classmethod
-    def _decode_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(set(v) - set(DecodeSettings.model_fields))
-        if bad:
-            raise ValueError(f"unknown decode setting(s) {bad}; known: {sorted(DecodeSettings.model_fields)}")
+            raise ValueError(f"unknown {info.field_name} setting(s) {bad}; known: {sorted(model.model_fields)}")
         return v
 
     @field_validator("prompt")

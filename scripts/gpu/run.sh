@@ -4,6 +4,7 @@
 #   vllm     re-join and install the vLLM kit
 #   bench    P1 / P4 / P5 and the serving-settings table
 #   sweep    the tournament on vLLM, board, pick, the winner served from winner.json and judged
+#   heldout  every trained candidate judged on the held-out basic and bonus questions
 #   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
 #   collect  copy the chain's results (proof.tgz) into this call's $OUT
 # Inputs sit in /tmp/stage (scripts/gpu/stage.sh). Everything is written under /tmp/work; tables
@@ -91,6 +92,11 @@ collect)
 bench)
   wait_for prepare 900 || exit 1
   bash scripts/gpu/bench.sh 2>&1 | tee "$OUT/bench.log"
+  ;;
+heldout)
+  # Each trained candidate on the held-out basic and bonus questions (its own serve hints).
+  wait_for prepare 900 || exit 1
+  python3 scripts/gpu/judge_heldout.py "$OUT/heldout.json" ${GPU_CANDIDATES:-candidates/gemma-3-270m-full.yaml candidates/gemma-3-270m-full-lr5e-5.yaml candidates/gemma-3-270m-lora-r16.yaml candidates/gemma-3-270m-full-echo.yaml} 2>&1 | tee "$OUT/heldout.log"
   ;;
 sweep)
   wait_for prepare 900 || exit 1
