@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from tournament.prompting import clean_answer, final_answer, render_prompt
+from tournament.prompting import clean_answer, fallback_answer, render_prompt
 from tournament.serving.config import DecodeSettings, ServeConfig, load_serve_config, sweep_mode_enabled
 from tournament.serving.engines import Engine, load_engine
 
@@ -68,9 +68,10 @@ def answer_questions(questions: list[str]) -> list[str]:
     answers = []
     for i, (q, p) in enumerate(zip(questions, prompts)):
         text = by_prompt[p] if by_prompt is not None else raw[i]
-        answer = final_answer(q, text, stops)
-        if text is None or not clean_answer(text, stops):
+        answer = clean_answer(text, stops) if text is not None else ""
+        if not answer:
             state.stats["fallbacks"] += 1
+            answer = fallback_answer(q)
         answers.append(answer)
     return answers
 
