@@ -4,7 +4,6 @@ slow predictions, wrong answer counts. They exercise the judge emulator's limits
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -12,11 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI, Request
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tournament.serving.process import free_port
 
 
 def make_app(mode: str = "batch", predict_delay: float = 0.0, health_delay: float = 0.0,
@@ -47,7 +42,7 @@ def make_app(mode: str = "batch", predict_delay: float = 0.0, health_delay: floa
 
 @contextmanager
 def running(app: FastAPI):
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -10,6 +10,7 @@ import pytest
 
 from tournament import ledger as L
 from tournament.calibration import fit
+from tournament.files import sha256_file
 
 
 def _winner(tmp: Path, acc=0.40, speed=1000.0, name="winner.json") -> Path:
@@ -26,7 +27,7 @@ def test_budget_refuses_past_the_limit_unless_forced(tmp_path):
     led = tmp_path / "ledger.json"
     for i in range(3):
         e = L.submit(led, w, note=f"n{i}", budget=3, git_commit="abc", track=False)
-        assert e["id"] == i + 1 and e["winner_sha256"] == L.file_sha256(w)
+        assert e["id"] == i + 1 and e["winner_sha256"] == sha256_file(w)
     with pytest.raises(L.LedgerError, match="budget spent"):
         L.submit(led, w, git_commit="abc", track=False)
     e = L.submit(led, w, force=True, git_commit="abc", track=False)

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from tests.test_sweep import sweep_file
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from tournament.files import sha256_file
 from tournament.prompting import PromptSpec
 
 # Bump when the training code changes what a given config produces (invalidates old builds).
@@ -275,14 +276,6 @@ class Candidate(_Strict):
             engine.setdefault("quantization", "fp8")
         return {"model": {"path": str(model_path)}, "prompt": self.prompt.model_dump(),
                 "engine": engine, "decode": dict(self.serve.decode)}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _format_errors(e: ValidationError) -> str:

@@ -166,7 +166,7 @@ def _report(mode, questions, references, answers, spent, health_s, err, score=Tr
 
 def write_rows(path: Path, questions: Sequence[str], references: Sequence[str], report: JudgeReport) -> None:
     """Per-question rows: question, reference, answer, judge score, characters."""
-    from tournament.atomic import write_text_atomic
+    from tournament.files import write_text_atomic
 
     lines = []
     for i, (q, ref) in enumerate(zip(questions, references)):

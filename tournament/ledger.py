@@ -11,10 +11,11 @@ is still present unchanged in what is about to be written, and replaces the file
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from tournament.files import sha256_file
 
 DEFAULT_BUDGET = 20
 SCHEMA = 1
@@ -26,10 +27,6 @@ class LedgerError(RuntimeError):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _empty(budget: int = DEFAULT_BUDGET) -> dict[str, Any]:
@@ -64,7 +61,7 @@ def _check_append_only(old: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def save(path: Path, doc: dict[str, Any]) -> None:
-    from tournament.atomic import write_json_atomic
+    from tournament.files import write_json_atomic
 
     p = Path(path)
     _check_append_only(load(p), doc)
@@ -101,7 +98,7 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
     entry = {
         "id": used(doc) + 1,
         "time": _now(),
-        "winner_sha256": file_sha256(w),
+        "winner_sha256": sha256_file(w),
         "git_commit": git_commit,
         "note": note,
         "forced": bool(force and left(doc) <= 0),

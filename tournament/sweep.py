@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tournament.atomic import write_json_atomic
+from tournament.files import write_json_atomic
 from tournament.sweep_config import (
     EMBEDDED_PREFIX,
     Choices,

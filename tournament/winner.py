@@ -30,7 +30,7 @@ def write_winner(doc: dict[str, Any], path: Path) -> Path:
     from tournament.serving.config import ServeConfig
 
     ServeConfig.model_validate(doc["serve"])  # never write a winner serve.py cannot read
-    from tournament.atomic import write_json_atomic
+    from tournament.files import write_json_atomic
 
     return write_json_atomic(path, doc)
 

@@ -21,7 +21,8 @@ from tournament.data.augment import DEFAULT_TEMPLATES, augment_rows
 from tournament.data.groups import Grouping, GroupingRules, group_rows
 from tournament.data.ingest import QARow, read_qa
 from tournament.data.leakage import LeakageReport, check_leakage
-from tournament.data.store import atomic_dir, sha256_file, write_json, write_jsonl
+from tournament.data.store import atomic_dir, write_json, write_jsonl
+from tournament.files import sha256_file
 
 MANIFEST_SCHEMA = 1
 

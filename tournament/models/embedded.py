@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from tournament.candidates import sha256_file
+from tournament.files import sha256_file
 from tournament.models.gguf_import import import_gguf, is_imported
 
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"

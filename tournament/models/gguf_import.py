@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tournament.candidates import sha256_file
+from tournament.files import sha256_file
 
 
 class GGUFImportError(RuntimeError):

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tournament.candidates import Candidate, sha256_file
+from tournament.candidates import Candidate
+from tournament.files import sha256_file
 from tournament.prompting import PromptSpec, render_prompt
 
 IGNORE = -100
