@@ -88,6 +88,9 @@ def test_resume_after_sigkill(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
         assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
         retry = [t for t in ts if t.user_attrs.get("retry_of") == killed_running]
         assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
-        assert retry[0].params == dead.params
+        if "group_key" in dead.user_attrs:  # its plan was complete: the retry runs the same plan
+            assert retry[0].params == dead.params
+        else:  # killed between two suggest calls: what was chosen is kept, Optuna draws the rest
+            assert dead.params.items() <= retry[0].params.items()
         assert "marked FAIL and queued again" in out.stdout + out.stderr
     assert not list((runs_dir / "servers").glob("*.json"))

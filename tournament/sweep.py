@@ -555,6 +555,8 @@ def recover_local_stale(study) -> list[int]:
                 if key not in t.system_attrs:
                     st.set_trial_system_attr(t._trial_id, key, 1.0)
             if st.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                # a worker killed between two suggest calls left part of a plan: the retry keeps
+                # those choices and Optuna draws the rest (nothing was measured yet)
                 study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
                 out.append(t.number)
         except Exception as e:  # another worker got there first
