@@ -188,6 +188,44 @@ def test_train_cli(tiny_model_dir, dataset, tmp_path):
     assert res.exit_code == 2 and "recipe.datset" in res.output
 
 
+def test_train_cli_dataset_override_is_a_separate_build(tiny_model_dir, dataset, tmp_path):
+    """--dataset (the refit for a submission) trains the same recipe on another data build: its
+    rows reach the trainer, and the build gets its own config hash next to the first."""
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    refit = tmp_path / "refit"
+    refit.mkdir()
+    rows = [json.loads(x) for x in dataset.read_text(encoding="utf-8").splitlines()]
+    rows += [{"question": f"{q}?", "answer": a} for q, a in QA]  # + the "eval" rows: 25
+    (refit / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                       encoding="utf-8")
+    (refit / "manifest.json").write_text(json.dumps({"refit": True}))
+    yml = tmp_path / "c.yaml"
+    yml.write_text(yaml.safe_dump({"id": "c", "base": {"path": str(tiny_model_dir)},
+                                   "recipe": {"method": "full", "dataset": str(dataset), "batch_size": 5,
+                                              "epochs": 1, "max_length": 96}}))
+    base_args = ["train", str(yml), "--builds", str(tmp_path / "b"), "--no-mlflow", "--device", "cpu", "--json"]
+    runs = []
+    for extra in ([], ["--dataset", str(refit)]):
+        res = CliRunner().invoke(app, base_args + extra)
+        assert res.exit_code == 0, res.output
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    plain, refitted = runs
+    assert plain["steps"] == 4 and refitted["steps"] == 5  # 20 rows vs 25 rows, batch 5
+    assert plain["config_hash"] != refitted["config_hash"] and plain["build_dir"] != refitted["build_dir"]
+    assert "refit" in res.stderr
+    manifest = json.loads((Path(refitted["build_dir"]) / "candidate.json").read_text())
+    assert str(refit / "train.jsonl") in json.dumps(manifest)
+    res = CliRunner().invoke(app, base_args + ["--dataset", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    none = tmp_path / "none.yaml"
+    none.write_text(yaml.safe_dump({"id": "n", "base": {"path": str(tiny_model_dir)}}))
+    res = CliRunner().invoke(app, ["train", str(none), "--dataset", str(refit)])
+    assert res.exit_code == 2 and "nothing to train" in res.output
+
+
 def test_end_to_end_yaml_train_serve_judge(tiny_model_dir, dataset, tmp_path):
     from tournament.judge import judge
     from tournament.serving.process import ServerProcess

@@ -315,6 +315,19 @@ def load_candidate(path: str | Path) -> Candidate:
     return parse_candidate(data, path)
 
 
+def with_dataset(candidate: Candidate, dataset: str | Path) -> Candidate:
+    """The same candidate trained on another data build (the refit for a submission). The path is
+    taken from the current directory; its content hash enters the config hash (a separate build)."""
+    if candidate.recipe.method == "none":
+        raise CandidateError(f"--dataset: candidate {candidate.id!r} has recipe.method none (nothing to train)")
+    p = Path(os.path.expanduser(str(dataset))).resolve()
+    if not p.exists():
+        raise CandidateError(f"--dataset: {p} does not exist (run `tournament data build` first)")
+    out = candidate.model_copy(update={"recipe": candidate.recipe.model_copy(update={"dataset": str(p)})})
+    out._source = candidate._source
+    return out
+
+
 def load_candidates(folder: str | Path = "candidates") -> list[Candidate]:
     return [load_candidate(p) for p in sorted(Path(folder).glob("*.yaml"))]
 

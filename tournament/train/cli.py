@@ -10,6 +10,16 @@ from typing import Optional
 import typer
 
 
+def _is_refit(train_file: Path | None) -> bool:
+    """Whether a data build's manifest says it trains on its eval rows too (`data build --refit`)."""
+    if train_file is None:
+        return False
+    try:
+        return bool(json.loads((train_file.parent / "manifest.json").read_text()).get("refit"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -17,6 +27,10 @@ def register(app: typer.Typer) -> None:
         builds: Path = typer.Option(Path("builds"), help="Where builds live (<id>-<hash12>/)."),
         resume: bool = typer.Option(False, help="Continue an interrupted build from its last checkpoint."),
         force: bool = typer.Option(False, help="Rebuild even if a build with this config hash exists."),
+        dataset: Optional[Path] = typer.Option(
+            None, help="Train on this data build (folder with train.jsonl, or a .jsonl) instead of the "
+                       "candidate's recipe.dataset: the refit for a submission, e.g. data/build/pmpp-refit. "
+                       "The dataset's content enters the config hash, so this is a separate build."),
         max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimizer steps (smoke runs)."),
         device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
         models_dir: Path = typer.Option(Path("models"), help="Where base models are downloaded/imported."),
@@ -30,14 +44,20 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from tournament.candidates import CandidateError, ensure_built, load_candidate
+        from tournament.candidates import CandidateError, ensure_built, load_candidate, with_dataset
 
         console = Console(stderr=True)
         try:
             cand = load_candidate(candidate)
+            if dataset is not None:
+                cand = with_dataset(cand, dataset)
         except CandidateError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
+        if dataset is not None:
+            refit = _is_refit(cand.dataset_file())
+            console.print(f"[dim]dataset override: {cand.dataset_file()}"
+                          f"{' (refit: eval rows included, its eval scores are not honest)' if refit else ''}[/dim]")
         uri = None
         if not no_mlflow:
             uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
