@@ -7,6 +7,7 @@ real question count. Runs a sweep of --trials decode-only trials on one engine g
 per-trial numbers and the median.
 
     python scripts/bench_sweep_overhead.py                       # tiny random model, CPU
+    python scripts/bench_sweep_overhead.py --eval data/pmpp/basic.docx --questions 100 --speed-repeats 3 --mlflow
     python scripts/bench_sweep_overhead.py --config sweeps/gpu-gemma.yaml --trials 12   # GPU machine
 """
 
@@ -27,6 +28,11 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--questions", type=int, default=64, help="eval questions (tiny model default)")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--eval", default=None,
+                    help="eval QA file for the tiny model (e.g. data/pmpp/basic.docx: real references, so "
+                         "scoring costs what it costs in a real sweep); default: synthetic questions")
+    ap.add_argument("--speed-repeats", type=int, default=1,
+                    help="judge runs per trial for the speed median (the GPU sweep uses 3)")
     ap.add_argument("--runs-dir", default=None)
     ap.add_argument("--mlflow", action="store_true", help="also log to MLflow (background thread)")
     args = ap.parse_args()
@@ -39,19 +45,22 @@ def main() -> int:
     if args.config:
         cfg = load_sweep_config(args.config)
         cfg.decode_trials_per_engine = args.trials  # one engine group: every trial after the first is decode-only
+        cfg.speed_repeats = args.speed_repeats
     else:
         from tournament.models.tiny import build_tiny_model
 
         model = build_tiny_model(tmp / "model")
-        qa = tmp / "eval.jsonl"
-        qa.write_text("".join(json.dumps({"question": f"问题 {i}: 什么是 warp 与 memory coalescing？",
-                                          "answer": f"warp {i} has 32 threads"}, ensure_ascii=False) + "\n"
-                              for i in range(args.questions)), encoding="utf-8")
+        qa = Path(args.eval).resolve() if args.eval else tmp / "eval.jsonl"
+        if not args.eval:
+            qa.write_text("".join(json.dumps({"question": f"问题 {i}: 什么是 warp 与 memory coalescing？",
+                                              "answer": f"warp {i} has 32 threads"}, ensure_ascii=False) + "\n"
+                                  for i in range(args.questions)), encoding="utf-8")
         cfg = parse_sweep_config({
             "study": "bench", "trials": args.trials, "decode_trials_per_engine": args.trials,
             "candidates": [{"id": "tiny", "model_path": str(model),
                             "engine": {"engine": "transformers", "device": "cpu", "batch_size": 64}}],
-            "eval": {"path": str(qa)},
+            "eval": {"path": str(qa), "limit": args.questions},
+            "speed_repeats": args.speed_repeats,
             "judge": {"pass_mark": 0.0},
             "space": {"decode": {"max_tokens": [args.max_tokens, args.max_tokens + 1],
                                  "repetition_penalty": [1.0, 1.05, 1.1]}},

@@ -76,3 +76,25 @@ def test_one_pass_scoring_matches_the_separate_functions():
     # the exception path keeps the judge's semantics: 0 overall, the good rows still scored
     acc, scores = scoring.judge_accuracy_and_scores(["warp 32 threads", None], ["warp 32 threads", "x"])
     assert acc == 0.0 and scores == [1.0, 0.0]
+
+
+def _lcs_dp(a, b):
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def test_bit_parallel_lcs_equals_the_textbook_dp():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        alphabet = [str(i) for i in range(rng.randint(1, 6))]
+        a = [rng.choice(alphabet) for _ in range(rng.randint(0, 40))]
+        b = [rng.choice(alphabet) for _ in range(rng.randint(0, 90))]  # > 64 columns too
+        assert scoring._lcs_len(a, b) == _lcs_dp(a, b), (a, b)
+    assert scoring._lcs_len(list("abcbdab"), list("bdcaba")) == 4

@@ -14,12 +14,34 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 from tournament import scoring
 
 BASIC_LIMITS = {"health_timeout": 180.0, "predict_timeout": 360.0}
+
+
+@lru_cache(maxsize=1)
+def _tls_context():
+    import ssl
+
+    try:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()
+
+
+def http_client(**kwargs: Any):
+    """The HTTP client of every judge call: never a proxy (trust_env=False), and one TLS context
+    for the whole process. httpx builds a fresh one for each client, reading the CA bundle: about
+    30 ms, which a sweep would pay on every judged run of every trial."""
+    import httpx
+
+    return httpx.Client(trust_env=False, verify=_tls_context(), **kwargs)
 
 
 @dataclass
@@ -127,11 +149,9 @@ def judge(
 ) -> JudgeReport:
     """Run the judge against `url`. score=False skips accuracy (speed-only repeats of a sweep):
     accuracy, zh_rougeL and scores are then left at 0 and `scored` is False."""
-    import httpx
-
     scoring.warm_up()  # jieba's dictionary loads outside every timed region
     questions = [str(q) for q in questions]
-    with httpx.Client(trust_env=False) as client:  # loopback only: never a proxy
+    with http_client() as client:
         status, health_s, err = wait_healthy(client, url, health_timeout, poll)
         if err:
             return _report(None, questions, references, [], 0.0, health_s, err)

@@ -642,10 +642,10 @@ class Sweep:
         return self.server
 
     def _configure(self, url: str, plan: TrialPlan) -> None:
-        import httpx
+        from tournament.judge import http_client
 
-        r = httpx.post(url + "/admin/config", json={"decode": plan.decode, "mode": plan.mode}, timeout=30,
-                       trust_env=False)
+        with http_client() as client:
+            r = client.post(url + "/admin/config", json={"decode": plan.decode, "mode": plan.mode}, timeout=30)
         if r.status_code != 200:
             raise RuntimeError(f"POST /admin/config answered {r.status_code}: {r.text[:300]}")
 
