@@ -94,3 +94,46 @@ def test_resume_after_sigkill(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
             assert dead.params.items() <= retry[0].params.items()
         assert "marked FAIL and queued again" in out.stdout + out.stderr
     assert not list((runs_dir / "servers").glob("*.json"))
+
+
+def test_unnamed_trial_of_a_dead_worker_is_recovered_and_a_live_ones_is_not(tmp_path, monkeypatch):
+    """A worker killed between `study.ask()` and naming the trial leaves a RUNNING trial with no
+    worker attr. The next run on this host takes it (FAIL + queued again) once it is clearly
+    nobody's; a trial a live worker names within the grace period is left alone."""
+    import threading
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from tournament import sweep
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    monkeypatch.setattr(sweep, "UNNAMED_GRACE_S", 0.6)
+    runs = tmp_path / "runs"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.create_study(study_name="u", storage=f"sqlite:///{tmp_path / 'o.db'}",
+                                directions=["maximize", "maximize"])
+    before = study.ask()  # asked before the dead worker started: never its trial
+    (runs / "servers").mkdir(parents=True)
+    (runs / "servers" / f"{sweep.socket.gethostname()}-{dead.pid}.json").write_text(json.dumps(
+        {"owner": dead.pid, "host": sweep.socket.gethostname(), "started_at": time.time(), "servers": []}))
+    orphan = study.ask()
+    orphan.suggest_int("x", 0, 9)  # the dead worker got as far as one suggest
+    live = study.ask()
+    threading.Timer(0.2, lambda: live.set_user_attr("worker", "elsewhere:1")).start()
+
+    killed, dead_started = sweep.PidFile(runs).kill_stale()
+    assert killed == [] and len(dead_started) == 1
+    assert not list((runs / "servers").glob("*.json"))  # the dead worker's record is gone
+    recovered = sweep.recover_local_stale(study, dead_started)
+
+    assert recovered == [orphan.number]
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[orphan.number].state == TrialState.FAIL
+    assert "between asking" in by_number[orphan.number].user_attrs["fail_reason"]
+    assert by_number[live.number].state == TrialState.RUNNING
+    assert by_number[before.number].state == TrialState.RUNNING
+    retry = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].system_attrs["fixed_params"] == {"x": orphan.params["x"]}  # what it had chosen is kept

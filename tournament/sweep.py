@@ -318,16 +318,23 @@ def _cmdline(pid: int) -> str:
 
 
 class PidFile:
-    """``<runs>/servers/<host>-<pid>.json``: the servers this worker started (for stale cleanup)."""
+    """``<runs>/servers/<host>-<pid>.json``: this worker, when it started, and the servers it
+    started (for stale cleanup and for claiming the trials a dead worker left behind)."""
 
     def __init__(self, runs_dir: Path):
         self.dir = Path(runs_dir) / "servers"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / f"{socket.gethostname()}-{os.getpid()}.json"
         self.servers: list[int] = []
+        self.started_at = time.time()
 
     def _write(self) -> None:
-        write_json_atomic(self.path, {"owner": os.getpid(), "host": socket.gethostname(), "servers": self.servers})
+        write_json_atomic(self.path, {"owner": os.getpid(), "host": socket.gethostname(),
+                                      "started_at": self.started_at, "servers": self.servers})
+
+    def open(self) -> None:
+        """Record this worker before it asks for its first trial."""
+        self._write()
 
     def add(self, pid: int) -> None:
         self.servers.append(pid)
@@ -340,9 +347,11 @@ class PidFile:
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def kill_stale(self) -> list[int]:
-        """Kill servers recorded by dead workers of this host; return their pids."""
-        killed = []
+    def kill_stale(self) -> tuple[list[int], list[float]]:
+        """Kill servers recorded by dead workers of this host; return their pids and the start
+        times of those dead workers."""
+        killed: list[int] = []
+        dead_started: list[float] = []
         host = socket.gethostname()
         for f in self.dir.glob("*.json"):
             try:
@@ -351,6 +360,8 @@ class PidFile:
                 continue
             if doc.get("host") != host or doc.get("owner") == os.getpid() or _pid_alive(int(doc.get("owner", 0))):
                 continue
+            if isinstance(doc.get("started_at"), (int, float)):
+                dead_started.append(float(doc["started_at"]))
             for pid in doc.get("servers", []):
                 if _pid_alive(pid) and "serve:app" in _cmdline(pid):
                     try:
@@ -362,7 +373,7 @@ class PidFile:
                             pass
                     killed.append(pid)
             f.unlink(missing_ok=True)
-        return killed
+        return killed, dead_started
 
 
 @dataclass
@@ -534,12 +545,46 @@ def counted(trials) -> int:
     return n
 
 
-def recover_local_stale(study) -> list[int]:
-    """RUNNING trials of dead workers on this host: FAIL (reason recorded) + enqueue again."""
+# A live worker names itself (user attr "worker") milliseconds after `ask`; a trial still unnamed
+# after this long was asked by a worker that died in between.
+UNNAMED_GRACE_S = 5.0
+
+
+def _unnamed_orphans(study, dead_started: list[float]) -> list[Any]:
+    """RUNNING trials with no worker, asked after a now-dead worker of this host started (it was
+    killed between `ask` and naming the trial). Waits until each is UNNAMED_GRACE_S old, so that a
+    live worker's trial in that same millisecond window is never taken."""
+    import datetime as _dt
+
+    from optuna.trial import TrialState
+
+    if not dead_started:
+        return []
+    # the dead worker recorded its start before its first ask; optuna stores naive local times
+    since = _dt.datetime.fromtimestamp(min(dead_started))
+
+    def unnamed():
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if "worker" not in t.user_attrs and t.datetime_start is not None and t.datetime_start >= since]
+
+    found = unnamed()
+    if found:
+        youngest = max(t.datetime_start for t in found)
+        wait = UNNAMED_GRACE_S - (_dt.datetime.now() - youngest).total_seconds()
+        if wait > 0:
+            time.sleep(wait)
+        found = unnamed()
+    return found
+
+
+def recover_local_stale(study, dead_started: list[float] = ()) -> list[int]:
+    """RUNNING trials of dead workers on this host: FAIL (reason recorded) + enqueue again. These
+    are the trials a dead worker named, and the unnamed ones it asked just before dying."""
     from optuna.trial import TrialState
 
     host = socket.gethostname()
     out = []
+    stale = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         w = str(t.user_attrs.get("worker", ""))
         h, _, pid = w.rpartition(":")
@@ -547,9 +592,13 @@ def recover_local_stale(study) -> list[int]:
             continue
         if _pid_alive(int(pid)):
             continue
+        stale.append((t, f"worker {w} died while the trial was running"))
+    stale += [(t, "a worker of this host died between asking for the trial and naming it")
+              for t in _unnamed_orphans(study, list(dead_started))]
+    for t, reason in stale:
         st = study._storage
         try:
-            st.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {w} died while the trial was running")
+            st.set_trial_user_attr(t._trial_id, "fail_reason", reason)
             for c in CONSTRAINTS:
                 key = f"constraints:{c}"
                 if key not in t.system_attrs:
@@ -654,10 +703,11 @@ class Sweep:
         from optuna.trial import TrialState
 
         study = self._study()
-        killed = self.pidfile.kill_stale()
+        killed, dead_started = self.pidfile.kill_stale()
         if killed:
             self.echo(f"killed {len(killed)} orphan server(s) of dead sweeps: {killed}")
-        recovered = recover_local_stale(study)
+        recovered = recover_local_stale(study, dead_started)
+        self.pidfile.open()
         if recovered:
             self.echo(f"trials {recovered} were left RUNNING by a dead worker: marked FAIL and queued again")
         self.tracker = None

@@ -93,17 +93,19 @@ class ServerProcess:
 
         assert self.started_at is not None
         deadline = self.started_at + timeout
-        while time.time() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"server exited with code {self.proc.returncode} before it was healthy"
-                                   + self._log_tail())
-            try:
-                r = httpx.get(self.url + "/", timeout=2.0)
-                if r.status_code == 200:
-                    return time.time() - self.started_at
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+        # one client for the whole wait; loopback, so never through a proxy from the environment
+        with httpx.Client(trust_env=False) as client:
+            while time.time() < deadline:
+                if not self.alive():
+                    raise RuntimeError(f"server exited with code {self.proc.returncode} before it was healthy"
+                                       + self._log_tail())
+                try:
+                    r = client.get(self.url + "/", timeout=2.0)
+                    if r.status_code == 200:
+                        return time.time() - self.started_at
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.25)
         raise TimeoutError(f"server not healthy after {timeout:.0f} s" + self._log_tail())
 
     def _log_tail(self, n: int = 3000) -> str:
