@@ -98,3 +98,33 @@ def test_bit_parallel_lcs_equals_the_textbook_dp():
         b = [rng.choice(alphabet) for _ in range(rng.randint(0, 90))]  # > 64 columns too
         assert scoring._lcs_len(a, b) == _lcs_dp(a, b), (a, b)
     assert scoring._lcs_len(list("abcbdab"), list("bdcaba")) == 4
+
+
+def test_answer_ceiling_cuts_references_with_the_served_tokenizer(tiny_model_dir, tiny_qa_file):
+    """A cap longer than every reference keeps the references' self-score; a short cap cuts them
+    and scores less; the CLI prints the same numbers as JSON."""
+    import json
+
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from tournament.ceiling import answer_ceiling, token_counts
+    from tournament.cli import app
+    from tournament.data.ingest import read_qa
+
+    refs = [r.answer for r in read_qa(tiny_qa_file)]
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    longest = max(token_counts(refs, tok))
+    short, full = answer_ceiling(refs, tok, [3, longest])
+    assert full["answers_cut"] == 0 and full["accuracy"] == pytest.approx(scoring.judge_accuracy(refs, refs))
+    assert short["answers_cut"] == sum(n > 3 for n in token_counts(refs, tok)) > 0
+    assert short["accuracy"] < full["accuracy"]
+
+    res = CliRunner().invoke(app, ["ceiling", str(tiny_qa_file), "--tokenizer", str(tiny_model_dir),
+                                   "--max-tokens", "3", "--max-tokens", str(longest), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [c["accuracy"] for c in doc["caps"]] == pytest.approx([short["accuracy"], full["accuracy"]])
+    assert doc["reference_tokens"]["max"] == longest
+    bad = CliRunner().invoke(app, ["ceiling", str(tiny_qa_file), "--tokenizer", str(tiny_model_dir), "--set", "nope"])
+    assert bad.exit_code == 2 and "no rows of set" in bad.output

@@ -1,9 +1,11 @@
-"""`tournament score PRED REF`: the judge's accuracy of a prediction file against references."""
+"""`tournament score PRED REF`: the judge's accuracy of a prediction file against references.
+`tournament ceiling REF --tokenizer DIR`: what each max_tokens leaves of answers a model knows."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -42,3 +44,46 @@ def register(app: typer.Typer) -> None:
             table.add_column(k)
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in result.values()))
         Console().print(table)
+
+    @app.command("ceiling")
+    def ceiling(
+        ref: Path = typer.Argument(..., exists=True, dir_okay=False, help="QA file with the references (docx, JSONL, ...)."),
+        tokenizer: Path = typer.Option(..., "--tokenizer", exists=True, file_okay=False,
+                                       help="Model directory whose tokenizer the server uses."),
+        max_tokens: list[int] = typer.Option([64, 96, 128, 192, 256, 384, 512], "--max-tokens", min=1,
+                                             help="Caps to try (repeat the option)."),
+        set_name: Optional[str] = typer.Option(None, "--set", help="Only rows of this set (basic | plus/bonus) of a data build's eval.jsonl."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ) -> None:
+        """Judge accuracy of the references cut at each max_tokens: the most a model that knows every
+        answer can score under that cap (for a refit build answering the judge's repeated samples)."""
+        from tournament.ceiling import answer_ceiling, quantiles, token_counts
+        from tournament.data.ingest import DataFormatError
+        from tournament.judge_cli import load_questions
+
+        try:
+            _, refs = load_questions(ref, set_name=set_name)
+        except (DataFormatError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(tokenizer))
+        except (OSError, ValueError) as e:
+            typer.echo(f"error: no tokenizer in {tokenizer}: {e}", err=True)
+            raise typer.Exit(2)
+        rows = answer_ceiling(refs, tok, sorted(set(max_tokens)))
+        tokens = quantiles(token_counts(refs, tok))
+        if as_json:
+            typer.echo(json.dumps({"file": str(ref), "n": len(refs), "reference_tokens": tokens, "caps": rows}))
+            return
+        console = Console()
+        console.print(f"{ref}: {len(refs)} references; tokens p50 {tokens.get('p50')}, p90 {tokens.get('p90')}, "
+                      f"max {tokens.get('max')}")
+        table = Table()
+        for col in ("max_tokens", "ceiling (judge acc.)", "answers cut"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(str(r["max_tokens"]), f"{r['accuracy']:.3f}", f"{r['answers_cut']}/{r['n']}")
+        console.print(table)
