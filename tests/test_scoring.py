@@ -108,16 +108,17 @@ def test_answer_ceiling_cuts_references_with_the_served_tokenizer(tiny_model_dir
     from transformers import AutoTokenizer
     from typer.testing import CliRunner
 
-    from tournament.ceiling import answer_ceiling, token_counts
+    from tournament.ceiling import answer_ceiling, token_ids
     from tournament.cli import app
     from tournament.data.ingest import read_qa
 
     refs = [r.answer for r in read_qa(tiny_qa_file)]
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    longest = max(token_counts(refs, tok))
-    short, full = answer_ceiling(refs, tok, [3, longest])
+    counts = [len(x) for x in token_ids(refs, tok)]
+    longest = max(counts)
+    short, full = answer_ceiling(refs, token_ids(refs, tok), tok, [3, longest])
     assert full["answers_cut"] == 0 and full["accuracy"] == pytest.approx(scoring.judge_accuracy(refs, refs))
-    assert short["answers_cut"] == sum(n > 3 for n in token_counts(refs, tok)) > 0
+    assert short["answers_cut"] == sum(n > 3 for n in counts) > 0
     assert short["accuracy"] < full["accuracy"]
 
     res = CliRunner().invoke(app, ["ceiling", str(tiny_qa_file), "--tokenizer", str(tiny_model_dir),

@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import TINY_QA
 from tournament.candidates import ensure_built, load_candidate, parse_candidate
 
-QA = [
-    ("什么是 warp？", "warp 是 32 个 threads 组成的调度单位。"),
-    ("CUDA kernel 如何计算全局索引？", "i = blockIdx.x * blockDim.x + threadIdx.x"),
-    ("什么是 memory coalescing？", "相邻 threads 访问连续地址时合并为一次 DRAM transaction。"),
-    ("shared memory tiling 的作用？", "把 tile 载入 shared memory，TILE_WIDTH=16 时减少访存。"),
-    ("什么是数据并行？", "数据并行是把计算围绕数据组织。"),
-]
+QA = TINY_QA[:5]  # 5 pairs: the step counts below are for 20 rows (x4) and 25 rows
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,18 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
-def token_counts(references: Sequence[str], tokenizer: Any) -> list[int]:
-    return [len(tokenizer(str(r), add_special_tokens=False)["input_ids"]) for r in references]
+def token_ids(references: Sequence[str], tokenizer: Any) -> list[list[int]]:
+    """Each reference as the served tokenizer's ids (no special tokens): tokenized once, then cut."""
+    return [list(tokenizer(str(r), add_special_tokens=False)["input_ids"]) for r in references]
 
 
-def answer_ceiling(references: Sequence[str], tokenizer: Any, caps: Sequence[int]) -> list[dict[str, Any]]:
-    """For each cap: judge accuracy of the references cut at `cap` tokens against themselves, and
-    how many references are longer than the cap."""
+def answer_ceiling(references: Sequence[str], ids: Sequence[Sequence[int]], tokenizer: Any,
+                   caps: Sequence[int]) -> list[dict[str, Any]]:
+    """For each cap: judge accuracy of the references (`ids` from `token_ids`) cut at `cap` tokens
+    against themselves, and how many references are longer than the cap."""
     from tournament.scoring import judge_accuracy
 
     refs = [str(r) for r in references]
-    ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in refs]
     rows = []
     for cap in caps:
         cut = [tokenizer.decode(x[:cap], skip_special_tokens=True) for x in ids]

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Judge accuracy of the references cut at each max_tokens: the most a model that knows every
         answer can score under that cap (for a refit build answering the judge's repeated samples)."""
-        from tournament.ceiling import answer_ceiling, quantiles, token_counts
+        from tournament.ceiling import answer_ceiling, quantiles, token_ids
         from tournament.data.ingest import DataFormatError
         from tournament.judge_cli import load_questions
 
@@ -73,8 +73,9 @@ def register(app: typer.Typer) -> None:
         except (OSError, ValueError) as e:
             typer.echo(f"error: no tokenizer in {tokenizer}: {e}", err=True)
             raise typer.Exit(2)
-        rows = answer_ceiling(refs, tok, sorted(set(max_tokens)))
-        tokens = quantiles(token_counts(refs, tok))
+        ids = token_ids(refs, tok)
+        rows = answer_ceiling(refs, ids, tok, sorted(set(max_tokens)))
+        tokens = quantiles([len(x) for x in ids])
         if as_json:
             typer.echo(json.dumps({"file": str(ref), "n": len(refs), "reference_tokens": tokens, "caps": rows}))
             return
