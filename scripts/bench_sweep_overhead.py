@@ -37,8 +37,9 @@ def main() -> int:
     ap.add_argument("--mlflow", action="store_true", help="also log to MLflow (background thread)")
     args = ap.parse_args()
 
-    from tournament.sweep import SweepOptions, default_storage, run_sweep
-    from tournament.sweep_config import load_sweep_config, parse_sweep_config
+    from tournament.study.storage import default_storage
+    from tournament.study.sweep import SweepOptions, run_sweep
+    from tournament.study.config import load_sweep_config, parse_sweep_config
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     runs = Path(args.runs_dir) if args.runs_dir else tmp / "mlruns"

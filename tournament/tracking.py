@@ -26,6 +26,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from tournament.machine import library_versions
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "tournament"
@@ -101,21 +103,10 @@ def gpu_name() -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
-def library_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "vllm", "optuna", "mlflow", "tournament"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def environment_tags() -> dict[str, str]:
     tags = {"git_commit": git_commit(), "gpu": gpu_name(), "host": platform.node()}
-    tags.update({f"version.{k}": v for k, v in library_versions().items()})
+    versions = library_versions(("torch", "transformers", "vllm", "optuna", "mlflow", "tournament"))
+    tags.update({f"version.{k}": v for k, v in versions.items() if v is not None})
     return tags
 
 

@@ -15,7 +15,8 @@ T="python3 -m tournament.cli"
 CAND=${BENCH_CANDIDATE:-candidates/gemma-3-270m-full.yaml}
 BASE=$(python3 - "$CAND" "${BENCH_ENGINE:-vllm}" <<'PY'
 import json, sys
-from tournament.candidates import ensure_built, load_candidate
+from tournament.candidates import load_candidate
+from tournament.train.build import ensure_built
 c = load_candidate(sys.argv[1])
 cfg = c.serve_overrides(str(ensure_built(c)))
 cfg["engine"] = {**cfg.get("engine", {}), "engine": sys.argv[2], "gpu_memory_utilization": 0.5, "max_model_len": 1024}

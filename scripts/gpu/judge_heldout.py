@@ -10,9 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from tournament.candidates import ensure_built, load_candidate
-from tournament.judge import judge
-from tournament.judge_cli import load_questions
+from tournament.candidates import load_candidate
+from tournament.train.build import ensure_built
+from tournament.judge.emulator import judge
+from tournament.data.ingest import load_questions
 from tournament.serving.process import ServerProcess
 
 EVAL = Path("data/build/pmpp-docx/eval.jsonl")

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from tournament.judge import judge
-from tournament.judge_cli import load_questions
+from tournament.judge.emulator import judge
+from tournament.data.ingest import load_questions
 from tournament.serving.process import ServerProcess
 
 EVAL = Path("data/build/pmpp-docx/eval.jsonl")

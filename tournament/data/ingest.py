@@ -334,6 +334,43 @@ def read_qa(path: str | Path) -> list[QARow]:
     return rows
 
 
+def load_qa_rows(
+    path: str | Path,
+    *,
+    set_name: str | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+    repeat_to: int | None = None,
+) -> list[QARow]:
+    """The one loader of question/answer files for the judge emulator, the sweep and training.
+
+    Any format :func:`read_qa` reads. ``set_name`` (basic | bonus, "plus" accepted) keeps the rows
+    of one judge set: a data build's rows carry ``"set"``, other files are labelled by their name
+    (``basic.docx``, ``plus.docx``). Then ``offset``/``limit`` slice, and ``repeat_to`` cycles the
+    rows up to a judge-sized count. A set that leaves no row is a ValueError."""
+    from tournament.judge.rules import row_in_set, set_from_name
+
+    p = Path(path)
+    rows = read_qa(p)
+    if set_name:
+        rows = [r for r in rows if row_in_set((r.meta or {}).get("set") or set_from_name(r.source or p), set_name)]
+        if not rows:
+            raise ValueError(f"{p}: no rows of set {set_name!r} (a data build's eval.jsonl has basic/plus)")
+    rows = rows[offset:]
+    if limit:
+        rows = rows[:limit]
+    if repeat_to and rows:
+        rows = [rows[i % len(rows)] for i in range(repeat_to)]
+    return rows
+
+
+def load_questions(path: str | Path, limit: int | None = None, repeat_to: int | None = None,
+                   set_name: str | None = None) -> tuple[list[str], list[str]]:
+    """(questions, references) of :func:`load_qa_rows`."""
+    rows = load_qa_rows(path, set_name=set_name, limit=limit, repeat_to=repeat_to)
+    return [r.question for r in rows], [r.answer for r in rows]
+
+
 def read_questions(path: str | Path) -> list[str]:
     """The questions of a QA file, in order (for the judge emulator)."""
     p = Path(path)

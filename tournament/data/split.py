@@ -21,8 +21,10 @@ from tournament.data.augment import DEFAULT_TEMPLATES, augment_rows
 from tournament.data.groups import Grouping, GroupingRules, group_rows
 from tournament.data.ingest import QARow, read_qa
 from tournament.data.leakage import LeakageReport, check_leakage
-from tournament.data.store import atomic_dir, write_json, write_jsonl
-from tournament.files import sha256_file
+from tournament.data.store import atomic_dir, write_json
+from tournament.files import sha256_file, write_jsonl_atomic
+from tournament.judge.rules import set_from_name
+from tournament.paths import project_root
 
 MANIFEST_SCHEMA = 1
 
@@ -49,16 +51,6 @@ class SplitResult:
     manifest: dict[str, Any]
     grouping: Grouping
     leakage: LeakageReport
-
-
-def set_from_name(path: str | Path) -> str | None:
-    """``basic``/``plus`` from a file name (the course's two question sets), else None."""
-    stem = Path(path).stem.lower()
-    if "basic" in stem or "基础" in stem:
-        return "basic"
-    if "plus" in stem or "bonus" in stem or "加分" in stem:
-        return "plus"
-    return None
 
 
 def _row_ids(rows: Sequence[QARow]) -> list[str]:
@@ -221,8 +213,8 @@ def build_split(
     written = None
     if out is not None:
         def fill(tmp: Path) -> None:
-            write_jsonl(tmp / "train.jsonl", train)
-            write_jsonl(tmp / "eval.jsonl", evals)
+            write_jsonl_atomic(tmp / "train.jsonl", train)
+            write_jsonl_atomic(tmp / "eval.jsonl", evals)
             write_json(tmp / "manifest.json", manifest)
 
         written = atomic_dir(out, fill)
@@ -243,13 +235,6 @@ _SPEC_KEYS = {"name", "description", "sources", "eval", "out", "seed", "eval_fra
               "refit", "augment", "augment_templates", "grouping"}
 
 
-def _project_root(start: Path) -> Path:
-    for d in (start, *start.parents):
-        if (d / "pyproject.toml").is_file():
-            return d
-    return start
-
-
 def load_split_spec(path: str | Path) -> dict[str, Any]:
     """Read a split YAML into ``build_split`` keyword arguments (paths made absolute).
 
@@ -268,7 +253,7 @@ def load_split_spec(path: str | Path) -> dict[str, Any]:
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
         raise ValueError(f"{p}: unknown keys {sorted(unknown)}; expected some of {sorted(_SPEC_KEYS)}")
-    root = _project_root(p.resolve().parent)
+    root = project_root(p.resolve().parent)
 
     def resolve(x: str) -> Path:
         q = Path(x)

@@ -1,4 +1,4 @@
-"""Files out: JSONL rows, checksums, and whole build directories written atomically.
+"""Files out: JSON rows, checksums, and whole build directories written atomically.
 
 A build directory appears complete or not at all: files go to a hidden temp directory beside
 the target, which is renamed into place only after every file was written (a crash or an
@@ -12,16 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+from typing import Any, Callable
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

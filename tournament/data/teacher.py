@@ -334,7 +334,13 @@ def generate_from_book(
                   backoff=backoff, max_backoff=max_backoff, temperature=temperature, max_tokens=max_tokens,
                   api_key=api_key, source=Path(book).name)
     if progress and todo:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         with Progress(TextColumn("[bold]teacher[/]"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rows]} rows, {task.fields[failed]} failed"),

@@ -26,7 +26,12 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from tournament.prompting import clean_answer, fallback_answer, render_prompt
-from tournament.serving.config import DecodeSettings, ServeConfig, load_serve_config, sweep_mode_enabled
+from tournament.serving.config import (
+    DecodeSettings,
+    ServeConfig,
+    load_serve_config,
+    sweep_mode_enabled,
+)
 from tournament.serving.engines import Engine, load_engine
 
 log = logging.getLogger("tournament.serve")

@@ -21,9 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tournament.paths import REPO_ROOT
 from tournament.prompting import PromptSpec
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ModelRef(BaseModel):
@@ -45,7 +44,7 @@ class EngineSettings(BaseModel):
 
     engine: Literal["vllm", "transformers"] = "vllm"
     dtype: str = "auto"
-    # vLLM (the subset shared by vLLM 0.10 and current releases; see DESIGN.md)
+    # vLLM (the subset shared by vLLM 0.10 and current releases; see docs/judge.md)
     quantization: str | None = None
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     enforce_eager: bool = False

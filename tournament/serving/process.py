@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tournament.serving.config import REPO_ROOT
+from tournament.paths import REPO_ROOT
 
 
 def _die_with_parent() -> None:

@@ -44,7 +44,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from tournament.candidates import CandidateError, ensure_built, load_candidate, with_dataset
+        from tournament.candidates import CandidateError, load_candidate, with_dataset
+        from tournament.train.build import ensure_built
 
         console = Console(stderr=True)
         try:

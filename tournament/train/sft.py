@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import time
@@ -34,142 +33,15 @@ from typing import Any, Callable
 
 from tournament.candidates import Candidate
 from tournament.files import sha256_file
-from tournament.prompting import PromptSpec, render_prompt
+from tournament.machine import hardware, library_versions, pick_device
+from tournament.train.examples import IGNORE, collate, encode_example, epoch_batches, pack, read_rows
 
-IGNORE = -100
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-
-
-# -- data --------------------------------------------------------------------------------------
-def read_rows(path: Path) -> list[tuple[str, str]]:
-    """(question, answer) pairs from a question/answer JSONL, or any format tournament.data reads."""
-    path = Path(path)
-    rows: list[tuple[str, str]] = []
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                if isinstance(rec, dict) and "question" in rec and "answer" in rec:
-                    rows.append((str(rec["question"]), str(rec["answer"])))
-                else:
-                    rows = []
-                    break
-        if rows:
-            return rows
-    from tournament.data.ingest import read_qa  # chat JSONL, Alpaca, CSV, docx ...
-
-    return [(r.question, r.answer) for r in read_qa(path)]
-
-
-def _has_bos(tokenizer: Any, text: str) -> bool:
-    bos = getattr(tokenizer, "bos_token", None)
-    return bool(bos) and text.startswith(bos)
-
-
-SENTENCE_ENDS = "。！？；.!?;\n"
-
-
-def cap_answer(answer: str, max_chars: int | None) -> str:
-    """Cut an answer to at most max_chars, at a sentence end when one lies in the second half."""
-    if not max_chars or len(answer) <= max_chars:
-        return answer
-    cut = max(answer.rfind(p, 0, max_chars) for p in SENTENCE_ENDS)
-    return answer[: cut + 1] if cut >= max_chars // 2 else answer[:max_chars]
-
-
-def encode_example(tokenizer: Any, spec: PromptSpec, question: str, answer: str, max_length: int,
-                   max_answer_chars: int | None = None,
-                   target_template: str = "{answer}") -> tuple[list[int], list[int]] | None:
-    """input_ids and labels (prompt masked with -100; target + EOS kept)."""
-    prompt = render_prompt(spec, question, tokenizer)
-    p_ids = tokenizer(prompt, add_special_tokens=not _has_bos(tokenizer, prompt))["input_ids"]
-    answer = cap_answer(answer.strip(), max_answer_chars)
-    answer = target_template.format(question=question.strip()[: spec.max_question_chars], answer=answer).strip()
-    a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        a_ids = a_ids + [tokenizer.eos_token_id]
-    if not a_ids:
-        return None
-    budget = max_length - min(len(a_ids), max_length // 2)
-    if len(p_ids) > budget:  # keep the end of the prompt ("答案：" / the assistant header)
-        p_ids = p_ids[len(p_ids) - budget:]
-    a_ids = a_ids[: max_length - len(p_ids)]
-    return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
-
-
-def pack(examples: list[tuple[list[int], list[int]]], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """Concatenate whole examples, in order, into sequences of at most max_length tokens."""
-    out: list[tuple[list[int], list[int]]] = []
-    ids: list[int] = []
-    labels: list[int] = []
-    for e_ids, e_labels in examples:
-        if ids and len(ids) + len(e_ids) > max_length:
-            out.append((ids, labels))
-            ids, labels = [], []
-        ids = ids + e_ids
-        labels = labels + e_labels
-    if ids:
-        out.append((ids, labels))
-    return out
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(n))
-    rng.shuffle(order)
-    return [order[i: i + batch_size] for i in range(0, n, batch_size)]
-
-
-def collate(seqs: list[tuple[list[int], list[int]]], pad_id: int):
-    import torch
-
-    width = max(len(s[0]) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s_ids, s_labels) in enumerate(seqs):
-        ids[i, : len(s_ids)] = torch.tensor(s_ids)
-        labels[i, : len(s_labels)] = torch.tensor(s_labels)
-        mask[i, : len(s_ids)] = 1
-    return ids, labels, mask
+# what a build manifest records
+TRAIN_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tournament", "safetensors", "tokenizers")
 
 
 # -- environment -------------------------------------------------------------------------------
-def pick_device(requested: str = "auto") -> str:
-    import torch
-
-    if requested != "auto":
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def hardware(device: str) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {"device": device, "cpu_count": os.cpu_count(), "machine": platform.machine()}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        idx = torch.device(device).index or 0
-        info.update(gpu=torch.cuda.get_device_name(idx), cuda=torch.version.cuda,
-                    gpu_count=torch.cuda.device_count())
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
-    return info
-
-
-def library_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "peft", "accelerate", "tournament", "safetensors", "tokenizers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def weights_hash(model_dir: Path) -> str:
     """sha256 over the weight files of a model directory (names + content), in name order."""
     import hashlib
@@ -305,8 +177,11 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list
 
 
 def _scheduler(name: str, optimizer, warmup: int, total: int):
-    from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
-                              get_linear_schedule_with_warmup)
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
 
     if name == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup, total)
@@ -499,7 +374,7 @@ def train_sft(
             "dataset": {**candidate.dataset_fingerprint(), "rows": len(rows), "examples": len(examples),
                         "sequences": len(seqs), "tokens": n_tokens, "answer_tokens": n_answer_tokens},
             "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
-            "versions": library_versions(),
+            "versions": library_versions(TRAIN_LIBRARIES),
             "hardware": hardware(device),
             "train": {"method": r.method, "steps": step, "total_steps": total_steps, "max_steps": max_steps,
                       "dtype": str(train_dtype).removeprefix("torch."),
@@ -523,64 +398,3 @@ def train_sft(
     finally:
         train_log.close()
         ml.end(status)
-
-
-def build_candidate(
-    candidate: Candidate,
-    base_dir: Path,
-    build: Path,
-    *,
-    resume: bool = False,
-    max_steps: int | None = None,
-    device: str = "auto",
-    mlflow_uri: str | None = None,
-    log: Callable[[str], None] = lambda s: None,
-) -> Path:
-    """Train (and quantize) into `<build>.tmp`, then rename it to `build`; return `build/model`."""
-    build = Path(build)
-    tmp = _tmp_dir(build)
-    if tmp.exists() and not resume:
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
-    if candidate.recipe.method != "none":
-        train_sft(candidate, base_dir, tmp, resume=resume, max_steps=max_steps, device=device,
-                  mlflow_uri=mlflow_uri, log=log)
-    else:
-        _write_base_manifest(candidate, base_dir, tmp)
-    if candidate.quantization.needs_checkpoint:
-        from tournament.train.quantize import quantize_model
-
-        src = tmp / "model" if (tmp / "model").exists() else base_dir
-        qdir = tmp / "model.quant"
-        quantize_model(src, qdir, candidate.quantization.method, scheme=candidate.quantization.scheme,
-                       calibration=_calibration_texts(candidate, base_dir), log=log)
-        shutil.rmtree(tmp / "model", ignore_errors=True)
-        qdir.rename(tmp / "model")
-        doc = json.loads((tmp / "candidate.json").read_text(encoding="utf-8"))
-        doc["quantization"] = candidate.quantization.model_dump(mode="json")
-        (tmp / "candidate.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if build.exists():
-        shutil.rmtree(build)
-    tmp.rename(build)
-    log(f"built {build}")
-    return build / "model"
-
-
-def _write_base_manifest(candidate: Candidate, base_dir: Path, out: Path) -> None:
-    doc = {"schema": 1, "id": candidate.id, "config_hash": candidate.config_hash(),
-           "candidate": candidate.model_dump(mode="json"),
-           "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
-           "versions": library_versions(), "train": None,
-           "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    (out / "candidate.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _calibration_texts(candidate: Candidate, base_dir: Path, n: int = 256) -> list[str] | None:
-    """Prompt + answer texts for W4A16 calibration (the serving template, from the dataset)."""
-    f = candidate.dataset_file()
-    if f is None or not f.exists():
-        return None
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(base_dir))
-    return [render_prompt(candidate.prompt, q, tok) + a for q, a in read_rows(f)[:n]]

@@ -7,25 +7,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tournament.machine import pick_device
+from tournament.prompting import starts_with_bos
 from tournament.serving.config import DecodeSettings, EngineSettings, ModelRef
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    try:  # Moore Threads: importing torch_musa is what registers torch.musa
-        import torch_musa  # noqa: F401
-    except ImportError:
-        pass
-    if getattr(torch, "musa", None) is not None and torch.musa.is_available():
-        return "musa"
-    return "cpu"
 
 
 def _dtype(name: str, device: str):
@@ -94,7 +80,7 @@ class HFEngine:
             idx = order[start : start + bs]
             enc = self.tokenizer(
                 [prompts[i] for i in idx], return_tensors="pt", padding=True,
-                truncation=True, max_length=budget, add_special_tokens=not _has_bos(self.tokenizer, prompts[idx[0]]),
+                truncation=True, max_length=budget, add_special_tokens=not starts_with_bos(self.tokenizer, prompts[idx[0]]),
             ).to(self.device)
             with torch.inference_mode():
                 gen = self.model.generate(**enc, **self._gen_kwargs(decode, enc["input_ids"].shape[1]))
@@ -107,8 +93,3 @@ class HFEngine:
     def close(self) -> None:
         self.model = None
 
-
-def _has_bos(tokenizer, text: str) -> bool:
-    """True when a rendered chat template already starts with the BOS text (avoid a double BOS)."""
-    bos = getattr(tokenizer, "bos_token", None)
-    return bool(bos) and text.startswith(bos)

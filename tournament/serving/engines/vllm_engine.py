@@ -1,6 +1,6 @@
 """vLLM engine: offline `vllm.LLM` in-process, one `generate` call per batch.
 
-Only the API shared by vLLM 0.10 (the MetaX judge) and current releases is used (DESIGN.md):
+Only the API shared by vLLM 0.10 (the MetaX judge) and current releases is used (docs/judge.md):
 LLM(model, dtype, quantization, gpu_memory_utilization, enforce_eager, max_model_len,
 max_num_seqs, max_num_batched_tokens, enable_prefix_caching, kv_cache_dtype, seed),
 SamplingParams(temperature, top_p, top_k, max_tokens, stop, repetition_penalty,

@@ -1,0 +1,163 @@
+"""Ledger budget and append-only semantics, calibration arithmetic, atomic winner writes, --auto."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tournament.study import ledger as L
+from tournament.study.calibration import fit
+from tournament.files import sha256_file
+
+
+def _winner(tmp: Path, acc=0.40, speed=1000.0, name="winner.json") -> Path:
+    from tournament.serving.config import ServeConfig
+    from tournament.study.winner import write_winner
+
+    doc = {"schema": 1, "serve": ServeConfig().model_dump(), "candidate": {"id": "c"},
+           "provenance": {"study": "s", "trial": 3, "metrics": {"accuracy": acc, "chars_per_s": speed}}}
+    return write_winner(doc, tmp / name)
+
+
+def test_budget_refuses_past_the_limit_unless_forced(tmp_path):
+    w = _winner(tmp_path)
+    led = tmp_path / "ledger.json"
+    for i in range(3):
+        e = L.submit(led, w, note=f"n{i}", budget=3, git_commit="abc", track=False)
+        assert e["id"] == i + 1 and e["winner_sha256"] == sha256_file(w)
+    with pytest.raises(L.LedgerError, match="budget spent"):
+        L.submit(led, w, git_commit="abc", track=False)
+    e = L.submit(led, w, force=True, git_commit="abc", track=False)
+    assert e["forced"] and e["id"] == 4
+    doc = L.load(led)
+    assert L.used(doc) == 4 and L.left(doc) == -1 and doc["budget"] == 3
+    assert [s["note"] for s in doc["submissions"]][:3] == ["n0", "n1", "n2"]
+    assert doc["submissions"][0]["local"]["accuracy"] == 0.40
+
+
+def test_ledger_is_append_only(tmp_path):
+    w = _winner(tmp_path)
+    led = tmp_path / "ledger.json"
+    L.submit(led, w, git_commit="a", track=False)
+    L.add_result(led, 1, accuracy=0.38, speed=3000, judge_set="basic", track=False)
+    doc = L.load(led)
+    doc["submissions"][0]["note"] = "rewritten"
+    with pytest.raises(L.LedgerError, match="would change"):
+        L.save(led, doc)
+    doc = L.load(led)
+    doc["submissions"][0]["results"] = []
+    with pytest.raises(L.LedgerError, match="results"):
+        L.save(led, doc)
+    doc = L.load(led)
+    doc["submissions"] = []
+    with pytest.raises(L.LedgerError, match="lose"):
+        L.save(led, doc)
+    assert L.load(led)["submissions"][0]["results"][0]["accuracy"] == 0.38
+    with pytest.raises(L.LedgerError, match="no submission 7"):
+        L.add_result(led, 7, accuracy=0.1, speed=1, track=False)
+
+
+def test_calibration_one_point_uses_wide_priors():
+    cal = fit([{"local_accuracy": 0.40, "local_speed": 1000, "judge_accuracy": 0.37, "judge_speed": 4000, "set": "basic"}])
+    assert cal.n == 1 and cal.speed_ratio == pytest.approx(4.0) and cal.speed_log_sd == 0.5
+    p = cal.predict(0.42, 500, "basic")
+    assert p["accuracy"] == pytest.approx(0.39) and p["accuracy_sd"] == 0.05
+    assert p["chars_per_s"] == pytest.approx(2000) and p["chars_per_s_lo"] == pytest.approx(2000 / math.e)
+    b = cal.predict(0.42, 500, "bonus")  # no bonus result yet: borrows basic with double sd
+    assert b["accuracy"] == pytest.approx(0.39) and b["accuracy_sd"] == pytest.approx(0.10)
+
+
+def test_calibration_two_points_geometric_mean_and_offset():
+    pts = [{"local_accuracy": 0.40, "local_speed": 1000, "judge_accuracy": 0.36, "judge_speed": 2000, "set": "basic"},
+           {"local_accuracy": 0.44, "local_speed": 1000, "judge_accuracy": 0.42, "judge_speed": 8000, "set": "basic"}]
+    cal = fit(pts)
+    assert cal.speed_ratio == pytest.approx(4.0)  # sqrt(2 * 8)
+    logs = [math.log(2), math.log(8)]
+    sd = math.sqrt(sum((x - math.log(4)) ** 2 for x in logs)) * math.sqrt(1.5)
+    assert cal.speed_log_sd == pytest.approx(sd)
+    f = cal.accuracy["basic"]
+    assert f.kind == "offset" and f.offset == pytest.approx(-0.03)
+    assert f.sd == pytest.approx(math.sqrt(2 * 0.01 ** 2) * math.sqrt(1.5))
+
+
+def test_calibration_three_points_fit_a_line():
+    pts = [{"local_accuracy": a, "local_speed": 100, "judge_accuracy": 0.1 + 0.5 * a, "judge_speed": 300, "set": "bonus"}
+           for a in (0.3, 0.4, 0.5)]
+    f = fit(pts).accuracy["bonus"]
+    assert f.kind == "linear" and f.scale == pytest.approx(0.5) and f.offset == pytest.approx(0.1)
+    assert fit([]) is None
+
+
+def test_calibration_from_ledger_results(tmp_path):
+    led = tmp_path / "ledger.json"
+    L.submit(led, _winner(tmp_path, acc=0.40, speed=1000), git_commit="a", track=False)
+    L.add_result(led, 1, accuracy=0.37, speed=5000, judge_set="bonus", track=False)
+    cal = L.calibration(L.load(led))
+    assert cal.speed_ratio == pytest.approx(5.0) and "bonus" in cal.accuracy
+
+
+def test_winner_write_is_atomic(tmp_path, monkeypatch):
+    import os
+
+    from tournament.study import winner as W
+
+    w = _winner(tmp_path)
+    before = w.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        _winner(tmp_path, acc=0.99)
+    assert w.read_bytes() == before  # the old winner is intact, never half-written
+    monkeypatch.undo()
+    with pytest.raises(Exception):  # an invalid serve block is never written
+        W.write_winner({"schema": 1, "serve": {"mode": "sometimes"}}, w)
+    assert json.loads(w.read_bytes())["provenance"]["metrics"]["accuracy"] == 0.40
+
+
+def _row(n, acc, se, speed, feasible=True, state="COMPLETE", predicted=None):
+    return {"trial": n, "state": state, "accuracy": acc, "accuracy_stderr": se, "chars_per_s": speed,
+            "feasible": feasible, "predicted": predicted}
+
+
+def test_auto_pick_rule():
+    from tournament.study.winner import auto_pick
+
+    rows = [_row(0, 0.45, 0.02, 1000), _row(1, 0.40, 0.01, 3000), _row(2, 0.38, 0.03, 9000),
+            _row(3, 0.50, 0.01, 99999, feasible=False)]
+    n, rule = auto_pick(rows, 0.35, 0.02)
+    assert n == 1 and "fastest" in rule  # 0.40-0.02=0.38 >= 0.37; trial 2's bound 0.32 is not
+    n, rule = auto_pick([_row(0, 0.36, 0.05, 10), _row(1, 0.37, 0.05, 5)], 0.35)
+    assert n == 1 and "most accurate feasible" in rule
+    n, _ = auto_pick([_row(0, 0.2, 0.0, 10, feasible=False), _row(1, 0.3, 0.0, 5, feasible=False)], 0.35)
+    assert n == 1
+    # a calibration's prediction replaces the local bound
+    pred = {"accuracy": 0.36, "accuracy_sd": 0.01}
+    n, rule = auto_pick([_row(0, 0.45, 0.01, 9000, predicted=pred), _row(1, 0.45, 0.01, 100)], 0.35)
+    assert n == 1
+
+
+def test_ledger_cli(tmp_path, runs_dir):
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    r = CliRunner()
+    w = _winner(tmp_path)
+    led = tmp_path / "ledger.json"
+    res = r.invoke(app, ["submit", "--winner", str(w), "--ledger", str(led), "--budget", "1", "--note", "x",
+                         "--runs-dir", str(runs_dir)])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["submit", "--winner", str(w), "--ledger", str(led)])
+    assert res.exit_code == 1 and "budget spent" in res.output
+    res = r.invoke(app, ["judge-result", "1", "--accuracy", "0.37", "--speed", "4000", "--set", "basic",
+                         "--ledger", str(led), "--runs-dir", str(runs_dir)])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["ledger", "--ledger", str(led), "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["left"] == 0 and doc["calibration"]["speed_ratio"] == pytest.approx(4.0)

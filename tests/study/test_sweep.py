@@ -1,0 +1,209 @@
+"""The sweep end to end on the tiny CPU model: study, MLflow runs, board JSON, pick, and serve.py
+reading the picked winner; failing candidates; cache; config validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tournament.cli import app
+
+runner = CliRunner()
+
+
+def sweep_file(tmp_path: Path, model: Path, qa: Path, **over) -> Path:
+    doc = {
+        "study": "t",
+        "trials": 4,
+        "decode_trials_per_engine": 3,
+        "candidates": [
+            {"id": "tiny", "model_path": str(model), "engine": {"engine": "transformers", "device": "cpu", "batch_size": 8}},
+            {"id": "missing", "model_path": str(tmp_path / "no-such-model")},
+        ],
+        "eval": {"path": str(qa), "limit": 4},
+        "judge": {"track": "basic", "pass_mark": 0.0, "health_timeout": 120},
+        "space": {"candidate": ["tiny", "missing"],
+                  "decode": {"max_tokens": [8, 16], "repetition_penalty": [1.0, 1.1]},
+                  "mode": ["batch", "serial"]},
+        "enqueue": [{"candidate": "missing"}, {"candidate": "tiny", "decode": {"max_tokens": 16}}],
+    }
+    doc.update(over)
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, tiny_model_dir, tiny_qa_file, _mlflow_db_template):
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    runs = tmp / "mlruns"
+    runs.mkdir()
+    shutil.copy(_mlflow_db_template, runs / "mlflow.db")
+    cfg = sweep_file(tmp, tiny_model_dir, tiny_qa_file)
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    return tmp, runs, cfg, summary
+
+
+def _study(runs: Path):
+    import optuna
+
+    return optuna.load_study(study_name="t", storage=f"sqlite:///{runs / 'optuna.db'}")
+
+
+def test_sweep_records_trials_constraints_and_failures(swept):
+    from optuna.trial import TrialState
+
+    _, runs, _, summary = swept
+    st = _study(runs)
+    trials = st.get_trials()
+    assert len(trials) == 4 and summary["ran"] == [0, 1, 2, 3]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert failed and done, [(t.number, t.state) for t in trials]
+    # the missing model fails with its reason; the study went on
+    assert trials[0].state == TrialState.FAIL
+    assert "does not exist" in trials[0].user_attrs["fail_reason"]
+    for t in trials:  # every constraint on every path
+        assert set(t.constraints) == {"accuracy", "predict_time", "health"}, t.number
+    for t in done:
+        m = t.user_attrs["metrics"]
+        assert t.values == [m["accuracy"], m["chars_per_s"]] and m["chars_per_s"] > 0
+        assert m["n_questions"] == 4 and m["health_seconds"] > 0
+        assert t.user_attrs["serve_config"]["decode"]["max_tokens"] == t.params.get("decode.max_tokens")
+        assert (runs / "studies" / "t" / "trials" / f"{t.number:04d}" / "answers.jsonl").exists()
+    # engine grouping: after tiny's server started (trial 1), the next trials keep its group
+    assert [t.params["candidate"] for t in trials[1:]] == ["tiny"] * 3
+    # decode-only trials reused the server: one server log for the tiny group
+    logs = list((runs / "studies" / "t" / "servers").glob("*.log"))
+    assert len(logs) == 1
+    assert summary["overhead"] and summary["overhead"]["decode_only_trials"] >= 1
+    assert not list((runs / "servers").glob("*.json"))  # pidfile removed on a clean exit
+
+
+def test_mlflow_parent_and_child_runs_with_artifacts(swept):
+    from mlflow.tracking import MlflowClient
+
+    _, runs, _, _ = swept
+    c = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("tournament")
+    assert exp.artifact_location.startswith((runs / "artifacts").resolve().as_uri())
+    all_runs = c.search_runs([exp.experiment_id])
+    parents = [r for r in all_runs if r.data.tags.get("tournament.kind") == "study"]
+    children = [r for r in all_runs if r.data.tags.get("tournament.kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    ok = [r for r in children if r.info.status == "FINISHED"]
+    bad = [r for r in children if r.info.status == "FAILED"]
+    assert ok and bad and "does not exist" in bad[0].data.tags["fail_reason"]
+    r = ok[0]
+    assert {"accuracy", "zh_rougeL", "chars_per_s", "predict_seconds", "health_seconds",
+            "answer_chars_mean"} <= set(r.data.metrics)
+    assert {"candidate_hash", "git_commit", "gpu", "version.torch"} <= set(r.data.tags)
+    arts = {a.path for a in c.list_artifacts(r.info.run_id)}
+    assert {"answers.jsonl", "serve_config.json", "server.log"} <= arts
+    assert any(a.path == "pareto.png" for a in c.list_artifacts(parents[0].info.run_id))
+
+
+def test_board_json_and_pick_serves_the_winner(swept):
+    import httpx
+
+    from tournament.serving.process import ServerProcess
+
+    tmp, runs, _, _ = swept
+    r = runner.invoke(app, ["board", "--runs-dir", str(runs), "--json", "--ledger", str(tmp / "ledger.json")])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    rows = data["trials"]
+    assert data["study"] == "t" and len(rows) == 4 and data["submissions_left"] == 20
+    assert rows[0]["feasible"] and rows[0]["pareto"]  # feasible first, front marked
+    assert rows[-1]["state"] == "FAIL" and not rows[-1]["feasible"]
+    assert (runs / "studies" / "t" / "pareto.png").exists() and (runs / "studies" / "t" / "pareto.html").exists()
+
+    out = tmp / "winner.json"
+    r = runner.invoke(app, ["pick", "--auto", "--runs-dir", str(runs), "--local", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == 1 and doc["candidate"]["id"] == "tiny"
+    assert doc["provenance"]["study"] == "t" and doc["provenance"]["rule"].startswith("auto")
+    picked = next(x for x in rows if x["trial"] == doc["provenance"]["trial"])
+    assert picked["feasible"]
+    with ServerProcess(winner=out, log_path=tmp / "winner-server.log") as srv:
+        srv.wait_healthy(120)
+        info = httpx.get(srv.url + "/info", timeout=10).json()
+        assert info["config"]["decode"] == doc["serve"]["decode"]
+        assert httpx.get(srv.url + "/", timeout=10).json()["status"] == doc["serve"]["mode"]
+        ans = httpx.post(srv.url + "/predict", json={"prompt": ["什么是 warp？"]}, timeout=60).json()
+        assert isinstance(ans["response"], list) and ans["response"][0]
+
+    # the image form: repo-relative model path; a candidate without a ModelScope id warns
+    out2 = tmp / "winner-image.json"
+    r = runner.invoke(app, ["pick", "--trial", str(picked["trial"]), "--runs-dir", str(runs), "--out", str(out2)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out2.read_text())["serve"]["model"]["path"] == "models/winner"
+    assert "ModelScope" in r.output
+
+
+def test_cache_reuses_answers_and_speed(swept):
+    """An identical configuration is a cache hit: same answers, and with --no-cache-speed the
+    stored speed too (no server start); the study resumes with one more trial only."""
+    from optuna.trial import TrialState
+
+    tmp, runs, cfg, _ = swept
+    st = _study(runs)
+    done = [t for t in st.get_trials() if t.state == TrialState.COMPLETE]
+    st.enqueue_trial(done[0].params)
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--trials", "5",
+                            "--no-cache-speed", "--study", "t", "--json", "--no-mlflow"])
+    assert r.exit_code == 0, r.output
+    trials = _study(runs).get_trials()
+    assert len(trials) == 5
+    new = trials[-1]
+    assert new.state == TrialState.COMPLETE and new.user_attrs["cache"] == "answers+speed"
+    assert new.values == done[0].values
+    assert len(list((runs / "studies" / "t" / "servers").glob("*.log"))) == 1  # no new server
+
+
+def test_sweep_config_errors_are_clear(tmp_path, tiny_model_dir, tiny_qa_file):
+    from tournament.study.config import SweepConfigError, load_sweep_config
+
+    bad = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file,
+                     space={"decode": {"max_tokns": [8]}, "engine": {"max_num_seqs": [0, 4]}})
+    with pytest.raises(SweepConfigError) as e:
+        load_sweep_config(bad)
+    assert "max_tokns" in str(e.value)
+    bad = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file, space={"engine": {"max_num_seqs": [0, 4]}})
+    with pytest.raises(SweepConfigError) as e:
+        load_sweep_config(bad)
+    assert "space.engine.max_num_seqs" in str(e.value)
+    r = runner.invoke(app, ["sweep", "-c", str(bad)])
+    assert r.exit_code == 2 and "max_num_seqs" in r.output
+
+
+def test_shipped_sweep_files_validate():
+    from tournament.paths import REPO_ROOT
+    from tournament.study.config import load_sweep_config
+
+    for f in ("demo-cpu.yaml", "gpu-gemma.yaml"):
+        cfg = load_sweep_config(REPO_ROOT / "sweeps" / f)
+        assert cfg.candidates
+    assert load_sweep_config(REPO_ROOT / "sweeps" / "gpu-gemma.yaml").trials >= 30
+
+
+def test_secrets_are_scrubbed(monkeypatch):
+    from tournament.tracking import scrub, scrub_text
+
+    monkeypatch.setenv("MODELSCOPE_API_TOKEN", "abcdef123456secret")
+    doc = {"HF_TOKEN": "x", "note": "use abcdef123456secret now", "url": "postgresql://u:pw@h/db",
+           "nested": {"api_key": "k", "ok": 1}}
+    out = scrub(doc)
+    assert "HF_TOKEN" not in out and "api_key" not in out["nested"] and out["nested"]["ok"] == 1
+    assert "abcdef123456secret" not in json.dumps(out) and ":pw@" not in out["url"]
+    assert scrub_text("token hf_" + "a" * 30) == "token ***"

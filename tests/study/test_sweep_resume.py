@@ -1,0 +1,139 @@
+"""kill -9 in the middle of a sweep, then the same command again: nothing completed is lost,
+the interrupted trial is retried, and no server or port is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+from tests.study.test_sweep import sweep_file
+
+
+def _trials(runs: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return optuna.load_study(study_name="t", storage=f"sqlite:///{runs / 'optuna.db'}").get_trials()
+    except Exception:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_resume_after_sigkill(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    from optuna.trial import TrialState
+
+    cfg = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file, trials=4, enqueue=[],
+                     space={"decode": {"max_tokens": [48, 64], "repetition_penalty": [1.0, 1.1]}, "mode": "batch"},
+                     candidates=[{"id": "tiny", "model_path": str(tiny_model_dir),
+                                  "engine": {"engine": "transformers", "device": "cpu", "batch_size": 1}}])
+    cmd = [sys.executable, "-m", "tournament.cli", "sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--no-mlflow"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server_pids: list[int] = []
+    killed_running = None
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            ts = _trials(runs_dir)
+            for f in (runs_dir / "servers").glob("*.json"):
+                try:
+                    server_pids += json.loads(f.read_text())["servers"]
+                except (OSError, ValueError):
+                    pass
+            done = [t for t in ts if t.state == TrialState.COMPLETE]
+            running = [t for t in ts if t.state == TrialState.RUNNING]
+            if done and running:
+                killed_running = running[0].number
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()
+    before = {t.number for t in _trials(runs_dir) if t.state == TrialState.COMPLETE}
+    assert before and server_pids
+    # the server died with its parent (PR_SET_PDEATHSIG): no orphan holding a port
+    t0 = time.time()
+    while any(_alive(p) for p in server_pids) and time.time() - t0 < 15:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in server_pids)
+
+    out = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ts = _trials(runs_dir)
+    complete = {t.number for t in ts if t.state == TrialState.COMPLETE}
+    assert before <= complete  # nothing completed was lost
+    assert len(complete) == 4  # the study finished its target
+    assert not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    if killed_running is not None:
+        dead = next(t for t in ts if t.number == killed_running)
+        assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
+        retry = [t for t in ts if t.user_attrs.get("retry_of") == killed_running]
+        assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+        if "group_key" in dead.user_attrs:  # its plan was complete: the retry runs the same plan
+            assert retry[0].params == dead.params
+        else:  # killed between two suggest calls: what was chosen is kept, Optuna draws the rest
+            assert dead.params.items() <= retry[0].params.items()
+        assert "marked FAIL and queued again" in out.stdout + out.stderr
+    assert not list((runs_dir / "servers").glob("*.json"))
+
+
+def test_unnamed_trial_of_a_dead_worker_is_recovered_and_a_live_ones_is_not(tmp_path, monkeypatch):
+    """A worker killed between `study.ask()` and naming the trial leaves a RUNNING trial with no
+    worker attr. The next run on this host takes it (FAIL + queued again) once it is clearly
+    nobody's; a trial a live worker names within the grace period is left alone."""
+    import threading
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from tournament.study import storage as sweep
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    monkeypatch.setattr(sweep, "UNNAMED_GRACE_S", 0.6)
+    runs = tmp_path / "runs"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.create_study(study_name="u", storage=f"sqlite:///{tmp_path / 'o.db'}",
+                                directions=["maximize", "maximize"])
+    before = study.ask()  # asked before the dead worker started: never its trial
+    (runs / "servers").mkdir(parents=True)
+    (runs / "servers" / f"{sweep.socket.gethostname()}-{dead.pid}.json").write_text(json.dumps(
+        {"owner": dead.pid, "host": sweep.socket.gethostname(), "started_at": time.time(), "servers": []}))
+    orphan = study.ask()
+    orphan.suggest_int("x", 0, 9)  # the dead worker got as far as one suggest
+    live = study.ask()
+    threading.Timer(0.2, lambda: live.set_user_attr("worker", "elsewhere:1")).start()
+
+    killed, dead_started = sweep.PidFile(runs).kill_stale()
+    assert killed == [] and len(dead_started) == 1
+    assert not list((runs / "servers").glob("*.json"))  # the dead worker's record is gone
+    recovered = sweep.recover_local_stale(study, dead_started)
+
+    assert recovered == [orphan.number]
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[orphan.number].state == TrialState.FAIL
+    assert "between asking" in by_number[orphan.number].user_attrs["fail_reason"]
+    assert by_number[live.number].state == TrialState.RUNNING
+    assert by_number[before.number].state == TrialState.RUNNING
+    retry = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].system_attrs["fixed_params"] == {"x": orphan.params["x"]}  # what it had chosen is kept

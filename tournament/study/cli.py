@@ -1,0 +1,283 @@
+"""The tournament's commands: sweep, board, pick, submit, judge-result, ledger, ui, demo.
+
+Paths: ``--runs-dir`` (env ``TOURNAMENT_RUNS_DIR``, default ``mlruns``) holds ``optuna.db``,
+``mlflow.db``, ``artifacts/``, ``studies/<study>/`` (trial answers, server logs, plots) and the
+answer cache. ``--storage`` overrides the Optuna storage (e.g. ``postgresql://...`` for N workers).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tournament.judge.rules import PASS_MARK
+
+RUNS_HELP = "folder for optuna.db, mlflow.db, artifacts, studies/ (env TOURNAMENT_RUNS_DIR; default mlruns)"
+
+
+def _runs(runs_dir: Optional[Path]) -> Path:
+    from tournament.tracking import runs_dir_default
+
+    return Path(runs_dir) if runs_dir else runs_dir_default()
+
+
+def _storage(storage: Optional[str], runs: Path) -> str:
+    from tournament.study.storage import default_storage
+
+    return storage or default_storage(runs)
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    typer.secho(msg, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep")
+    def sweep_cmd(
+        config: Path = typer.Option(Path("sweeps/demo-cpu.yaml"), "--config", "-c", help="sweep YAML"),
+        trials: Optional[int] = typer.Option(None, help="finished trials the study should hold (default: the file's)"),
+        study: Optional[str] = typer.Option(None, help="study name (default: the file's)"),
+        storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<runs>/optuna.db)"),
+        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+        no_cache_speed: bool = typer.Option(False, "--no-cache-speed",
+                                            help="on a cache hit reuse the stored speed too (no server start)"),
+        no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
+        json_out: bool = typer.Option(False, "--json", help="print a JSON summary at the end"),
+    ) -> None:
+        """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
+        from tournament.study.config import SweepConfigError, load_sweep_config
+        from tournament.study.sweep import SweepOptions, run_sweep
+
+        try:
+            cfg = load_sweep_config(config)
+        except SweepConfigError as e:
+            _fail(str(e), 2)
+        runs = _runs(runs_dir)
+        opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
+                            runs_dir=runs, cache_speed=not no_cache_speed, tracking=not no_mlflow)
+        echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
+        try:
+            res = run_sweep(cfg, opts, echo=echo)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
+            raise typer.Exit(130)
+        except (FileNotFoundError, ValueError) as e:
+            _fail(f"sweep: {e}", 2)
+        plots = _plots(opts.storage, opts.study, runs, not no_mlflow)
+        summary = {"study": res.study, "ran": res.ran, "complete": res.complete, "failed": res.failed,
+                   "overhead": res.overhead_summary(), "plots": [str(p) for p in plots]}
+        if json_out:
+            typer.echo(json.dumps(summary))
+        else:
+            o = res.overhead_summary()
+            typer.echo(f"study {res.study}: ran {len(res.ran)} trial(s) now; {res.complete} complete, "
+                       f"{res.failed} failed in total")
+            if o:
+                typer.echo(f"decode-only trial overhead: median {o['overhead_seconds_median']:.2f} s, "
+                           f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})")
+            typer.echo(f"next: tournament board --study {res.study}" + (f" --runs-dir {runs_dir}" if runs_dir else ""))
+
+    @app.command("board")
+    def board_cmd(
+        study: Optional[str] = typer.Option(None, help="study name (default: the newest)"),
+        storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+        ledger: Path = typer.Option(Path("ledger.json"), help="submission ledger (for predictions, budget)"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
+        plots: bool = typer.Option(True, help="write pareto.png/html next to the study"),
+        limit: int = typer.Option(50, help="rows in the table"),
+    ) -> None:
+        """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
+        from tournament.study.board import board_data, render
+
+        runs = _runs(runs_dir)
+        st = _storage(storage, runs)
+        try:
+            data = board_data(st, study, ledger)
+        except (LookupError, KeyError) as e:
+            _fail(f"board: {e}")
+        if plots:
+            data["plots"] = [str(p) for p in _plots(st, data["study"], runs, True, data)]
+        if json_out:
+            typer.echo(json.dumps(data, default=str))
+        else:
+            render(data, limit=limit)
+            if data.get("plots"):
+                typer.echo("plots: " + ", ".join(data["plots"]))
+
+    @app.command("pick")
+    def pick_cmd(
+        trial: Optional[int] = typer.Option(None, help="trial number to pick"),
+        auto: bool = typer.Option(False, "--auto", help="pick by the documented rule (docs/tournament.md)"),
+        study: Optional[str] = typer.Option(None, help="study name (default: the newest)"),
+        storage: Optional[str] = typer.Option(None),
+        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+        out: Path = typer.Option(Path("winner.json"), help="where to write winner.json"),
+        local: bool = typer.Option(False, "--local", help="keep the absolute local model path (serve here, not in the image)"),
+        model_dest: str = typer.Option("models/winner", help="repo-relative path download_model.py fills"),
+        margin: float = typer.Option(0.02, help="--auto: accuracy margin above the pass mark"),
+        ledger: Path = typer.Option(Path("ledger.json"), help="ledger (calibration for --auto)"),
+    ) -> None:
+        """Write winner.json (atomically) from a trial of a study."""
+        from tournament.study.board import board_data, load_study
+        from tournament.study.winner import auto_pick, build_winner, write_winner
+
+        if (trial is None) == (not auto):
+            _fail("give exactly one of --trial N or --auto", 2)
+        runs = _runs(runs_dir)
+        st = _storage(storage, runs)
+        try:
+            data = board_data(st, study, ledger)
+            if auto:
+                trial_n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK), margin)
+            else:
+                trial_n, rule = trial, "manual: --trial"
+            doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
+                                      model_dest=model_dest)
+        except LookupError as e:
+            _fail(f"pick: {e}")
+        for w in warns:
+            typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+        write_winner(doc, out)
+        m = doc["provenance"]["metrics"]
+        typer.echo(f"wrote {out}: study {data['study']} trial {trial_n} ({doc['candidate'].get('id')}), "
+                   f"accuracy {m['accuracy']:.3f}, {m['chars_per_s']:.0f} chars/s — {rule}")
+
+    @app.command("submit")
+    def submit_cmd(
+        note: str = typer.Option("", help="free text stored with the submission"),
+        force: bool = typer.Option(False, "--force", help="record it even past the budget"),
+        winner: Path = typer.Option(Path("winner.json")),
+        ledger: Path = typer.Option(Path("ledger.json")),
+        budget: Optional[int] = typer.Option(None, help="set the submission budget (default 20)"),
+        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    ) -> None:
+        """Record a judge submission of winner.json in ledger.json (and MLflow); refuses past the budget."""
+        from tournament.study import ledger as L
+
+        try:
+            e = L.submit(ledger, winner, note=note, force=force, budget=budget, runs_dir=_runs(runs_dir))
+        except L.LedgerError as ex:
+            _fail(f"submit: {ex}")
+        doc = L.load(ledger)
+        typer.echo(f"submission {e['id']} recorded (winner sha256 {e['winner_sha256'][:12]}, commit "
+                   f"{str(e['git_commit'])[:12]}); {L.left(doc)} of {doc['budget']} left")
+
+    @app.command("judge-result")
+    def judge_result_cmd(
+        submission: int = typer.Argument(..., help="submission id (see `tournament ledger`)"),
+        accuracy: Optional[float] = typer.Option(None, help="accuracy the judge reported"),
+        speed: Optional[float] = typer.Option(None, help="speed (chars/s) the judge reported"),
+        set_: str = typer.Option("basic", "--set", help="basic | bonus"),
+        note: str = typer.Option(""),
+        ledger: Path = typer.Option(Path("ledger.json")),
+        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    ) -> None:
+        """Record what the judge said about a submission (feeds the local->judge calibration)."""
+        from tournament.study import ledger as L
+
+        if accuracy is None and speed is None:
+            _fail("give --accuracy and/or --speed", 2)
+        try:
+            L.add_result(ledger, submission, accuracy=accuracy, speed=speed, judge_set=set_, note=note,
+                         runs_dir=_runs(runs_dir))
+        except L.LedgerError as ex:
+            _fail(f"judge-result: {ex}")
+        cal = L.calibration(L.load(ledger))
+        typer.echo(f"recorded for submission {submission}"
+                   + (f"; calibration from {cal.n} result(s): speed x{cal.speed_ratio:.3f}" if cal else ""))
+
+    @app.command("ledger")
+    def ledger_cmd(
+        ledger: Path = typer.Option(Path("ledger.json")),
+        json_out: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """List submissions, judge results and the calibration."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from tournament.study import ledger as L
+
+        doc = L.load(ledger)
+        cal = L.calibration(doc)
+        if json_out:
+            typer.echo(json.dumps({**doc, "left": L.left(doc), "calibration": cal.to_dict() if cal else None}))
+            return
+        t = Table(title=f"{ledger}: {L.used(doc)} of {doc['budget']} submissions used, {L.left(doc)} left")
+        for c in ("id", "time", "candidate", "study/trial", "local acc", "local chars/s", "judge results", "note"):
+            t.add_column(c, overflow="fold")
+        for s in doc["submissions"]:
+            loc = s.get("local") or {}
+            res = "; ".join(f"{r['set']}: {r.get('accuracy')} @ {r.get('speed')}" for r in s.get("results", []))
+            t.add_row(str(s["id"]), s["time"], str(s.get("candidate")), f"{s.get('study')}/{s.get('trial')}",
+                      f"{loc.get('accuracy') or 0:.3f}", f"{loc.get('chars_per_s') or 0:.0f}", res or "-",
+                      (s.get("note") or "") + (" [forced]" if s.get("forced") else ""))
+        Console().print(t)
+        if cal:
+            typer.echo(f"calibration ({cal.n} result(s)): judge chars/s = local x {cal.speed_ratio:.3f} "
+                       f"(log sd {cal.speed_log_sd:.2f}); " + ", ".join(
+                           f"{k}: {'offset' if f.kind == 'offset' else 'linear'} {f.offset:+.3f}"
+                           + (f" scale {f.scale:.2f}" if f.kind == "linear" else "") + f" sd {f.sd:.3f}"
+                           for k, f in cal.accuracy.items()))
+
+    @app.command("ui")
+    def ui_cmd(
+        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+        port: int = typer.Option(5000),
+        host: str = typer.Option("127.0.0.1"),
+    ) -> None:
+        """Start the MLflow UI on the tournament's store (and show the optuna-dashboard command)."""
+        import subprocess
+
+        from tournament.study.storage import default_storage
+        from tournament.tracking import ui_command
+
+        runs = _runs(runs_dir)
+        cmd = ui_command(runs, port, host)
+        typer.echo(f"MLflow UI: http://{host}:{port}  ({' '.join(cmd[1:])})")
+        typer.echo(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {default_storage(runs)}")
+        raise typer.Exit(subprocess.call(cmd))
+
+    @app.command("demo")
+    def demo_cmd(
+        out: Path = typer.Option(Path("runs/demo"), help="where the demo's store and winner.json go"),
+        trials: int = typer.Option(6),
+        questions: int = typer.Option(12, help="held-out questions per trial"),
+        config: Path = typer.Option(None, help="sweep file (default sweeps/demo-cpu.yaml)"),
+        write_winner: bool = typer.Option(False, "--write-winner", help="also write ./winner.json"),
+        fresh: bool = typer.Option(False, "--fresh", help="start a new study instead of resuming"),
+    ) -> None:
+        """A small real tournament on CPU: embedded gemma-3-270m, transformers engine, a few trials."""
+        from tournament.study.demo import run_demo
+
+        try:
+            run_demo(out=out, trials=trials, questions=questions, config=config, write_winner=write_winner,
+                     fresh=fresh, echo=typer.echo)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: run the same command again to resume", err=True)
+            raise typer.Exit(130)
+
+
+def _plots(storage: str, study: str, runs: Path, log_mlflow: bool, data=None) -> list[Path]:
+    try:
+        from tournament.study.board import board_data, write_plots
+        from tournament.study.storage import study_dir
+
+        data = data or board_data(storage, study, None)
+        paths = write_plots(data, study_dir(runs, study))
+        if log_mlflow and paths:
+            from tournament.tracking import Tracker
+
+            t = Tracker(runs)
+            if t.ok and t.start_study(study, {}, {}, reopen=False):
+                for p in paths:
+                    t.log_study_artifact(p)
+        return paths
+    except Exception as e:  # plots are a nicety
+        print(f"warning: plots not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return []

@@ -1,0 +1,286 @@
+"""The sweep file (`sweeps/*.yaml`): what a `tournament sweep` searches and how it measures.
+
+Validated with pydantic, so a typo is a clear error naming the field, not a crash mid-sweep.
+
+```yaml
+study: demo-cpu                 # Optuna study name (and MLflow parent run name)
+trials: 6                       # default for --trials: finished trials the study should hold
+seed: 0
+decode_trials_per_engine: 3     # engine grouping: trials run on one started server (see sweep.py)
+speed_repeats: 1                # judge runs per trial for chars/s (median + spread)
+candidates:                     # a candidate YAML path, or an inline candidate
+  - candidates/gemma-sft-r16.yaml
+  - {id: gemma-base, model_path: "embedded:gemma-3-270m", prompt: {style: plain}}
+eval:
+  path: data/build/pmpp-docx/eval.jsonl   # any file tournament.data.ingest.read_qa reads
+  split: data/splits/pmpp-docx.yaml       # optional: built when `path` does not exist yet
+  set: basic                              # optional: basic | plus (bonus)
+  limit: 16                               # optional: first N questions after the filter
+judge: {track: basic}           # question count 292 (bonus: 358), limits 180 s / 360 s, pass 0.35
+space:
+  candidate: [gemma-base]       # default: every candidate
+  prompt:                       # named prompt variants, merged over the candidate's prompt
+    zero-shot: {}
+    one-shot: {shots: [{question: "...", answer: "..."}]}
+  engine:                       # engine settings: a value is fixed, a list is a choice,
+    engine: transformers        # {low, high, step?, log?} is a range
+    batch_size: [8, 16]
+  decode:
+    max_tokens: [48, 96]
+    repetition_penalty: {choices: [1.0, 1.15]}
+    stop: {choices: [[], ["\\n\\n"]]}     # list-valued settings need the explicit `choices` form
+  mode: batch
+enqueue:                        # known-good configurations, run first (Optuna enqueue_trial)
+  - {candidate: gemma-base, prompt: one-shot, decode: {max_tokens: 96}}
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tournament.judge.rules import PASS_MARK, limits
+from tournament.paths import project_root
+from tournament.prompting import PromptSpec
+from tournament.serving.config import DecodeSettings, EngineSettings
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+class SweepConfigError(ValueError):
+    """A sweep file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InlineCandidate(_Strict):
+    """A candidate given directly by its model directory (tests, the embedded default)."""
+
+    id: str
+    # A model directory, or "embedded:gemma-3-270m" (tournament.models.embedded.ensure_gemma()).
+    model_path: str
+    gguf_file: str | None = None
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    engine: dict[str, Any] = Field(default_factory=dict)  # engine defaults for this candidate
+    decode: dict[str, Any] = Field(default_factory=dict)  # decode defaults for this candidate
+    modelscope_id: str | None = None
+    revision: str | None = None
+    base: str | None = None
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalSpec(_Strict):
+    path: str
+    split: str | None = None
+    set: Literal["basic", "plus", "bonus"] | None = None
+    limit: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0)
+
+
+class JudgeTrack(_Strict):
+    track: Literal["basic", "bonus"] = "basic"
+    questions: int | None = Field(None, ge=1)
+    health_timeout: float | None = Field(None, gt=0)
+    predict_timeout: float | None = Field(None, gt=0)
+    pass_mark: float = Field(PASS_MARK, ge=0, le=1)
+    # Local timeout of one judged call (default: the judge's predict limit).
+    local_predict_timeout: float | None = Field(None, gt=0)
+    # How long a sweep waits for a server to become healthy before the trial FAILs (default 3x
+    # the health limit): a slower start is still measured, and is infeasible by its constraint.
+    start_timeout: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _fill(self) -> "JudgeTrack":
+        t = limits(self.track)
+        self.questions = self.questions or t.questions
+        self.health_timeout = self.health_timeout or t.health_timeout
+        self.predict_timeout = self.predict_timeout or t.predict_timeout
+        self.local_predict_timeout = self.local_predict_timeout or self.predict_timeout
+        self.start_timeout = self.start_timeout or 3 * self.health_timeout
+        return self
+
+
+Scalar = Union[None, bool, int, float, str]
+
+
+class Range(_Strict):
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+    int: bool | None = None  # default: integer when low/high/step are all integers
+
+    @model_validator(mode="after")
+    def _check(self) -> "Range":
+        if self.high < self.low:
+            raise ValueError(f"range high {self.high} < low {self.low}")
+        return self
+
+    def is_int(self) -> bool:
+        if self.int is not None:
+            return self.int
+        vals = [self.low, self.high] + ([self.step] if self.step is not None else [])
+        return all(float(v).is_integer() for v in vals)
+
+
+class Choices(_Strict):
+    choices: list[Any] = Field(min_length=1)
+
+
+ParamSpec = Union[Range, Choices, Any]
+
+
+def normalize_param(name: str, spec: Any) -> Range | Choices | None:
+    """Range / Choices for a searched setting; None for a fixed value."""
+    if isinstance(spec, (Range, Choices)):
+        return spec
+    if isinstance(spec, dict) and "choices" in spec:
+        return Choices.model_validate(spec)
+    if isinstance(spec, dict) and {"low", "high"} <= set(spec):
+        return Range.model_validate(spec)
+    if isinstance(spec, list) and name not in ("stop",):
+        if not spec:
+            raise ValueError(f"{name}: an empty list of choices")
+        return Choices(choices=spec)
+    return None
+
+
+def encode_choice(v: Any) -> Scalar:
+    """Optuna categorical values must be scalars: lists/dicts travel as JSON text."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return json.dumps(v, sort_keys=True, ensure_ascii=False)
+
+
+def decode_choice(v: Any, example: Any) -> Any:
+    if isinstance(v, str) and not isinstance(example, str):
+        return json.loads(v)
+    return v
+
+
+class SearchSpace(_Strict):
+    candidate: list[str] | None = None
+    prompt: dict[str, dict[str, Any]] | None = None
+    engine: dict[str, Any] = Field(default_factory=dict)
+    decode: dict[str, Any] = Field(default_factory=dict)
+    mode: Any = "batch"
+
+    @field_validator("engine", "decode")
+    @classmethod
+    def _known_keys(cls, v: dict[str, Any], info) -> dict[str, Any]:
+        model = EngineSettings if info.field_name == "engine" else DecodeSettings
+        bad = sorted(set(v) - set(model.model_fields))
+        if bad:
+            raise ValueError(f"unknown {info.field_name} setting(s) {bad}; known: {sorted(model.model_fields)}")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_variants(cls, v: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("prompt: give at least one named variant (e.g. `default: {}`)")
+            for name, over in v.items():
+                bad = sorted(set(over or {}) - set(PromptSpec.model_fields))
+                if bad:
+                    raise ValueError(f"prompt variant {name!r}: unknown field(s) {bad}")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: Any) -> Any:
+        vals = v if isinstance(v, list) else (v.get("choices") if isinstance(v, dict) else [v])
+        for m in vals or []:
+            if m not in ("batch", "serial"):
+                raise ValueError(f"mode must be batch or serial, not {m!r}")
+        return v
+
+    def params(self, section: str) -> dict[str, Any]:
+        return {"engine": self.engine, "decode": self.decode}[section]
+
+
+class SweepConfig(_Strict):
+    study: str = "tournament"
+    trials: int = Field(20, ge=1)
+    seed: int = 0
+    decode_trials_per_engine: int = Field(3, ge=1)
+    speed_repeats: int = Field(1, ge=1)
+    candidates: list[Union[str, InlineCandidate]] = Field(min_length=1)
+    eval: EvalSpec
+    judge: JudgeTrack = Field(default_factory=JudgeTrack)
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    # Folder that relative paths in this file start from (set by load_sweep_config).
+    base_dir: str = "."
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        # Every searched/fixed value must make a valid EngineSettings/DecodeSettings: check the
+        # extremes now, not at trial 17.
+        for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
+            for name, spec in self.space.params(section).items():
+                p = normalize_param(f"{section}.{name}", spec)
+                values = ([p.low, p.high] if isinstance(p, Range) else p.choices if isinstance(p, Choices) else [spec])
+                for v in values:
+                    if isinstance(p, Range) and p.is_int():
+                        v = int(v)
+                    try:
+                        model.model_validate({name: v})
+                    except ValidationError as e:
+                        raise ValueError(f"space.{section}.{name}: value {v!r} is invalid: {e.errors()[0]['msg']}")
+        for i, e in enumerate(self.enqueue):
+            bad = sorted(set(e) - {"candidate", "prompt", "engine", "decode", "mode"})
+            if bad:
+                raise ValueError(f"enqueue[{i}]: unknown key(s) {bad}; use candidate/prompt/engine/decode/mode")
+        return self
+
+    # -- helpers ----------------------------------------------------------------------------
+    def resolve_path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (Path(self.base_dir) / path)
+
+    def fingerprint(self) -> str:
+        doc = self.model_dump(exclude={"base_dir", "trials"})
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SweepConfigError(f"sweep file {p} not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise SweepConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"{p}: expected a mapping at the top level")
+    # Relative paths in a sweep file are relative to the project root holding it (like data/splits).
+    raw.setdefault("base_dir", str(project_root(p.resolve().parent)))
+    return parse_sweep_config(raw, source=str(p))
+
+
+def parse_sweep_config(raw: dict[str, Any], source: str = "<sweep>") -> SweepConfig:
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(top)"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise SweepConfigError(f"{source}: invalid sweep file\n" + "\n".join(lines)) from None

@@ -1,0 +1,130 @@
+"""The sweep's inputs: its candidates, resolved to servable model directories (trained, fetched
+or given), and its eval questions (built from the split the sweep file names when missing)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tournament.files import json_hash
+from tournament.study.config import EMBEDDED_PREFIX, InlineCandidate, SweepConfig
+
+log = logging.getLogger(__name__)
+
+
+def _progress(message: str) -> None:
+    """Fetching, importing or training a candidate takes minutes: say what is happening."""
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ResolvedCandidate:
+    id: str
+    prompt: dict[str, Any]
+    engine: dict[str, Any]
+    config_hash: str
+    info: dict[str, Any]  # what winner.json's "candidate" holds
+    decode: dict[str, Any] = field(default_factory=dict)  # the candidate's decode defaults
+    model_path: str | None = None  # inline candidates
+    gguf_file: str | None = None
+    modelscope_id: str | None = None
+    revision: str | None = None
+    candidate_obj: Any = None  # tournament.candidates.Candidate for YAML candidates
+    _dir: Path | None = None
+
+    def model_dir(self) -> Path:
+        """Where the weights are now (building/fetching them when needed)."""
+        if self._dir is not None:
+            return self._dir
+        if self.candidate_obj is not None:
+            from tournament.train.build import ensure_built
+
+            self._dir = Path(ensure_built(self.candidate_obj, log=_progress))
+        elif self.model_path and self.model_path.startswith(EMBEDDED_PREFIX):
+            from tournament.models.embedded import ensure_gemma
+
+            self._dir = Path(ensure_gemma(log=_progress))
+        else:
+            p = Path(self.model_path or "")
+            if not p.exists():
+                raise FileNotFoundError(f"model path {p} of candidate {self.id!r} does not exist")
+            self._dir = p
+        return self._dir
+
+
+def resolve_candidates(cfg: SweepConfig) -> dict[str, ResolvedCandidate]:
+    out: dict[str, ResolvedCandidate] = {}
+    for entry in cfg.candidates:
+        if isinstance(entry, InlineCandidate):
+            rc = ResolvedCandidate(
+                id=entry.id, prompt=entry.prompt.model_dump(), engine=dict(entry.engine), decode=dict(entry.decode),
+                config_hash=json_hash({"model_path": entry.model_path, "gguf": entry.gguf_file,
+                                  "prompt": entry.prompt.model_dump(), "engine": entry.engine}),
+                info={"id": entry.id, "base": entry.base or entry.model_path, "recipe": entry.recipe,
+                      "modelscope_id": entry.modelscope_id, "revision": entry.revision},
+                model_path=entry.model_path, gguf_file=entry.gguf_file,
+                modelscope_id=entry.modelscope_id, revision=entry.revision,
+            )
+        else:
+            from tournament.candidates import load_candidate
+
+            c = load_candidate(cfg.resolve_path(entry))
+            hints = c.serve_overrides("unused")
+            publish, base = c.publish, c.base
+            ms = base.modelscope
+            # A trained candidate is fetched from where it was published; an untrained one is its base.
+            ms_id = publish.modelscope_id if publish else (ms.id if ms and not c.needs_build() else None)
+            rev = (getattr(publish, "revision", None) if publish else None) or (ms.revision if ms and not publish else None)
+            chash = c.config_hash()
+            rc = ResolvedCandidate(
+                id=c.id, prompt=c.prompt.model_dump(), engine=dict(hints.get("engine") or {}),
+                decode=dict(hints.get("decode") or {}), config_hash=chash,
+                info={"id": c.id, "config_hash": chash, "source": str(entry), "base": base.describe(),
+                      "recipe": c.recipe.model_dump(mode="json"), "quantization": c.quantization.model_dump(mode="json"),
+                      "modelscope_id": ms_id, "revision": rev},
+                modelscope_id=ms_id, revision=rev, candidate_obj=c,
+            )
+        if rc.id in out:
+            raise ValueError(f"two candidates share the id {rc.id!r}")
+        rc.info.setdefault("config_hash", rc.config_hash)
+        out[rc.id] = rc
+    return out
+
+
+# -- eval questions -------------------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    questions: list[str]
+    references: list[str]
+    path: str
+    hash: str
+    sets: list[str | None] = field(default_factory=list)
+
+
+def load_eval(cfg: SweepConfig) -> EvalSet:
+    """The sweep's eval questions; a missing eval file is built from the split the sweep names."""
+    from tournament.data.ingest import load_qa_rows
+
+    spec = cfg.eval
+    path = cfg.resolve_path(spec.path)
+    if not path.exists() and spec.split:
+        from tournament.data.split import build_split_from_spec
+
+        log.info("eval file %s missing: building split %s", path, spec.split)
+        build_split_from_spec(cfg.resolve_path(spec.split))
+    if not path.exists():
+        raise FileNotFoundError(f"eval file {path} not found" + ("" if spec.split else " (give eval.split to build it)"))
+    try:
+        rows = load_qa_rows(path, set_name=spec.set, offset=spec.offset, limit=spec.limit)
+    except ValueError:
+        rows = []
+    if not rows:
+        raise ValueError(f"no eval questions left in {path} after set={spec.set} offset={spec.offset} limit={spec.limit}")
+    from tournament.judge.rules import set_from_name
+
+    qs, refs = [r.question for r in rows], [r.answer for r in rows]
+    sets = [(r.meta or {}).get("set") or set_from_name(r.source or path) for r in rows]
+    return EvalSet(qs, refs, str(path), json_hash([qs, refs]), sets)

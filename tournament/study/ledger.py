@@ -1,0 +1,181 @@
+"""The submission ledger: the judge budget (20 by default), what was sent, what the judge said.
+
+``ledger.json`` sits at the repository root and is committed with it, so it survives a lost
+``mlruns/``; each submission is also an MLflow run (experiment ``tournament-ledger``).
+
+Append-only: a write re-reads the file, checks that every submission and result already on disk
+is still present unchanged in what is about to be written, and replaces the file atomically
+(temp file + ``os.replace``). Nothing a command recorded is lost by a later command.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from tournament.files import sha256_file
+from tournament.judge.rules import judge_set as normalize_set
+
+DEFAULT_BUDGET = 20
+SCHEMA = 1
+
+
+class LedgerError(RuntimeError):
+    pass
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _empty(budget: int = DEFAULT_BUDGET) -> dict[str, Any]:
+    return {"schema": SCHEMA, "budget": budget, "submissions": []}
+
+
+def load(path: Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        return _empty()
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LedgerError(f"{p} is not valid JSON ({e}); restore it from git before recording more") from e
+    doc.setdefault("budget", DEFAULT_BUDGET)
+    doc.setdefault("submissions", [])
+    return doc
+
+
+def _check_append_only(old: dict[str, Any], new: dict[str, Any]) -> None:
+    olds, news = old.get("submissions", []), new.get("submissions", [])
+    if len(news) < len(olds):
+        raise LedgerError("refusing to write: the ledger would lose submissions")
+    for a, b in zip(olds, news):
+        fixed_a = {k: v for k, v in a.items() if k != "results"}
+        fixed_b = {k: v for k, v in b.items() if k != "results"}
+        if fixed_a != fixed_b:
+            raise LedgerError(f"refusing to write: submission {a.get('id')} would change")
+        ra, rb = a.get("results", []), b.get("results", [])
+        if rb[: len(ra)] != ra:
+            raise LedgerError(f"refusing to write: results of submission {a.get('id')} would change")
+
+
+def save(path: Path, doc: dict[str, Any]) -> None:
+    from tournament.files import write_json_atomic
+
+    p = Path(path)
+    _check_append_only(load(p), doc)
+    write_json_atomic(p, doc)
+
+
+def used(doc: dict[str, Any]) -> int:
+    return len(doc.get("submissions", []))
+
+
+def left(doc: dict[str, Any]) -> int:
+    return int(doc.get("budget", DEFAULT_BUDGET)) - used(doc)
+
+
+def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, budget: int | None = None,
+           git_commit: str | None = None, track: bool = True, runs_dir: Path | None = None) -> dict[str, Any]:
+    """Record one submission of `winner` (its hash, the git commit, the time, its local numbers)."""
+    doc = load(path)
+    if budget is not None:
+        doc["budget"] = int(budget)
+    if left(doc) <= 0 and not force:
+        raise LedgerError(f"budget spent: {used(doc)} of {doc['budget']} submissions recorded "
+                          "(--force records it anyway; --budget N changes the budget)")
+    w = Path(winner)
+    if not w.exists():
+        raise LedgerError(f"{w} not found: run `tournament pick` first")
+    wdoc = json.loads(w.read_text(encoding="utf-8"))
+    prov = wdoc.get("provenance", {})
+    metrics = prov.get("metrics", {})
+    if git_commit is None:
+        from tournament.tracking import git_commit as _gc
+
+        git_commit = _gc()
+    entry = {
+        "id": used(doc) + 1,
+        "time": _now(),
+        "winner_sha256": sha256_file(w),
+        "git_commit": git_commit,
+        "note": note,
+        "forced": bool(force and left(doc) <= 0),
+        "candidate": (wdoc.get("candidate") or {}).get("id"),
+        "study": prov.get("study"),
+        "trial": prov.get("trial"),
+        "local": {"accuracy": metrics.get("accuracy"), "chars_per_s": metrics.get("chars_per_s"),
+                  "accuracy_stderr": metrics.get("accuracy_stderr"), "eval_set": prov.get("eval_set")},
+        "results": [],
+    }
+    doc["submissions"].append(entry)
+    save(path, doc)
+    if track:
+        _track_submission(entry, runs_dir)
+    return entry
+
+
+def add_result(path: Path, submission: int, *, accuracy: float | None, speed: float | None,
+               judge_set: str = "basic", note: str = "", track: bool = True,
+               runs_dir: Path | None = None) -> dict[str, Any]:
+    doc = load(path)
+    subs = {int(s["id"]): s for s in doc["submissions"]}
+    if submission not in subs:
+        raise LedgerError(f"no submission {submission}; `tournament ledger` lists them")
+    try:
+        judged = normalize_set(judge_set, "basic")
+    except ValueError as e:
+        raise LedgerError(f"--set: {e}") from None
+    res = {"time": _now(), "set": judged,
+           "accuracy": accuracy, "speed": speed, "note": note}
+    subs[submission].setdefault("results", []).append(res)
+    save(path, doc)
+    if track:
+        _track_submission({**subs[submission], "result": res}, runs_dir)
+    return res
+
+
+def calibration_points(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    pts = []
+    for s in doc.get("submissions", []):
+        loc = s.get("local") or {}
+        for r in s.get("results", []):
+            pts.append({"local_accuracy": loc.get("accuracy"), "local_speed": loc.get("chars_per_s"),
+                        "judge_accuracy": r.get("accuracy"), "judge_speed": r.get("speed"), "set": r.get("set")})
+    return pts
+
+
+def calibration(doc: dict[str, Any]):
+    from tournament.study.calibration import fit
+
+    return fit(calibration_points(doc))
+
+
+def _track_submission(entry: dict[str, Any], runs_dir: Path | None) -> None:
+    try:
+        from tournament.tracking import Tracker, runs_dir_default
+
+        t = Tracker(runs_dir or runs_dir_default(), experiment="tournament-ledger")
+        if not t.ok:
+            return
+        rid = t.start_trial("ledger", int(entry["id"]), {"tournament.kind": "submission",
+                                                          "winner_sha256": entry["winner_sha256"],
+                                                          "git_commit": str(entry.get("git_commit"))})
+        metrics = {}
+        loc = entry.get("local") or {}
+        for k in ("accuracy", "chars_per_s"):
+            if loc.get(k) is not None:
+                metrics[f"local_{k}"] = loc[k]
+        res = entry.get("result")
+        if res:
+            if res.get("accuracy") is not None:
+                metrics[f"judge_accuracy_{res['set']}"] = res["accuracy"]
+            if res.get("speed") is not None:
+                metrics[f"judge_speed_{res['set']}"] = res["speed"]
+        t.finish_trial(rid, params={k: entry.get(k) for k in ("note", "candidate", "study", "trial")},
+                       metrics=metrics, tags={}, artifacts={}, status="FINISHED")
+        t.flush()
+    except Exception:  # the JSON ledger is the record; MLflow is a copy
+        pass

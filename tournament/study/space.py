@@ -1,0 +1,125 @@
+"""The search space: what a trial chooses (candidate, prompt variant, engine settings, decode
+settings, mode), what it is scored on (the objectives) and which hard limits it must keep (the
+constraints, feasible when <= 0)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tournament.files import json_hash
+from tournament.study.config import (
+    Choices,
+    SweepConfig,
+    decode_choice,
+    encode_choice,
+    normalize_param,
+)
+from tournament.study.inputs import ResolvedCandidate
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ["accuracy", "chars_per_s"]
+CONSTRAINTS = ["accuracy", "predict_time", "health"]
+
+
+@dataclass
+class TrialPlan:
+    candidate: str
+    prompt_variant: str | None
+    engine: dict[str, Any]
+    decode: dict[str, Any]
+    mode: str
+
+    @property
+    def group(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "prompt": self.prompt_variant, "engine": self.engine}
+
+    @property
+    def group_key(self) -> str:
+        return json_hash(self.group, 12)
+
+
+def _suggest(trial, name: str, spec: Any) -> Any:
+    p = normalize_param(name, spec)
+    if p is None:
+        return spec
+    if isinstance(p, Choices):
+        encoded = [encode_choice(c) for c in p.choices]
+        v = trial.suggest_categorical(name, encoded)
+        return decode_choice(v, p.choices[encoded.index(v)])
+    if p.is_int():
+        return trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+
+
+def group_param_names(cfg: SweepConfig, candidates: dict[str, ResolvedCandidate]) -> list[str]:
+    names = []
+    if len(cfg.space.candidate or candidates) > 1:
+        names.append("candidate")
+    if cfg.space.prompt and len(cfg.space.prompt) > 1:
+        names.append("prompt")
+    names += [f"engine.{k}" for k, v in cfg.space.engine.items() if normalize_param(f"engine.{k}", v) is not None]
+    return names
+
+
+def suggest_plan(trial, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate]) -> TrialPlan:
+    """Define-by-run: group parameters first, then decode settings and mode."""
+    from tournament.serving.config import DecodeSettings, EngineSettings
+
+    ids = cfg.space.candidate or list(candidates)
+    unknown = [i for i in ids if i not in candidates]
+    if unknown:
+        raise ValueError(f"space.candidate names unknown candidate(s) {unknown}; known: {list(candidates)}")
+    cand = trial.suggest_categorical("candidate", ids) if len(ids) > 1 else ids[0]
+    variants = cfg.space.prompt
+    pv = None
+    if variants:
+        names = list(variants)
+        pv = trial.suggest_categorical("prompt", names) if len(names) > 1 else names[0]
+    engine = {**EngineSettings().model_dump(), **candidates[cand].engine}
+    for k, spec in cfg.space.engine.items():
+        engine[k] = _suggest(trial, f"engine.{k}", spec)
+    decode = {**DecodeSettings().model_dump(), **candidates[cand].decode}
+    for k, spec in cfg.space.decode.items():
+        decode[k] = _suggest(trial, f"decode.{k}", spec)
+    mode = _suggest(trial, "mode", cfg.space.mode)
+    engine = EngineSettings.model_validate(engine).model_dump()
+    decode = DecodeSettings.model_validate(decode).model_dump()
+    return TrialPlan(cand, pv, engine, decode, mode)
+
+
+def serve_config(plan: TrialPlan, cfg: SweepConfig, rc: ResolvedCandidate, model_dir: str) -> dict[str, Any]:
+    from tournament.prompting import PromptSpec
+    from tournament.serving.config import ServeConfig, deep_merge
+
+    prompt = dict(rc.prompt)
+    if plan.prompt_variant is not None and cfg.space.prompt:
+        prompt = deep_merge(prompt, cfg.space.prompt[plan.prompt_variant] or {})
+    model = {"path": model_dir, "gguf_file": rc.gguf_file, "modelscope_id": rc.modelscope_id, "revision": rc.revision}
+    sc = ServeConfig.model_validate({"model": model, "prompt": PromptSpec.model_validate(prompt).model_dump(),
+                                     "engine": plan.engine, "decode": plan.decode, "mode": plan.mode})
+    return sc.model_dump()
+
+
+def enqueue_params(entry: dict[str, Any], cfg: SweepConfig, candidates) -> dict[str, Any]:
+    """Turn a known-good config from the sweep file into Optuna parameter values."""
+    params: dict[str, Any] = {}
+    if "candidate" in entry:
+        params["candidate"] = entry["candidate"]
+    if "prompt" in entry:
+        params["prompt"] = entry["prompt"]
+    for section in ("engine", "decode"):
+        for k, v in (entry.get(section) or {}).items():
+            name = f"{section}.{k}"
+            spec = cfg.space.params(section).get(k)
+            if normalize_param(name, spec) is None:
+                if spec is not None and spec != v:
+                    log.warning("enqueue: %s=%r but the sweep fixes it to %r; ignored", name, v, spec)
+                continue
+            params[name] = encode_choice(v)
+    if "mode" in entry and normalize_param("mode", cfg.space.mode) is not None:
+        params["mode"] = entry["mode"]
+    return params
+
