@@ -31,7 +31,8 @@ from tournament.machine import library_versions
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "tournament"
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)  # environment names
+SECRET_KEY = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)  # config keys
 TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|ms-[A-Za-z0-9-]{20,}|sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b")
 URL_PASSWORD = re.compile(r"(://[^/:@\s]+):[^@/\s]+@")
 
@@ -57,10 +58,16 @@ def scrub_text(text: str, env: dict[str, str] | None = None) -> str:
     return URL_PASSWORD.sub(r"\1:***@", text)
 
 
+def secret_key(key: Any) -> bool:
+    """A key that names a secret (HF_TOKEN, api_key, password), not a setting that counts tokens
+    (max_tokens, stop_token_ids): its last dotted part ends in a secret word."""
+    return bool(SECRET_KEY.search(str(key).rsplit(".", 1)[-1]))
+
+
 def scrub(obj: Any, env: dict[str, str] | None = None) -> Any:
     """Drop secret-named keys and mask secret values, recursively."""
     if isinstance(obj, dict):
-        return {k: scrub(v, env) for k, v in obj.items() if not SECRET_NAME.search(str(k))}
+        return {k: scrub(v, env) for k, v in obj.items() if not secret_key(k)}
     if isinstance(obj, (list, tuple)):
         return [scrub(v, env) for v in obj]
     if isinstance(obj, str):

@@ -63,8 +63,16 @@ def test_sweep_records_trials_constraints_and_failures(swept):
 
     _, runs, _, summary = swept
     st = _study(runs)
-    trials = st.get_trials()
-    assert len(trials) == 4 and summary["ran"] == [0, 1, 2, 3]
+    everything = st.get_trials()
+    # a repeat of a finished configuration is not measured and does not count towards --trials
+    repeats = [t for t in everything if "duplicate_of" in t.user_attrs]
+    for t in repeats:
+        src = everything[t.user_attrs["duplicate_of"]]
+        assert t.params == src.params and t.values == src.values
+        assert not (runs / "studies" / "t" / "trials" / f"{t.number:04d}").exists()
+    trials = [t for t in everything if "duplicate_of" not in t.user_attrs]
+    assert len(trials) == 4 and summary["ran"] == [t.number for t in everything]
+    assert summary["distinct"] == len([t for t in trials if t.state == TrialState.COMPLETE])
     failed = [t for t in trials if t.state == TrialState.FAIL]
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     assert failed and done, [(t.number, t.state) for t in trials]
@@ -121,8 +129,14 @@ def test_board_json_and_pick_serves_the_winner(swept):
     r = runner.invoke(app, ["board", "--runs-dir", str(runs), "--json", "--ledger", str(tmp / "ledger.json")])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    rows = data["trials"]
+    rows = [r for r in data["trials"] if r["duplicate_of"] is None]  # repeats are listed, marked
     assert data["study"] == "t" and len(rows) == 4 and data["submissions_left"] == 20
+    assert data["n_distinct"] == sum(r["state"] == "COMPLETE" for r in rows)
+    for r in rows:  # the judge model's parts, on every finished trial (a base model: seen = unseen)
+        if r["state"] == "COMPLETE":
+            assert r["build"] == "base" and r["seen_accuracy"] == r["unseen_accuracy"]
+            for k in ("seen_accuracy", "unseen_accuracy", "predicted_accuracy", "predicted_accuracy_sd"):
+                assert isinstance(r[k], float), k
     assert rows[0]["feasible"] and rows[0]["pareto"]  # feasible first, front marked
     assert rows[-1]["state"] == "FAIL" and not rows[-1]["feasible"]
     assert (runs / "studies" / "t" / "pareto.png").exists() and (runs / "studies" / "t" / "pareto.html").exists()
@@ -131,7 +145,9 @@ def test_board_json_and_pick_serves_the_winner(swept):
     r = runner.invoke(app, ["pick", "--auto", "--runs-dir", str(runs), "--local", "--out", str(out)])
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
-    assert doc["schema"] == 1 and doc["candidate"]["id"] == "tiny"
+    assert doc["schema"] == 1 and doc["candidate"]["id"] == "tiny" and doc["candidate"]["build"] == "base"
+    for k in ("seen_accuracy", "unseen_accuracy", "predicted_accuracy", "predicted_accuracy_sd"):
+        assert isinstance(doc["provenance"]["metrics"][k], float), k
     assert doc["provenance"]["study"] == "t" and doc["provenance"]["rule"].startswith("auto")
     picked = next(x for x in rows if x["trial"] == doc["provenance"]["trial"])
     assert picked["feasible"]
@@ -152,23 +168,39 @@ def test_board_json_and_pick_serves_the_winner(swept):
 
 
 def test_cache_reuses_answers_and_speed(swept):
-    """An identical configuration is a cache hit: same answers, and with --no-cache-speed the
-    stored speed too (no server start); the study resumes with one more trial only."""
+    """An identical configuration in another study is a cache hit: same answers, and with
+    --no-cache-speed the stored speed too (no server start). Inside one study the same parameters
+    are a repeat instead: nothing is measured, and the trial does not count."""
+    import optuna
     from optuna.trial import TrialState
 
     tmp, runs, cfg, _ = swept
-    st = _study(runs)
-    done = [t for t in st.get_trials() if t.state == TrialState.COMPLETE]
-    st.enqueue_trial(done[0].params)
-    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--trials", "5",
-                            "--no-cache-speed", "--study", "t", "--json", "--no-mlflow"])
+    done = [t for t in _study(runs).get_trials() if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    other = optuna.create_study(study_name="t2", storage=f"sqlite:///{runs / 'optuna.db'}",
+                                directions=["maximize", "maximize"])
+    other.enqueue_trial(done[0].params)
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--trials", "1",
+                            "--no-cache-speed", "--study", "t2", "--json", "--no-mlflow"])
     assert r.exit_code == 0, r.output
-    trials = _study(runs).get_trials()
-    assert len(trials) == 5
-    new = trials[-1]
+    trials = optuna.load_study(study_name="t2", storage=f"sqlite:///{runs / 'optuna.db'}").get_trials()
+    trials = [t for t in trials if t.state != TrialState.WAITING]  # the sweep file's enqueued ones wait
+    assert len(trials) == 1
+    new = trials[0]
     assert new.state == TrialState.COMPLETE and new.user_attrs["cache"] == "answers+speed"
     assert new.values == done[0].values
-    assert len(list((runs / "studies" / "t" / "servers").glob("*.log"))) == 1  # no new server
+    assert not (runs / "studies" / "t2" / "servers").exists()  # no server started
+    # the same parameters again inside study t: a repeat, not a measurement, not a counted trial
+    st = _study(runs)
+    before = len(st.get_trials())
+    st.enqueue_trial(done[0].params)
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--study", "t", "--json",
+                            "--no-mlflow", "--trials", "5"])
+    assert r.exit_code == 0, r.output
+    new = [t for t in _study(runs).get_trials() if t.state != TrialState.WAITING][before:]
+    assert new[0].params == done[0].params and new[0].user_attrs["duplicate_of"] == done[0].number
+    assert new[0].number in json.loads(r.stdout.strip().splitlines()[-1])["repeats"]
+    # it did not count: one more distinct trial ran to reach --trials 5
+    assert any("duplicate_of" not in t.user_attrs for t in new)
 
 
 def test_sweep_config_errors_are_clear(tmp_path, tiny_model_dir, tiny_qa_file):
@@ -207,3 +239,6 @@ def test_secrets_are_scrubbed(monkeypatch):
     assert "HF_TOKEN" not in out and "api_key" not in out["nested"] and out["nested"]["ok"] == 1
     assert "abcdef123456secret" not in json.dumps(out) and ":pw@" not in out["url"]
     assert scrub_text("token hf_" + "a" * 30) == "token ***"
+    # settings that count tokens are not secrets: a serve config keeps them
+    settings = {"decode": {"max_tokens": 8, "stop_token_ids": [1]}, "engine": {"max_num_batched_tokens": 4}}
+    assert scrub(settings) == settings

@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         no_cache_speed: bool = typer.Option(False, "--no-cache-speed",
                                             help="on a cache hit reuse the stored speed too (no server start)"),
         no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
+        ledger: Path = typer.Option(Path("ledger.json"), help="ledger whose judge results calibrate the prediction"),
         json_out: bool = typer.Option(False, "--json", help="print a JSON summary at the end"),
     ) -> None:
         """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
             _fail(str(e), 2)
         runs = _runs(runs_dir)
         opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
-                            runs_dir=runs, cache_speed=not no_cache_speed, tracking=not no_mlflow)
+                            runs_dir=runs, cache_speed=not no_cache_speed, tracking=not no_mlflow, ledger=ledger)
         echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
         try:
             res = run_sweep(cfg, opts, echo=echo)
@@ -70,13 +71,16 @@ def register(app: typer.Typer) -> None:
             _fail(f"sweep: {e}", 2)
         plots = _plots(opts.storage, opts.study, runs, not no_mlflow)
         summary = {"study": res.study, "ran": res.ran, "complete": res.complete, "failed": res.failed,
+                   "distinct": res.distinct, "repeats": res.repeats, "exhausted": res.exhausted,
                    "overhead": res.overhead_summary(), "plots": [str(p) for p in plots]}
         if json_out:
             typer.echo(json.dumps(summary))
         else:
             o = res.overhead_summary()
-            typer.echo(f"study {res.study}: ran {len(res.ran)} trial(s) now; {res.complete} complete, "
-                       f"{res.failed} failed in total")
+            typer.echo(f"study {res.study}: ran {len(res.ran)} trial(s) now; {res.complete} complete "
+                       f"({res.distinct} distinct), {res.failed} failed in total"
+                       + (f"; {len(res.repeats)} repeated an earlier configuration and were not measured"
+                          if res.repeats else ""))
             if o:
                 typer.echo(f"decode-only trial overhead: median {o['overhead_seconds_median']:.2f} s, "
                            f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})")
@@ -122,8 +126,20 @@ def register(app: typer.Typer) -> None:
         model_dest: str = typer.Option("models/winner", help="repo-relative path download_model.py fills"),
         margin: float = typer.Option(0.02, help="--auto: accuracy margin above the pass mark"),
         ledger: Path = typer.Option(Path("ledger.json"), help="ledger (calibration for --auto)"),
+        allow_honest: bool = typer.Option(False, "--allow-honest",
+                                          help="write a winner that serves the honest build of a trained recipe"),
     ) -> None:
-        """Write winner.json (atomically) from a trial of a study."""
+        """Write winner.json (atomically) from a trial of a study.
+
+        --auto, the rule: among finished feasible trials whose predicted judge accuracy - 2 sd (the
+        calibrated prediction once judge results exist) clears the pass mark + --margin, take the
+        fastest by noise-aware speed, median - 1.4826 MAD of its speed repeats. A trial whose
+        relative speed spread (1.4826 MAD / median) is above 10% is passed over unless no other
+        trial qualifies. Trials within 1% of the fastest count as tied: the one with the fewest
+        non-default engine and decode settings wins. If none clears the pass mark, the most
+        accurate feasible trial; if none is feasible, the most accurate finished one. Repeated
+        configurations are never picked twice. The winner must serve the refit (or base) build:
+        an honest build of a trained recipe is refused unless --allow-honest."""
         from tournament.study.board import board_data, load_study
         from tournament.study.winner import auto_pick, build_winner, write_winner
 
@@ -138,15 +154,17 @@ def register(app: typer.Typer) -> None:
             else:
                 trial_n, rule = trial, "manual: --trial"
             doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
-                                      model_dest=model_dest)
+                                      allow_honest=allow_honest, model_dest=model_dest)
         except LookupError as e:
             _fail(f"pick: {e}")
         for w in warns:
             typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
         write_winner(doc, out)
         m = doc["provenance"]["metrics"]
-        typer.echo(f"wrote {out}: study {data['study']} trial {trial_n} ({doc['candidate'].get('id')}), "
-                   f"accuracy {m['accuracy']:.3f}, {m['chars_per_s']:.0f} chars/s — {rule}")
+        typer.echo(f"wrote {out}: study {data['study']} trial {trial_n} ({doc['candidate'].get('id')}, "
+                   f"{doc['candidate'].get('build')} build), predicted judge accuracy {m['predicted_accuracy']:.3f}"
+                   f"±{m['predicted_accuracy_sd'] or 0:.3f} (seen {m['seen_accuracy']:.3f}, unseen "
+                   f"{m['unseen_accuracy']:.3f}), {m['chars_per_s']:.0f} chars/s — {rule}")
 
     @app.command("submit")
     def submit_cmd(

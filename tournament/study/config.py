@@ -51,7 +51,7 @@ from pydantic import (
     model_validator,
 )
 
-from tournament.judge.rules import PASS_MARK, limits
+from tournament.judge.rules import PASS_MARK, judge_set, limits
 from tournament.paths import project_root
 from tournament.prompting import PromptSpec
 from tournament.serving.config import DecodeSettings, EngineSettings
@@ -93,6 +93,9 @@ class EvalSpec(_Strict):
 
 class JudgeTrack(_Strict):
     track: Literal["basic", "bonus"] = "basic"
+    # Judge sets measured per trial (basic, bonus; "plus" = bonus). The track's set drives the
+    # objective; others are reported. Default: the track's set alone.
+    sets: list[Literal["basic", "plus", "bonus"]] = Field(default_factory=list)
     questions: int | None = Field(None, ge=1)
     health_timeout: float | None = Field(None, gt=0)
     predict_timeout: float | None = Field(None, gt=0)
@@ -111,6 +114,8 @@ class JudgeTrack(_Strict):
         self.predict_timeout = self.predict_timeout or t.predict_timeout
         self.local_predict_timeout = self.local_predict_timeout or self.predict_timeout
         self.start_timeout = self.start_timeout or 3 * self.health_timeout
+        sets = [judge_set(x) for x in self.sets] or [self.track]
+        self.sets = list(dict.fromkeys([self.track] + sets))  # the track's set first, no repeats
         return self
 
 
@@ -213,6 +218,17 @@ class SearchSpace(_Strict):
         return {"engine": self.engine, "decode": self.decode}[section]
 
 
+class RefitSpec(_Strict):
+    """The build you submit: every trained candidate's recipe, trained once more on every row.
+
+    The sweep measures it (seen accuracy, speed) next to the honest build (unseen accuracy); see
+    tournament/study/judge_model.py. ``enabled: false`` measures the honest build alone."""
+
+    enabled: bool = True
+    dataset: str = "data/build/pmpp-refit"  # a data build (train.jsonl) with every row
+    split: str | None = "data/splits/pmpp-refit.yaml"  # built when the dataset is missing
+
+
 class SweepConfig(_Strict):
     study: str = "tournament"
     trials: int = Field(20, ge=1)
@@ -224,6 +240,10 @@ class SweepConfig(_Strict):
     judge: JudgeTrack = Field(default_factory=JudgeTrack)
     space: SearchSpace = Field(default_factory=SearchSpace)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    refit: RefitSpec = Field(default_factory=RefitSpec)
+    # Consecutive draws of an already measured configuration before the sweep stops: the search
+    # space is exhausted (a repeat is never measured again, and it does not count as a trial).
+    max_repeat_draws: int = Field(25, ge=1)
     # Folder that relative paths in this file start from (set by load_sweep_config).
     base_dir: str = "."
 

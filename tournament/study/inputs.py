@@ -21,18 +21,15 @@ def _progress(message: str) -> None:
 
 
 @dataclass
-class ResolvedCandidate:
-    id: str
-    prompt: dict[str, Any]
-    engine: dict[str, Any]
+class Build:
+    """One servable build of a candidate: ``refit`` (trained on every row: the build you submit),
+    ``honest`` (the same recipe without the eval questions' variant groups) or ``base`` (a model
+    that is not trained here: measured as its own single build)."""
+
+    role: str
     config_hash: str
-    info: dict[str, Any]  # what winner.json's "candidate" holds
-    decode: dict[str, Any] = field(default_factory=dict)  # the candidate's decode defaults
-    model_path: str | None = None  # inline candidates
-    gguf_file: str | None = None
-    modelscope_id: str | None = None
-    revision: str | None = None
-    candidate_obj: Any = None  # tournament.candidates.Candidate for YAML candidates
+    candidate_obj: Any = None  # tournament.candidates.Candidate to build; None: a given model
+    model_path: str | None = None
     _dir: Path | None = None
 
     def model_dir(self) -> Path:
@@ -50,46 +47,98 @@ class ResolvedCandidate:
         else:
             p = Path(self.model_path or "")
             if not p.exists():
-                raise FileNotFoundError(f"model path {p} of candidate {self.id!r} does not exist")
+                raise FileNotFoundError(f"model path {p} does not exist")
             self._dir = p
         return self._dir
+
+
+@dataclass
+class ResolvedCandidate:
+    id: str
+    prompt: dict[str, Any]
+    engine: dict[str, Any]
+    info: dict[str, Any]  # what winner.json's "candidate" holds
+    builds: dict[str, Build]  # {"refit", "honest"} for a trained recipe, else {"base"} (or {"honest"})
+    decode: dict[str, Any] = field(default_factory=dict)  # the candidate's decode defaults
+    gguf_file: str | None = None
+    modelscope_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def ship(self) -> Build:
+        """The build winner.json would serve: speed, health and seen accuracy are measured on it."""
+        return self.builds.get("refit") or self.builds.get("base") or self.builds["honest"]
+
+    @property
+    def unseen(self) -> Build | None:
+        """The honest build of a trained recipe measured beside the refit; None for one build."""
+        return self.builds.get("honest") if "refit" in self.builds else None
+
+    @property
+    def config_hash(self) -> str:
+        return self.ship.config_hash
+
+
+def _refit_dataset(cfg: SweepConfig) -> Path:
+    """The refit data build, built from its split definition when missing."""
+    path = cfg.resolve_path(cfg.refit.dataset)
+    if not path.exists() and cfg.refit.split:
+        from tournament.data.split import build_split_from_spec
+
+        log.info("refit dataset %s missing: building split %s", path, cfg.refit.split)
+        _progress(f"building the refit dataset {path} ({cfg.refit.split})")
+        build_split_from_spec(cfg.resolve_path(cfg.refit.split))
+    if not path.exists():
+        raise FileNotFoundError(f"refit dataset {path} not found (set refit.split, or refit.enabled: false)")
+    return path
+
+
+def _yaml_candidate(cfg: SweepConfig, entry: str) -> ResolvedCandidate:
+    from tournament.candidates import load_candidate, with_dataset
+
+    c = load_candidate(cfg.resolve_path(entry))
+    hints = c.serve_overrides("unused")
+    publish, base = c.publish, c.base
+    ms = base.modelscope
+    # A trained candidate is fetched from where it was published; an untrained one is its base.
+    ms_id = publish.modelscope_id if publish else (ms.id if ms and not c.needs_build() else None)
+    rev = (getattr(publish, "revision", None) if publish else None) or (ms.revision if ms and not publish else None)
+    trained = c.recipe.method != "none"
+    if not trained:
+        builds = {"base": Build("base", c.config_hash(), c)}
+    elif cfg.refit.enabled:
+        refit = with_dataset(c, _refit_dataset(cfg))
+        builds = {"refit": Build("refit", refit.config_hash(), refit), "honest": Build("honest", c.config_hash(), c)}
+    else:
+        builds = {"honest": Build("honest", c.config_hash(), c)}
+    ship = builds.get("refit") or builds.get("base") or builds["honest"]
+    info = {"id": c.id, "build": ship.role, "config_hash": ship.config_hash, "source": str(entry),
+            "base": base.describe(), "recipe": ship.candidate_obj.recipe.model_dump(mode="json"),
+            "quantization": c.quantization.model_dump(mode="json"), "modelscope_id": ms_id, "revision": rev}
+    if "honest" in builds and ship.role != "honest":
+        info["honest_config_hash"] = builds["honest"].config_hash
+    return ResolvedCandidate(id=c.id, prompt=c.prompt.model_dump(), engine=dict(hints.get("engine") or {}),
+                             decode=dict(hints.get("decode") or {}), info=info, builds=builds,
+                             modelscope_id=ms_id, revision=rev)
 
 
 def resolve_candidates(cfg: SweepConfig) -> dict[str, ResolvedCandidate]:
     out: dict[str, ResolvedCandidate] = {}
     for entry in cfg.candidates:
         if isinstance(entry, InlineCandidate):
+            chash = json_hash({"model_path": entry.model_path, "gguf": entry.gguf_file,
+                               "prompt": entry.prompt.model_dump(), "engine": entry.engine})
             rc = ResolvedCandidate(
                 id=entry.id, prompt=entry.prompt.model_dump(), engine=dict(entry.engine), decode=dict(entry.decode),
-                config_hash=json_hash({"model_path": entry.model_path, "gguf": entry.gguf_file,
-                                  "prompt": entry.prompt.model_dump(), "engine": entry.engine}),
-                info={"id": entry.id, "base": entry.base or entry.model_path, "recipe": entry.recipe,
-                      "modelscope_id": entry.modelscope_id, "revision": entry.revision},
-                model_path=entry.model_path, gguf_file=entry.gguf_file,
-                modelscope_id=entry.modelscope_id, revision=entry.revision,
+                info={"id": entry.id, "build": "base", "config_hash": chash, "base": entry.base or entry.model_path,
+                      "recipe": entry.recipe, "modelscope_id": entry.modelscope_id, "revision": entry.revision},
+                builds={"base": Build("base", chash, model_path=entry.model_path)},
+                gguf_file=entry.gguf_file, modelscope_id=entry.modelscope_id, revision=entry.revision,
             )
         else:
-            from tournament.candidates import load_candidate
-
-            c = load_candidate(cfg.resolve_path(entry))
-            hints = c.serve_overrides("unused")
-            publish, base = c.publish, c.base
-            ms = base.modelscope
-            # A trained candidate is fetched from where it was published; an untrained one is its base.
-            ms_id = publish.modelscope_id if publish else (ms.id if ms and not c.needs_build() else None)
-            rev = (getattr(publish, "revision", None) if publish else None) or (ms.revision if ms and not publish else None)
-            chash = c.config_hash()
-            rc = ResolvedCandidate(
-                id=c.id, prompt=c.prompt.model_dump(), engine=dict(hints.get("engine") or {}),
-                decode=dict(hints.get("decode") or {}), config_hash=chash,
-                info={"id": c.id, "config_hash": chash, "source": str(entry), "base": base.describe(),
-                      "recipe": c.recipe.model_dump(mode="json"), "quantization": c.quantization.model_dump(mode="json"),
-                      "modelscope_id": ms_id, "revision": rev},
-                modelscope_id=ms_id, revision=rev, candidate_obj=c,
-            )
+            rc = _yaml_candidate(cfg, entry)
         if rc.id in out:
             raise ValueError(f"two candidates share the id {rc.id!r}")
-        rc.info.setdefault("config_hash", rc.config_hash)
         out[rc.id] = rc
     return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tournament.files import sha256_file
+from tournament.judge.rules import JUDGE_SETS
 from tournament.judge.rules import judge_set as normalize_set
 
 DEFAULT_BUDGET = 20
@@ -107,7 +108,8 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
         "study": prov.get("study"),
         "trial": prov.get("trial"),
         "local": {"accuracy": metrics.get("accuracy"), "chars_per_s": metrics.get("chars_per_s"),
-                  "accuracy_stderr": metrics.get("accuracy_stderr"), "eval_set": prov.get("eval_set")},
+                  "accuracy_stderr": metrics.get("accuracy_stderr"), "eval_set": prov.get("eval_set"),
+                  "build": (wdoc.get("candidate") or {}).get("build"), "sets": _local_sets(metrics, prov)},
         "results": [],
     }
     doc["submissions"].append(entry)
@@ -137,13 +139,34 @@ def add_result(path: Path, submission: int, *, accuracy: float | None, speed: fl
     return res
 
 
+def _local_sets(metrics: dict[str, Any], prov: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The submitted trial's seen/unseen accuracy per judge set (what the judge model blends)."""
+    out = {}
+    for s in JUDGE_SETS:
+        if metrics.get(f"seen_accuracy_{s}") is not None:
+            out[s] = {k: metrics.get(f"{k}_{s}") for k in ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
+                                                           "unseen_accuracy_stderr")}
+    track = (prov.get("judge") or {}).get("track", "basic")
+    if not out and metrics.get("seen_accuracy") is not None:
+        out[track] = {k: metrics.get(k) for k in ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
+                                                  "unseen_accuracy_stderr")}
+    return out
+
+
 def calibration_points(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One point per judge result: what the judge said, and the submitted build's local numbers on
+    that set (seen/unseen; older entries hold one accuracy, which stands for both)."""
     pts = []
     for s in doc.get("submissions", []):
         loc = s.get("local") or {}
         for r in s.get("results", []):
-            pts.append({"local_accuracy": loc.get("accuracy"), "local_speed": loc.get("chars_per_s"),
-                        "judge_accuracy": r.get("accuracy"), "judge_speed": r.get("speed"), "set": r.get("set")})
+            judged = normalize_set(r.get("set"), "basic")
+            part = (loc.get("sets") or {}).get(judged) or {}
+            pt = {"local_accuracy": loc.get("accuracy"), "local_speed": loc.get("chars_per_s"),
+                  "judge_accuracy": r.get("accuracy"), "judge_speed": r.get("speed"), "set": judged}
+            if part.get("seen_accuracy") is not None:
+                pt["seen"], pt["unseen"] = part["seen_accuracy"], part.get("unseen_accuracy", part["seen_accuracy"])
+            pts.append(pt)
     return pts
 
 

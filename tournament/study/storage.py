@@ -233,12 +233,15 @@ def superseded(trials) -> set[int]:
 
 
 def counted(trials) -> int:
-    """Finished (COMPLETE or real FAIL) and in-flight trials, against the --trials target."""
+    """Finished (COMPLETE or real FAIL) and in-flight trials, against the --trials target. A trial
+    that repeated a finished one (user attr ``duplicate_of``) measured nothing and does not count."""
     from optuna.trial import TrialState
 
     sup = superseded(trials)
     n = 0
     for t in trials:
+        if "duplicate_of" in t.user_attrs:
+            continue
         if t.state in (TrialState.COMPLETE, TrialState.RUNNING):
             n += 1
         elif t.state == TrialState.FAIL and t.number not in sup:

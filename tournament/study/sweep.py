@@ -1,13 +1,20 @@
 """The Optuna sweep: candidates x engine settings x decode settings, measured like the judge.
 
-Each trial serves a configuration with the real serve.py (a `ServerProcess`), runs the judge
-emulator (`tournament.judge.judge`) against it on the held-out questions and reports two
-objectives, both maximised: judge-metric accuracy and characters/s. Hard limits are Optuna
-constraints (`trial.set_constraint`, feasible when <= 0), set on every path, failures included:
+Each trial serves a configuration with the real serve.py (`ServerProcess`es, see servers.py):
+the build that ships (the refit of a trained recipe, or a single build) and, for a trained recipe,
+its honest build. The judge emulator measures both on the eval questions (measure.py): seen
+accuracy (refit), unseen accuracy (honest), chars/s of the shipped build. The judge model
+(judge_model.py) blends seen and unseen into a predicted judge accuracy. Two objectives, both
+maximised: predicted judge accuracy and characters/s. Hard limits are Optuna constraints
+(`trial.set_constraint`, feasible when <= 0), set on every path, failures included:
 
-- ``accuracy``: pass_mark - accuracy
+- ``accuracy``: pass_mark - predicted accuracy
 - ``predict_time``: predict seconds scaled to the judge's question count - the predict limit
-- ``health``: seconds until GET / answered - the health limit
+- ``health``: seconds until the shipped server's GET / answered - the health limit
+
+Repeats: a trial whose parameters equal a finished trial's is not measured again; it takes that
+trial's results (user attr ``duplicate_of``) and does not count towards ``--trials``. After
+``max_repeat_draws`` repeats in a row the search space is exhausted and the sweep stops.
 
 Engine grouping (ask/tell): a server process belongs to one (candidate, prompt variant, engine
 settings) group. A worker asks Optuna for a trial with every parameter free; the group that trial
@@ -15,7 +22,7 @@ lands in is started, and the next ``decode_trials_per_engine - 1`` trials of thi
 with the group's parameters fixed (``PartialFixedSampler`` over the same TPE sampler), so only
 decode settings / mode change and they reach the running server through ``POST /admin/config``
 (sweep mode only). Enqueued known-good configurations are sorted by group. A new group kills the
-old server (its port and GPU memory are freed) before starting.
+old servers (their port and GPU memory are freed) before starting.
 
 Resume: trials live in the Optuna storage. A RUNNING trial whose worker process is gone (same
 host, pid dead; or a stale heartbeat from another host) is marked FAIL and its parameters are
@@ -30,13 +37,17 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tournament.files import json_hash, write_answer_table, write_json_atomic
+from tournament.files import json_hash
 from tournament.study.config import SweepConfig
 from tournament.study.inputs import load_eval, resolve_candidates
+from tournament.study.judge_model import JudgeModel
+from tournament.study.measure import measure
+from tournament.study.records import AnswerCache, track_trial, write_trial_files
+from tournament.study.servers import GroupServers
 from tournament.study.space import (
     OBJECTIVES,
     TrialPlan,
@@ -58,17 +69,10 @@ from tournament.study.storage import (
 )
 
 log = logging.getLogger(__name__)
+ACCURACY_KEYS = ("seen_", "unseen_", "predicted_", "accuracy", "zh_rougeL")
+GROUP_REPEATS = 3  # repeats in a row inside one engine group before the group is released
 
 
-@dataclass
-class GroupServer:
-    key: str
-    proc: Any  # ServerProcess
-    health_seconds: float
-    log_path: Path
-
-
-# -- the worker -----------------------------------------------------------------------------------
 @dataclass
 class SweepOptions:
     trials: int
@@ -77,6 +81,7 @@ class SweepOptions:
     runs_dir: Path
     cache_speed: bool = True  # re-measure speed on a cache hit (False: reuse everything)
     tracking: bool = True
+    ledger: Path | None = None  # judge results calibrate the predicted accuracy
 
 
 @dataclass
@@ -87,6 +92,9 @@ class SweepResult:
     complete: int
     failed: int
     overhead: list[dict[str, float]]
+    distinct: int = 0  # finished trials with a configuration of their own
+    repeats: list[int] = field(default_factory=list)  # trials that reused an earlier trial's results
+    exhausted: bool = False
 
     def overhead_summary(self) -> dict[str, float] | None:
         ratios = [o["overhead_ratio"] for o in self.overhead if o.get("decode_only")]
@@ -97,20 +105,35 @@ class SweepResult:
                 "overhead_ratio_max": max(ratios), "overhead_seconds_median": statistics.median(secs)}
 
 
+def judge_model_from_ledger(path: Path | None) -> JudgeModel:
+    """The judge model, calibrated by the ledger's judge results when there are any."""
+    if path is not None and Path(path).exists():
+        from tournament.study import ledger as L
+
+        cal = L.calibration(L.load(path))
+        if cal is not None:
+            return cal.judge_model
+    return JudgeModel.from_points()
+
 
 class Sweep:
     def __init__(self, cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print):
-        self.cfg, self.opts, self.echo = cfg, opts, echo
+        from tournament.tracking import scrub_text
+
+        self.cfg, self.opts = cfg, opts
+        self.echo = lambda text: echo(scrub_text(text))  # a secret in a path or prompt never reaches stdout
         self.runs_dir = Path(opts.runs_dir)
         self.sdir = study_dir(self.runs_dir, opts.study)
         self.sdir.mkdir(parents=True, exist_ok=True)
         self.eval = load_eval(cfg)  # first: it may build the split that trained candidates hash
         self.candidates = resolve_candidates(cfg)
-        self.server: GroupServer | None = None
-        self.bad_groups: dict[str, str] = {}
+        self.judge_model = judge_model_from_ledger(opts.ledger)
         self.pidfile = PidFile(self.runs_dir)
+        self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, _reason)
+        self.cache = AnswerCache(self.runs_dir)
         self.overhead: list[dict[str, float]] = []
         self.ran: list[int] = []
+        self.repeats: list[int] = []
 
     # -- setup ---------------------------------------------------------------------------
     def _study(self):
@@ -128,6 +151,7 @@ class Sweep:
             study.set_user_attr("sweep_config", json.loads(self.cfg.model_dump_json()))
             study.set_user_attr("fingerprint", self.cfg.fingerprint())
             study.set_user_attr("judge", self.cfg.judge.model_dump())
+            study.set_user_attr("judge_model", self.judge_model.to_dict())
             study.set_user_attr("eval", {"path": self.eval.path, "hash": self.eval.hash, "n": len(self.eval.questions)})
         elif attrs.get("fingerprint") != self.cfg.fingerprint():
             self.echo(f"warning: study {self.opts.study!r} was started with another sweep file "
@@ -142,51 +166,12 @@ class Sweep:
             study.set_user_attr("enqueued", True)
         return study
 
-    # -- servers ------------------------------------------------------------------------
-    def _stop_server(self) -> None:
-        if self.server is not None:
-            pid = self.server.proc.proc.pid if self.server.proc.proc else None
-            self.server.proc.stop()
-            if pid:
-                self.pidfile.remove(pid)
-            self.server = None
-
-    def _ensure_server(self, plan: TrialPlan, sc: dict[str, Any]) -> GroupServer:
-        from tournament.serving.process import ServerProcess
-
-        if self.server is not None and self.server.key == plan.group_key and self.server.proc.alive():
-            return self.server
-        self._stop_server()
-        if plan.group_key in self.bad_groups:
-            raise RuntimeError(f"engine group failed before: {self.bad_groups[plan.group_key]}")
-        log_path = self.sdir / "servers" / f"{plan.group_key}-{int(time.time())}.log"
-        proc = ServerProcess(sc, sweep_mode=True, log_path=log_path)
-        try:
-            proc.start()
-            self.pidfile.add(proc.proc.pid)
-            health = proc.wait_healthy(self.cfg.judge.start_timeout)
-        except BaseException as e:
-            if proc.proc is not None:
-                self.pidfile.remove(proc.proc.pid)
-            proc.stop()
-            if not isinstance(e, KeyboardInterrupt):
-                self.bad_groups[plan.group_key] = _reason(e)
-            raise
-        self.server = GroupServer(plan.group_key, proc, health, log_path)
-        return self.server
-
-    def _configure(self, url: str, plan: TrialPlan) -> None:
-        from tournament.judge.emulator import http_client
-
-        with http_client() as client:
-            r = client.post(url + "/admin/config", json={"decode": plan.decode, "mode": plan.mode}, timeout=30)
-        if r.status_code != 200:
-            raise RuntimeError(f"POST /admin/config answered {r.status_code}: {r.text[:300]}")
-
-    # -- one trial ----------------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------------
     def run(self):
         import optuna
         from optuna.trial import TrialState
+
+        from tournament.tracking import Tracker, environment_tags
 
         study = self._study()
         killed, dead_started = self.pidfile.kill_stale()
@@ -196,8 +181,6 @@ class Sweep:
         self.pidfile.open()
         if recovered:
             self.echo(f"trials {recovered} were left RUNNING by a dead worker: marked FAIL and queued again")
-        from tournament.tracking import Tracker, environment_tags
-
         self.env_tags = environment_tags()
         self.tracker = Tracker(self.runs_dir, enabled=self.opts.tracking)
         self.tracker.start_study(self.opts.study, {"sweep": json.loads(self.cfg.model_dump_json()),
@@ -205,6 +188,8 @@ class Sweep:
                                  {**self.env_tags, "storage": self.opts.storage})
         group_left = 0
         group_params: dict[str, Any] | None = None
+        repeats_in_a_row = 0
+        exhausted = False
         gnames = group_param_names(self.cfg, self.candidates)
         self.echo(f"study {self.opts.study!r}: {len(self.eval.questions)} eval questions, target {self.opts.trials} "
                   f"trials, storage {_safe_url(self.opts.storage)}")
@@ -215,7 +200,7 @@ class Sweep:
                 if counted(trials) >= self.opts.trials:
                     break
                 waiting = any(t.state == TrialState.WAITING for t in trials)
-                if group_left > 0 and group_params and not waiting and self.server is not None:
+                if group_left > 0 and group_params and not waiting and self.servers.alive():
                     study.sampler = optuna.samplers.PartialFixedSampler(group_params, self.base_sampler)
                 else:
                     study.sampler = self.base_sampler
@@ -224,70 +209,105 @@ class Sweep:
                 t_ask = time.monotonic()
                 try:  # the sampler stays fixed while the trial suggests (define-by-run)
                     with TrialHeartbeat(self.storage, trial._trial_id):
-                        new_group = self._run_trial(study, trial, t_ask)
+                        outcome = self._run_trial(study, trial, t_ask)
                 finally:
                     study.sampler = self.base_sampler
                 self.ran.append(trial.number)
-                if new_group:
+                if outcome == "repeat":
+                    repeats_in_a_row += 1
+                    if repeats_in_a_row >= GROUP_REPEATS:
+                        group_left = 0  # the group's decode space looks spent: draw another group
+                    if repeats_in_a_row >= self.cfg.max_repeat_draws:
+                        exhausted = True
+                        self.echo(f"{repeats_in_a_row} repeated configurations in a row: the search space is "
+                                  "exhausted; stopping")
+                        break
+                    continue
+                repeats_in_a_row = 0
+                if outcome == "new group":
                     group_params = {k: v for k, v in trial.params.items() if k in gnames}
                     group_left = self.cfg.decode_trials_per_engine - 1
                 else:
                     group_left -= 1
-                if self.server is None:
+                if not self.servers.alive():
                     group_left = 0
         finally:
-            self._stop_server()
+            self.servers.stop()
             self.pidfile.close()
             self.tracker.end_study()
         trials = study.get_trials(deepcopy=False)
-        return SweepResult(self.opts.study, self.opts.storage, self.ran,
-                           sum(t.state == TrialState.COMPLETE for t in trials),
-                           sum(t.state == TrialState.FAIL for t in trials), self.overhead)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        return SweepResult(self.opts.study, self.opts.storage, self.ran, len(done),
+                           sum(t.state == TrialState.FAIL for t in trials), self.overhead,
+                           distinct=sum("duplicate_of" not in t.user_attrs for t in done),
+                           repeats=self.repeats, exhausted=exhausted)
 
-    def _run_trial(self, study, trial, t_ask: float) -> bool:
-        """Run one trial to its end (tell). Returns True when it started a new server."""
+    # -- one trial --------------------------------------------------------------------------
+    def _earlier(self, study, trial):
+        """A finished trial of this study with the same parameters (measured, not itself a repeat)."""
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number != trial.number and t.params == trial.params and "duplicate_of" not in t.user_attrs:
+                return t
+        return None
+
+    def _run_trial(self, study, trial, t_ask: float) -> str:
+        """Run one trial to its end (tell). Returns "new group", "same group" or "repeat"."""
         tdir = self.sdir / "trials" / f"{trial.number:04d}"
-        tdir.mkdir(parents=True, exist_ok=True)
-        run_id = self.tracker.start_trial(self.opts.study, trial.number, {"worker": worker_id()})
-        if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
         plan: TrialPlan | None = None
         sc: dict[str, Any] | None = None
         started = False
         health_s: float | None = None
+        run_id: str | None = None
         try:
             plan = suggest_plan(trial, self.cfg, self.candidates)
+            earlier = self._earlier(study, trial)
+            if earlier is not None:
+                return self._repeat(study, trial, earlier)
+            tdir.mkdir(parents=True, exist_ok=True)
+            run_id = self.tracker.start_trial(self.opts.study, trial.number, {"worker": worker_id()})
+            if run_id:
+                trial.set_user_attr("mlflow_run_id", run_id)
             rc = self.candidates[plan.candidate]
-            trial.set_user_attr("candidate", rc.info)
+            trial.set_user_attr("candidate", _scrubbed(rc.info))
             trial.set_user_attr("group_key", plan.group_key)
-            key_doc = {"cand": rc.config_hash, "prompt": plan.prompt_variant, "engine": plan.engine,
-                       "decode": plan.decode, "mode": plan.mode, "eval": self.eval.hash}
+            key_doc = {"builds": {r: b.config_hash for r, b in rc.builds.items()}, "prompt": plan.prompt_variant,
+                       "engine": plan.engine, "decode": plan.decode, "mode": plan.mode, "eval": self.eval.hash,
+                       "sets": self.cfg.judge.sets}
             cache_key = json_hash(key_doc, 24)
             trial.set_user_attr("cache_key", cache_key)
-            cached = self._cache_get(cache_key)
+            cached = self.cache.get(cache_key)
+            measurement = None
             if cached is not None and not self.opts.cache_speed:
                 sc = cached["serve_config"]
-                health_s = cached["metrics"].get("health_seconds")
-                metrics, answers, scores = dict(cached["metrics"]), cached["answers"], cached["scores"]
+                metrics = dict(cached["metrics"])
+                health_s = metrics.get("health_seconds")
                 metrics["cached_speed"] = 1.0
                 trial.set_user_attr("cache", "answers+speed")
             else:
-                model_dir = str(Path(rc.model_dir()).resolve())
-                sc = serve_config(plan, self.cfg, rc, model_dir)
-                started = self.server is None or self.server.key != plan.group_key or not self.server.proc.alive()
+                configs = {"ship": serve_config(plan, self.cfg, rc, str(rc.ship.model_dir().resolve()))}
+                if rc.unseen is not None:
+                    configs["unseen"] = serve_config(plan, self.cfg, rc, str(rc.unseen.model_dir().resolve()))
+                sc = configs["ship"]
                 t_srv = time.monotonic()
-                srv = self._ensure_server(plan, sc)
-                health_s = srv.health_seconds
+                started = self.servers.ensure(plan.group_key, configs)
+                health_s = self.servers.ship.health_seconds
                 t_after_start = time.monotonic()
-                self._configure(srv.proc.url, plan)
-                metrics, answers, scores = self._measure(srv)
+                self.servers.configure(plan.decode, plan.mode)
+                j = self.cfg.judge
+                unseen = self.servers.servers.get("unseen")
+                measurement = measure(self.servers.ship.proc.url, unseen.proc.url if unseen else None,
+                                      self.eval.questions, self.eval.references, self.eval.sets, sets=j.sets,
+                                      track=j.track, speed_repeats=self.cfg.speed_repeats,
+                                      judge_model=self.judge_model, health_timeout=j.health_timeout,
+                                      predict_timeout=j.local_predict_timeout, health_seconds=health_s)
+                metrics = measurement.metrics
                 if cached is not None:  # same config measured before: keep its answers for accuracy
-                    answers, scores = cached["answers"], cached["scores"]
-                    for k in ("accuracy", "zh_rougeL", "accuracy_stderr"):
-                        metrics[k] = cached["metrics"][k]
+                    metrics.update({k: v for k, v in cached["metrics"].items() if k.startswith(ACCURACY_KEYS)})
                     trial.set_user_attr("cache", "answers")
                 else:
-                    self._cache_put(cache_key, sc, metrics, answers, scores)
+                    self.cache.put(cache_key, sc, metrics, measurement)
                 start_cost = (t_after_start - t_srv) if started else 0.0
                 elapsed = time.monotonic() - t_ask - start_cost
                 metrics["overhead_seconds"] = max(0.0, elapsed - metrics["predict_seconds_total"])
@@ -295,37 +315,56 @@ class Sweep:
                 self.overhead.append({"trial": trial.number, "decode_only": not started,
                                       "overhead_seconds": metrics["overhead_seconds"],
                                       "overhead_ratio": metrics["overhead_ratio"]})
-            # constraints, then tell
-            j = self.cfg.judge
-            scaled = metrics["predict_seconds"] * j.questions / max(1, len(self.eval.questions))
-            metrics["predict_seconds_scaled"] = scaled
-            cons = {"accuracy": j.pass_mark - metrics["accuracy"],
-                    "predict_time": scaled - j.predict_timeout,
-                    "health": (health_s or 0.0) - j.health_timeout}
-            for k, v in cons.items():
-                trial.set_constraint(k, v)
-            trial.set_user_attr("metrics", metrics)
-            trial.set_user_attr("serve_config", sc)
-            trial.set_user_attr("feasible", all(v <= 0 for v in cons.values()))
-            self._write_trial_files(tdir, trial.number, plan, sc, metrics, answers, scores)
-            study.tell(trial, [metrics["accuracy"], metrics["chars_per_s"]])
+            cons = self._tell(study, trial, sc, metrics, health_s)
+            write_trial_files(tdir, measurement, sc, metrics)
+            feasible = all(v <= 0 for v in cons.values())
             self.echo(f"trial {trial.number}: {plan.candidate}/{plan.prompt_variant or '-'} "
-                      f"max_tokens={plan.decode['max_tokens']} acc={metrics['accuracy']:.3f} "
-                      f"chars/s={metrics['chars_per_s']:.0f} {'feasible' if all(v <= 0 for v in cons.values()) else 'infeasible'}"
-                      f"{' (new server)' if started else ''}")
+                      f"max_tokens={plan.decode['max_tokens']} seen={metrics['seen_accuracy']:.3f} "
+                      f"unseen={metrics['unseen_accuracy']:.3f} predicted={metrics['predicted_accuracy']:.3f}"
+                      f"±{metrics['predicted_accuracy_sd']:.3f} chars/s={metrics['chars_per_s']:.0f} "
+                      f"{'feasible' if feasible else 'infeasible'}{' (new servers)' if started else ''}")
             self._track(run_id, trial, plan, sc, metrics, tdir, "FINISHED", None)
-            return started
+            return "new group" if started else "same group"
         except KeyboardInterrupt:
             self._fail(study, trial, "interrupted (Ctrl-C)", health_s, run_id, plan, sc, tdir)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
         except Exception as e:
             reason = _reason(e)
-            if self.server is not None and not self.server.proc.alive():
-                self.bad_groups.setdefault(self.server.key, f"server died: {reason}")
-                self._stop_server()
+            self.servers.mark_bad_if_dead(reason)
             self._fail(study, trial, reason, health_s, run_id, plan, sc, tdir)
-            return started
+            return "new group" if started else "same group"
+
+    def _tell(self, study, trial, sc, metrics: dict[str, Any], health_s: float | None) -> dict[str, float]:
+        j = self.cfg.judge
+        scaled = metrics["predict_seconds"] * j.questions / max(1.0, metrics.get("n_questions") or 1.0)
+        metrics["predict_seconds_scaled"] = scaled
+        cons = {"accuracy": j.pass_mark - metrics["accuracy"],
+                "predict_time": scaled - j.predict_timeout,
+                "health": (health_s or 0.0) - j.health_timeout}
+        for k, v in cons.items():
+            trial.set_constraint(k, v)
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("serve_config", _scrubbed(sc))
+        trial.set_user_attr("feasible", all(v <= 0 for v in cons.values()))
+        study.tell(trial, [metrics["accuracy"], metrics["chars_per_s"]])
+        return cons
+
+    def _repeat(self, study, trial, earlier) -> str:
+        """Same parameters as a finished trial: take its results, measure nothing."""
+        trial.set_user_attr("duplicate_of", earlier.number)
+        for k in ("candidate", "group_key", "cache_key", "mlflow_run_id"):
+            if k in earlier.user_attrs:
+                trial.set_user_attr(k, earlier.user_attrs[k])
+        for k, v in earlier.constraints.items():
+            trial.set_constraint(k, v)
+        trial.set_user_attr("metrics", earlier.user_attrs.get("metrics", {}))
+        trial.set_user_attr("serve_config", earlier.user_attrs.get("serve_config"))
+        trial.set_user_attr("feasible", earlier.user_attrs.get("feasible", False))
+        study.tell(trial, list(earlier.values))
+        self.repeats.append(trial.number)
+        self.echo(f"trial {trial.number}: repeats trial {earlier.number}; its results reused, nothing measured")
+        return "repeat"
 
     def _fail(self, study, trial, reason, health_s, run_id, plan, sc, tdir) -> None:
         from optuna.trial import TrialState
@@ -336,103 +375,35 @@ class Sweep:
         try:
             for k, v in cons.items():
                 trial.set_constraint(k, v)
-            trial.set_user_attr("fail_reason", reason[:2000])
+            # the end of an error names its cause: keep the end
+            trial.set_user_attr("fail_reason", reason if len(reason) <= 2000 else "…" + reason[-1999:])
             trial.set_user_attr("feasible", False)
             if sc is not None:
-                trial.set_user_attr("serve_config", sc)
+                trial.set_user_attr("serve_config", _scrubbed(sc))
             study.tell(trial, state=TrialState.FAIL)
         except Exception:
             log.exception("could not record the failure of trial %d", trial.number)
         self.echo(f"trial {trial.number}: FAIL: {reason.splitlines()[0][:300]}")
         self._track(run_id, trial, plan, sc, {}, tdir, "FAILED", reason)
 
-    # -- measurement ---------------------------------------------------------------------
-    def _measure(self, srv: GroupServer):
-        from tournament.judge.emulator import judge
-
-        j = self.cfg.judge
-        reports = []
-        for i in range(self.cfg.speed_repeats):
-            # Only the first run is scored: greedy repeats answer alike, and scoring is CPU time
-            # that would otherwise count as decode-only trial overhead.
-            rep = judge(srv.proc.url, self.eval.questions, self.eval.references, health_timeout=j.health_timeout,
-                        predict_timeout=j.local_predict_timeout, poll=0.05, score=i == 0)
-            if rep.failed:
-                raise RuntimeError(f"judge run failed: {rep.reason}")
-            reports.append(rep)
-        first = reports[0]
-        speeds = [r.chars_per_s for r in reports]
-        lens = [len(a) for a in first.answers]
-        n = len(first.scores)
-        sd = statistics.pstdev(first.scores) if n > 1 else 0.0
-        metrics = {
-            "accuracy": first.accuracy, "zh_rougeL": first.zh_rougeL,
-            "accuracy_stderr": sd / (n ** 0.5) if n > 1 else 0.5,
-            "chars_per_s": statistics.median(speeds), "chars_per_s_min": min(speeds), "chars_per_s_max": max(speeds),
-            "chars_per_s_std": statistics.pstdev(speeds) if len(speeds) > 1 else 0.0,
-            "predict_seconds": statistics.median([r.predict_seconds for r in reports]),
-            "predict_seconds_total": sum(r.predict_seconds for r in reports),
-            "health_seconds": srv.health_seconds, "n_questions": float(n),
-            "answer_chars_mean": statistics.mean(lens), "answer_chars_median": statistics.median(lens),
-            "answer_chars_max": float(max(lens)), "answer_chars_min": float(min(lens)),
-            "empty_answers": float(sum(1 for a in first.answers if not a)), "speed_repeats": float(len(reports)),
-        }
-        return metrics, list(first.answers), list(first.scores)
-
-    # -- cache ---------------------------------------------------------------------------
-    def _cache_path(self, key: str) -> Path:
-        return self.runs_dir / "cache" / f"{key}.json"
-
-    def _cache_get(self, key: str) -> dict[str, Any] | None:
-        p = self._cache_path(key)
-        if not p.exists():
-            return None
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    def _cache_put(self, key, sc, metrics, answers, scores) -> None:
-        write_json_atomic(self._cache_path(key),
-                          {"serve_config": sc, "metrics": metrics, "answers": answers, "scores": scores}, indent=None)
-
-    # -- files + tracking ----------------------------------------------------------------
-    def _write_trial_files(self, tdir: Path, number: int, plan, sc, metrics, answers, scores) -> None:
-        from tournament.tracking import scrub
-
-        write_answer_table(tdir / "answers.jsonl", self.eval.questions, self.eval.references, answers, scores)
-        (tdir / "serve_config.json").write_text(json.dumps(scrub(sc), indent=2, ensure_ascii=False), encoding="utf-8")
-        (tdir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-
     def _track(self, run_id, trial, plan, sc, metrics, tdir: Path, status: str, reason: str | None) -> None:
-        if not run_id:
-            return
-        params: dict[str, Any] = dict(trial.params)
-        if plan is not None:
-            params.update({"candidate": plan.candidate, "prompt_variant": plan.prompt_variant,
-                           "engine": plan.engine, "decode": plan.decode, "mode": plan.mode})
         tags = dict(self.env_tags)
         tags["eval_hash"] = self.eval.hash
         if plan is not None:
-            tags["candidate_hash"] = self.candidates[plan.candidate].config_hash
+            rc = self.candidates[plan.candidate]
+            tags["candidate_hash"] = rc.config_hash
+            tags["build"] = rc.ship.role
             tags["group_key"] = plan.group_key
-        if reason:
-            tags["fail_reason"] = reason[:4000]
-        if sc is not None and not (tdir / "serve_config.json").exists():
-            from tournament.tracking import scrub
+        track_trial(self.tracker, run_id, trial, plan, sc, metrics, tdir, status, reason, tags,
+                    self.servers.log_path())
 
-            (tdir / "serve_config.json").write_text(json.dumps(scrub(sc), indent=2), encoding="utf-8")
-        artifacts = {p.name: p for p in (tdir / "answers.jsonl", tdir / "serve_config.json") if p.exists()}
-        srv_log = self.server.log_path if self.server is not None else None
-        if srv_log is None and self.sdir.joinpath("servers").exists():
-            logs = sorted(self.sdir.joinpath("servers").glob("*.log"), key=lambda p: p.stat().st_mtime)
-            srv_log = logs[-1] if logs else None
-        if srv_log is not None and srv_log.exists():
-            snap = tdir / "server.log"
-            snap.write_bytes(srv_log.read_bytes()[-2_000_000:])
-            artifacts["server.log"] = snap
-        m = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        self.tracker.finish_trial(run_id, params=params, metrics=m, tags=tags, artifacts=artifacts, status=status)
+
+def _scrubbed(sc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A config as the study records it (optuna.db, cache, winner.json): a secret placed in a path
+    or a prompt is masked, as it is in MLflow."""
+    from tournament.tracking import scrub
+
+    return None if sc is None else scrub(sc)
 
 
 def _reason(e: BaseException) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 SCHEMA = 1
 DEFAULT_MODEL_DEST = "models/winner"
 DEFAULT_MARGIN = 0.02
+MAX_REL_SPREAD = 0.10  # a config whose speed repeats spread more is not picked while another will do
+SIMPLER_WITHIN = 0.01  # configs this close to the fastest are ties: the one nearer the defaults wins
 
 
 def write_winner(doc: dict[str, Any], path: Path) -> Path:
@@ -35,35 +37,79 @@ def write_winner(doc: dict[str, Any], path: Path) -> Path:
     return write_json_atomic(path, doc)
 
 
+def non_default_settings(serve_config: dict[str, Any] | None) -> int:
+    """How many engine and decode settings differ from serve.py's defaults (simpler is better)."""
+    from tournament.serving.config import DecodeSettings, EngineSettings
+
+    if not serve_config:
+        return 0
+    n = 0
+    for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
+        defaults = model().model_dump()
+        n += sum(1 for k, v in (serve_config.get(section) or {}).items() if k in defaults and defaults[k] != v)
+    return n
+
+
+def _accuracy(r: dict[str, Any]) -> tuple[float, float, str]:
+    """(predicted judge accuracy, its sd, where it comes from) of a board row."""
+    p = r.get("predicted")
+    if p:
+        return p["accuracy"], p["accuracy_sd"], "calibrated judge accuracy - 2 sd"
+    if r.get("predicted_accuracy") is not None:
+        return r["predicted_accuracy"], r.get("predicted_accuracy_sd") or 0.0, "predicted judge accuracy - 2 sd"
+    return r["accuracy"], r.get("accuracy_stderr") or 0.0, "accuracy - 2 stderr"
+
+
+def speed_score(r: dict[str, Any]) -> float:
+    """Noise-aware speed: median - 1.4826 MAD of the repeats (the median alone without repeats)."""
+    s = r.get("chars_per_s_score")
+    return s if s is not None else (r.get("chars_per_s") or 0.0)
+
+
 def auto_pick(rows: list[dict[str, Any]], pass_mark: float, margin: float = DEFAULT_MARGIN) -> tuple[int, str]:
-    done = [r for r in rows if r["state"] == "COMPLETE" and r.get("accuracy") is not None]
+    done = [r for r in rows if r["state"] == "COMPLETE" and r.get("accuracy") is not None
+            and r.get("duplicate_of") is None]
     if not done:
         raise LookupError("no finished trial to pick from")
     feasible = [r for r in done if r["feasible"]]
 
     def lower(r) -> tuple[float, str]:
-        p = r.get("predicted")
-        if p:
-            return p["accuracy"] - 2 * p["accuracy_sd"], "calibrated judge accuracy - 2 sd"
-        return r["accuracy"] - 2 * (r.get("accuracy_stderr") or 0.0), "accuracy - 2 stderr"
+        acc, sd, how = _accuracy(r)
+        return acc - 2 * sd, how
 
     clear = [r for r in feasible if lower(r)[0] >= pass_mark + margin]
     if clear:
-        best = max(clear, key=lambda r: (r["chars_per_s"] or 0.0, r["accuracy"]))
+        steady = [r for r in clear if (r.get("chars_per_s_rel_spread") or 0.0) <= MAX_REL_SPREAD]
+        pool = steady or clear
+        top = max(speed_score(r) for r in pool)
+        near = [r for r in pool if speed_score(r) >= top * (1 - SIMPLER_WITHIN)]
+        best = min(near, key=lambda r: (non_default_settings(r.get("serve_config")), -speed_score(r)))
         lb, how = lower(best)
-        return best["trial"], (f"auto: fastest feasible trial whose {how} ({lb:.3f}) clears pass mark "
-                               f"{pass_mark} + margin {margin}")
+        rule = (f"auto: fastest feasible trial (median - 1.4826 MAD of chars/s) whose {how} ({lb:.3f}) clears "
+                f"pass mark {pass_mark} + margin {margin}")
+        if not steady:
+            rule += f"; every such trial's speed spread is above {MAX_REL_SPREAD:.0%}"
+        if len(near) > 1:
+            rule += (f"; the simplest of {len(near)} within {SIMPLER_WITHIN:.0%} of the fastest "
+                     f"({non_default_settings(best.get('serve_config'))} non-default settings)")
+        return best["trial"], rule
     if feasible:
-        best = max(feasible, key=lambda r: (r["accuracy"], r["chars_per_s"] or 0.0))
+        best = max(feasible, key=lambda r: (_accuracy(r)[0], speed_score(r)))
         return best["trial"], "auto: no trial clears the pass mark with margin; most accurate feasible trial"
-    best = max(done, key=lambda r: (r["accuracy"], r["chars_per_s"] or 0.0))
+    best = max(done, key=lambda r: (_accuracy(r)[0], speed_score(r)))
     return best["trial"], "auto: no feasible trial; most accurate finished trial (check the board!)"
 
 
-def build_winner(study, number: int, *, rule: str, local: bool = False,
+class HonestBuildError(LookupError):
+    """The trial served the honest build of a trained recipe: not the build to submit."""
+
+
+def build_winner(study, number: int, *, rule: str, local: bool = False, allow_honest: bool = False,
                  model_dest: str = DEFAULT_MODEL_DEST) -> tuple[dict[str, Any], list[str]]:
     """winner.json document for trial `number` of `study`; also returns warnings for the user."""
     from optuna.trial import TrialState
+
+    from tournament.study.board import build_of
 
     t = next((x for x in study.get_trials(deepcopy=False) if x.number == number), None)
     if t is None:
@@ -72,6 +118,12 @@ def build_winner(study, number: int, *, rule: str, local: bool = False,
         raise LookupError(f"trial {number} is {t.state.name}, not COMPLETE")
     sc = json.loads(json.dumps(t.user_attrs["serve_config"]))
     cand = dict(t.user_attrs.get("candidate") or {})
+    cand["build"] = build_of(cand)
+    if cand["build"] == "honest" and not allow_honest:
+        raise HonestBuildError(
+            f"trial {number} serves the honest build of {cand.get('id')!r} (trained without the public samples' "
+            "variant groups): the build you submit is its refit (every row). Run the sweep with refit enabled (the "
+            "default), or pass --allow-honest to write it anyway.")
     warnings: list[str] = []
     local_path = sc["model"]["path"]
     if not local:
@@ -90,12 +142,26 @@ def build_winner(study, number: int, *, rule: str, local: bool = False,
         "candidate": cand,
         "provenance": {
             "study": study.study_name, "trial": number, "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            "metrics": {k: metrics.get(k) for k in ("accuracy", "accuracy_stderr", "zh_rougeL", "chars_per_s",
-                                                    "predict_seconds", "predict_seconds_scaled", "health_seconds",
-                                                    "n_questions")},
+            "metrics": _provenance_metrics(metrics),
             "constraints": dict(t.constraints), "judge": judge, "eval_set": ev,
             "config_hash": cand.get("config_hash"), "local_model_path": local_path,
             "picked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rule": rule,
         },
     }
     return doc, warnings
+
+
+def _provenance_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What winner.json (and the ledger, at submit) keeps of a trial's metrics: the judge model's
+    parts for every measured set, speed with its noise, and the limits' numbers."""
+    keys = ["accuracy", "accuracy_stderr", "seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
+            "unseen_accuracy_stderr", "predicted_accuracy", "predicted_accuracy_sd", "zh_rougeL", "chars_per_s",
+            "chars_per_s_min", "chars_per_s_max", "chars_per_s_mad", "chars_per_s_score", "predict_seconds",
+            "predict_seconds_scaled", "health_seconds", "n_questions"]
+    out = {k: metrics.get(k) for k in keys}
+    if out["seen_accuracy"] is None:  # a study from before the judge model: one measured accuracy
+        out["seen_accuracy"] = out["unseen_accuracy"] = out["predicted_accuracy"] = metrics.get("accuracy")
+        out["predicted_accuracy_sd"] = metrics.get("accuracy_stderr")
+    out.update({k: v for k, v in metrics.items() if k.startswith(("seen_accuracy_", "unseen_accuracy_",
+                                                                   "predicted_accuracy_"))})
+    return out

@@ -1,0 +1,125 @@
+"""Measuring one trial the way the judge would, on the build that ships.
+
+Per judge set of the sweep (the track's set first), on the running servers:
+
+- the **ship** server (the refit build, or a single build) answers the set's questions: its first
+  run is scored (seen accuracy); on the track's set it runs ``speed_repeats`` times for chars/s;
+- the **unseen** server (the honest build of a trained recipe) answers the same questions once,
+  scored (unseen accuracy). Its time never enters chars/s. A single build's seen and unseen
+  accuracy are the same run.
+
+Then the judge model turns seen and unseen into a predicted judge accuracy with an sd. Speed is
+the median of the repeats; its noise is the MAD (scaled by 1.4826 to match an sd): the noise-aware
+speed is ``median - 1.4826 MAD`` and the relative spread ``1.4826 MAD / median``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from tournament.judge.rules import judge_set, row_in_set
+from tournament.study.judge_model import JudgeModel
+
+MAD_TO_SD = 1.4826
+
+
+@dataclass
+class Measurement:
+    metrics: dict[str, Any]
+    # the ship build's answers to every measured question, in eval order (for the answer table)
+    questions: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    unseen_answers: list[str] = field(default_factory=list)
+    unseen_scores: list[float] = field(default_factory=list)
+
+
+def set_indices(labels: Sequence[str | None], sets: Sequence[str], track: str) -> dict[str, list[int]]:
+    """The eval rows of each judge set. Rows without a set label belong to the track's set."""
+    out = {}
+    for s in sets:
+        s = judge_set(s)
+        out[s] = [i for i, lab in enumerate(labels) if row_in_set(lab, s) or (lab is None and s == judge_set(track))]
+    return out
+
+
+def speed_stats(speeds: Sequence[float]) -> dict[str, float]:
+    med = statistics.median(speeds)
+    mad = MAD_TO_SD * statistics.median(abs(x - med) for x in speeds) if len(speeds) > 1 else 0.0
+    return {"chars_per_s": med, "chars_per_s_min": min(speeds), "chars_per_s_max": max(speeds),
+            "chars_per_s_std": statistics.pstdev(speeds) if len(speeds) > 1 else 0.0,
+            "chars_per_s_mad": mad, "chars_per_s_score": med - mad,
+            "chars_per_s_rel_spread": mad / med if med > 0 else 0.0}
+
+
+def _accuracy(report) -> tuple[float, float]:
+    """(accuracy, its standard error over the questions)."""
+    n = len(report.scores)
+    if n < 2:
+        return report.accuracy, 0.5
+    return report.accuracy, statistics.pstdev(report.scores) / n ** 0.5
+
+
+def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], references: Sequence[str],
+            labels: Sequence[str | None], *, sets: Sequence[str], track: str, speed_repeats: int,
+            judge_model: JudgeModel, health_timeout: float, predict_timeout: float,
+            health_seconds: float | None) -> Measurement:
+    from tournament.judge.emulator import judge
+
+    def run(url, qs, refs, score):
+        rep = judge(url, qs, refs, health_timeout=health_timeout, predict_timeout=predict_timeout,
+                    poll=0.05, score=score)
+        if rep.failed:
+            raise RuntimeError(f"judge run failed ({url}): {rep.reason}")
+        return rep
+
+    track = judge_set(track)
+    idx = set_indices(labels, sets, track)
+    empty = [s for s, rows in idx.items() if not rows]
+    if empty:
+        raise ValueError(f"the eval questions hold no row of judge set(s) {empty}: give an eval file with them, "
+                         f"or drop them from judge.sets")
+    m: dict[str, Any] = {}
+    out = Measurement(m)
+    predict_total = 0.0
+    for s, rows in idx.items():
+        qs, refs = [questions[i] for i in rows], [references[i] for i in rows]
+        unseen_rep = run(unseen_url, qs, refs, True) if unseen_url else None
+        # Only the first ship run is scored: greedy repeats answer alike, and scoring is CPU time
+        # that would count as decode-only trial overhead.
+        reports = [run(ship_url, qs, refs, i == 0) for i in range(speed_repeats if s == track else 1)]
+        predict_total += sum(r.predict_seconds for r in reports) + (unseen_rep.predict_seconds if unseen_rep else 0.0)
+        seen, seen_se = _accuracy(reports[0])
+        unseen, unseen_se = _accuracy(unseen_rep) if unseen_rep else (seen, seen_se)
+        pred, pred_sd = judge_model.predict(s, seen, unseen, seen_se, unseen_se)
+        m.update({f"seen_accuracy_{s}": seen, f"seen_accuracy_stderr_{s}": seen_se,
+                  f"unseen_accuracy_{s}": unseen, f"unseen_accuracy_stderr_{s}": unseen_se,
+                  f"predicted_accuracy_{s}": pred, f"predicted_accuracy_sd_{s}": pred_sd,
+                  f"zh_rougeL_{s}": reports[0].zh_rougeL, f"n_questions_{s}": float(len(rows))})
+        out.questions += qs
+        out.references += refs
+        out.answers += list(reports[0].answers)
+        out.scores += list(reports[0].scores)
+        if unseen_rep:
+            out.unseen_answers += list(unseen_rep.answers)
+            out.unseen_scores += list(unseen_rep.scores)
+        if s == track:
+            first = reports[0]
+            lens = [len(a) for a in first.answers]
+            m.update(speed_stats([r.chars_per_s for r in reports]))
+            m.update({"seen_accuracy": seen, "unseen_accuracy": unseen, "seen_accuracy_stderr": seen_se,
+                      "unseen_accuracy_stderr": unseen_se, "predicted_accuracy": pred, "predicted_accuracy_sd": pred_sd,
+                      # the objective: the predicted judge accuracy of the build that ships
+                      "accuracy": pred, "accuracy_stderr": pred_sd, "zh_rougeL": first.zh_rougeL,
+                      "predict_seconds": statistics.median(r.predict_seconds for r in reports),
+                      "n_questions": float(len(rows)), "speed_repeats": float(len(reports)),
+                      "answer_chars_mean": statistics.mean(lens), "answer_chars_median": statistics.median(lens),
+                      "answer_chars_max": float(max(lens)), "answer_chars_min": float(min(lens)),
+                      "empty_answers": float(sum(1 for a in first.answers if not a))})
+    m["predict_seconds_total"] = predict_total
+    m["health_seconds"] = health_seconds
+    m["two_builds"] = 1.0 if unseen_url else 0.0
+    return out

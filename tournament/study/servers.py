@@ -1,0 +1,120 @@
+"""The running servers of one engine group: the shipped build's and, for a trained recipe, the
+honest build's, both real `uvicorn serve:app` processes in sweep mode.
+
+A group is (candidate, prompt variant, engine settings); decode settings and mode reach running
+servers through ``POST /admin/config``, so decode-only trials start nothing. A new group stops the
+old servers first (their port and GPU memory are freed).
+
+Two vLLM servers share one GPU: each is started with half the trial's ``gpu_memory_utilization``
+(vLLM checks at start-up that the fraction it asks for is free), the shipped build first, so its
+time to healthy is measured cold and alone. winner.json keeps the trial's full fraction: the
+judge runs one server. Only the shipped server's predict calls are timed for speed, and the
+honest server sits idle meanwhile.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tournament.study.storage import PidFile
+
+
+@dataclass
+class GroupServer:
+    role: str  # "ship" | "unseen"
+    proc: Any  # tournament.serving.process.ServerProcess
+    health_seconds: float
+    log_path: Path
+
+
+class GroupServers:
+    def __init__(self, log_dir: Path, pidfile: PidFile, start_timeout: float, reason: Callable[[BaseException], str]):
+        self.log_dir, self.pidfile, self.start_timeout, self.reason = log_dir, pidfile, start_timeout, reason
+        self.key: str | None = None
+        self.servers: dict[str, GroupServer] = {}
+        self.bad_groups: dict[str, str] = {}
+
+    @property
+    def ship(self) -> GroupServer | None:
+        return self.servers.get("ship")
+
+    def alive(self) -> bool:
+        return bool(self.servers) and all(s.proc.alive() for s in self.servers.values())
+
+    def running(self, key: str, roles) -> bool:
+        return self.key == key and set(self.servers) == set(roles) and self.alive()
+
+    def stop(self) -> None:
+        for s in self.servers.values():
+            pid = s.proc.proc.pid if s.proc.proc else None
+            s.proc.stop()
+            if pid:
+                self.pidfile.remove(pid)
+        self.servers, self.key = {}, None
+
+    def mark_bad_if_dead(self, reason: str) -> None:
+        """A server that died mid-trial condemns its group (no restart loop on a broken config)."""
+        if self.key is not None and self.servers and not self.alive():
+            self.bad_groups.setdefault(self.key, f"server died: {reason}")
+            self.stop()
+
+    def ensure(self, key: str, configs: dict[str, dict[str, Any]]) -> bool:
+        """Servers for `configs` (role -> ServeConfig dict) of group `key`; True if started now."""
+        from tournament.serving.process import ServerProcess
+
+        if self.running(key, configs):
+            return False
+        self.stop()
+        if key in self.bad_groups:
+            raise RuntimeError(f"engine group failed before: {self.bad_groups[key]}")
+        configs = _share_gpu(configs)
+        for role in ("ship", "unseen"):
+            if role not in configs:
+                continue
+            log_path = self.log_dir / f"{key}-{role}-{int(time.time())}.log"
+            proc = ServerProcess(configs[role], sweep_mode=True, log_path=log_path)
+            try:
+                proc.start()
+                self.pidfile.add(proc.proc.pid)
+                health = proc.wait_healthy(self.start_timeout)
+            except BaseException as e:
+                if proc.proc is not None:
+                    self.pidfile.remove(proc.proc.pid)
+                proc.stop()
+                self.stop()
+                if not isinstance(e, KeyboardInterrupt):
+                    self.bad_groups[key] = f"{role} server: {self.reason(e)}"
+                raise
+            self.servers[role] = GroupServer(role, proc, health, log_path)
+        self.key = key
+        return True
+
+    def configure(self, decode: dict[str, Any], mode: str) -> None:
+        from tournament.judge.emulator import http_client
+
+        with http_client() as client:
+            for s in self.servers.values():
+                r = client.post(s.proc.url + "/admin/config", json={"decode": decode, "mode": mode}, timeout=30)
+                if r.status_code != 200:
+                    raise RuntimeError(f"POST /admin/config ({s.role}) answered {r.status_code}: {r.text[:300]}")
+
+    def log_path(self) -> Path | None:
+        s = self.ship
+        if s is not None:
+            return s.log_path
+        logs = sorted(self.log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if self.log_dir.exists() else []
+        return logs[-1] if logs else None
+
+
+def _share_gpu(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Two vLLM servers: each asks for half the GPU memory fraction."""
+    if len(configs) < 2 or any((c.get("engine") or {}).get("engine", "vllm") != "vllm" for c in configs.values()):
+        return configs
+    out = copy.deepcopy(configs)
+    for c in out.values():
+        c["engine"]["gpu_memory_utilization"] = round(c["engine"]["gpu_memory_utilization"] / 2, 4)
+    return out
