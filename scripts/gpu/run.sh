@@ -7,8 +7,9 @@
 #   heldout  every trained candidate judged on the held-out basic and bonus questions
 #   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
 #   collect  copy the chain's results (proof.tgz) into this call's $OUT
-# Inputs sit in /tmp/stage (scripts/gpu/stage.sh). Everything is written under /tmp/work; tables
-# and logs are copied to $OUT.
+# Inputs sit in /tmp/stage: the folders scripts/gpu/kit.sh builds, copied there by scripts/gpu/stage.sh
+# (whl/w*, gemma/whl: wheels; gemma/p*: model parts; vllm/c*: vLLM kit parts + vllm-kit.count).
+# Everything is written under /tmp/work; tables and logs are copied to $OUT.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
@@ -67,7 +68,10 @@ vllm)
   mkdir -p /tmp/kx
   cat /tmp/stage/vllm-kit.tar.part* | tar -xf - -C /tmp/kx
   (cd /tmp/kx && sha256sum -c --quiet SHA256SUMS)
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/kx/*.whl
+  # prepare installed the project's wheels already, and kit.sh made sure that a package both ship is
+  # the very same wheel: skip what /tmp/site has (name-version.dist-info), so nothing clashes there.
+  new=(); for w in /tmp/kx/*.whl; do f=${w##*/}; [ -d "/tmp/site/$(echo "$f" | cut -d- -f1,2).dist-info" ] || new+=("$w"); done
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${new[@]}"
   python3 -c 'import vllm; print("vllm", vllm.__version__)' | tee -a "$W/versions.txt"
   ;;
 chain)
@@ -75,7 +79,10 @@ chain)
   # parts are there: prepare, then (once the vLLM parts have arrived) vllm, bench, sweep.
   "$0" prepare > "$W/prepare.log" 2>&1; echo $? > "$W/prepare.rc"
   [ "$(cat "$W/prepare.rc")" = 0 ] || { echo "prepare failed"; tail -40 "$W/prepare.log"; }
-  t=0; while [ "$(ls /tmp/stage/vllm-kit.tar.part* 2>/dev/null | wc -l)" -lt "${VLLM_PARTS:-7}" ]; do
+  # How many parts: vllm-kit.count (kit.sh puts it beside the last part), or $VLLM_PARTS.
+  t=0; while :; do
+    want=${VLLM_PARTS:-$(cat /tmp/stage/vllm-kit.count 2>/dev/null || true)}
+    [ -n "$want" ] && [ "$(ls /tmp/stage/vllm-kit.tar.part* 2>/dev/null | wc -l)" -ge "$want" ] && break
     sleep 2; t=$((t + 2)); [ $t -ge 1200 ] && { echo "vLLM parts never arrived"; exit 1; }; done
   sleep 3  # the last part's copy may still be under way
   "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }

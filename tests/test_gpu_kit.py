@@ -1,0 +1,157 @@
+"""The offline GPU kit (scripts/gpu/kit.sh): its lock, its helpers and the check's module discovery.
+Cheap and offline: nothing is downloaded (kit.sh itself needs PyPI and is run by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GPU = REPO / "scripts" / "gpu"
+VLLM_KIT = REPO.parent / "shared" / "scripts" / "vllm-kit.sh"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, GPU / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+kit_lock = _load("kit_lock")
+kit_check = _load("kit_check")
+
+
+@pytest.fixture(scope="module")
+def lock():
+    return {e.name: e for e in kit_lock.parse_lock((GPU / "kit.lock").read_text())}
+
+
+def test_lock_pins_what_a_gpu_run_needs(lock):
+    shipped = {n for n, e in lock.items() if e.kind != "check-only"}
+    need = {"cryptography", "cffi", "pycparser", "mlflow-skinny", "optuna", "sqlalchemy", "alembic",
+            "colorlog", "mako", "markupsafe", "fastapi", "starlette", "uvicorn", "pydantic", "pydantic-core",
+            "jieba", "rouge-score", "nltk", "absl-py", "typer", "click", "rich", "httpx", "pyyaml",
+            "python-docx", "lxml", "cachetools", "tqdm"}
+    assert need <= shipped, f"missing from kit.lock: {sorted(need - shipped)}"
+    # The machine's torch brings these; a second copy would shadow the one torch was built with.
+    assert {lock["numpy"].kind, lock["protobuf"].kind} == {"check-only"}
+    assert lock["jieba"].kind == lock["rouge-score"].kind == "sdist"  # no wheels on the index
+    assert all(kit_lock.HEX64.match(e.sha256) for e in lock.values())
+
+
+def test_lock_covers_pyproject(lock, tmp_path):
+    """Every core/serve/sweep/data requirement is locked (relock after adding one), at its == pin."""
+    kit_lock.main(["requirements", "--pyproject", str(REPO / "pyproject.toml"),
+                   "--req", str(tmp_path / "req.in"), "--constraints", str(tmp_path / "c.txt")])
+    for req in (tmp_path / "req.in").read_text().split():
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:==([^,;\s]+))?", req)
+        name = kit_lock.canon(m.group(1))
+        assert name in lock, f"{req} (pyproject.toml) is not in kit.lock: run scripts/gpu/kit.sh --relock"
+        if m.group(2):
+            assert lock[name].version == m.group(2), req
+    assert "psycopg2-binary" not in lock and "mlflow" not in lock  # left out / mlflow-skinny instead
+
+
+@pytest.mark.skipif(not VLLM_KIT.exists(), reason="../shared/scripts/vllm-kit.sh not beside the repo")
+def test_lock_agrees_with_the_vllm_kit(lock):
+    """A package both ship must be the same wheel: same version and sha256 as vllm-kit.sh pins."""
+    kit = {kit_lock.canon(n): (v, h) for n, v, h in
+           re.findall(r"^([A-Za-z0-9._-]+)==(\S+) --hash=sha256:([0-9a-f]{64})", VLLM_KIT.read_text(), re.M)}
+    shared = set(kit) & set(lock)
+    assert {"pydantic", "fastapi", "starlette", "cachetools"} <= shared
+    for name in shared:
+        assert (lock[name].version, lock[name].sha256) == kit[name], name
+
+
+def test_parse_lock_rejects_two_versions_and_bad_lines():
+    h = "a" * 64
+    assert kit_lock.parse_lock(f"# c\nFoo_Bar==1.0 {h}  # note\nbaz==2 {h} sdist\n")[0].name == "foo-bar"
+    with pytest.raises(ValueError, match="one version per package"):
+        kit_lock.parse_lock(f"foo==1.0 {h}\nFoo==1.1 {h}\n")
+    with pytest.raises(ValueError, match="no sha256"):
+        kit_lock.parse_lock("foo==1.0\n")
+    with pytest.raises(ValueError):
+        kit_lock.parse_lock(f"foo>=1.0 {h}\n")
+    with pytest.raises(ValueError):
+        kit_lock.parse_lock(f"foo==1.0 {h} binary\n")
+
+
+def test_file_names():
+    assert kit_lock.file_name_version("PyYAML-6.0.4-cp312-cp312-manylinux2014_x86_64.whl") == ("pyyaml", "6.0.4")
+    assert kit_lock.file_name_version("rouge_score-0.1.2.tar.gz") == ("rouge-score", "0.1.2")
+
+
+def test_verify_and_one_version(tmp_path):
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    (dl / "foo-1.0-py3-none-any.whl").write_bytes(b"foo")
+    (dl / "bar-2.0.tar.gz").write_bytes(b"bar")
+    good = f"foo==1.0 {kit_lock.sha256(dl / 'foo-1.0-py3-none-any.whl')}\nbar==2.0 {kit_lock.sha256(dl / 'bar-2.0.tar.gz')} sdist\n"
+    (tmp_path / "kit.lock").write_text(good)
+    kit_lock.main(["verify", "--lock", str(tmp_path / "kit.lock"), "--dir", str(dl), "--sort-into", str(tmp_path / "k")])
+    assert (tmp_path / "k" / "sdist" / "bar-2.0.tar.gz").exists()
+    (dl / "foo-1.0-py3-none-any.whl").write_bytes(b"foo")  # sorted away above: back for the next checks
+    (tmp_path / "bad.lock").write_text(f"foo==1.0 {'0' * 64}\n")
+    with pytest.raises(SystemExit, match="sha256"):
+        kit_lock.main(["verify", "--lock", str(tmp_path / "bad.lock"), "--dir", str(dl)])
+
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{kit_lock.sha256(dl / 'foo-1.0-py3-none-any.whl')}  ./foo-1.0-py3-none-any.whl\n")
+    kit_lock.main(["one-version", "--kit-sums", str(sums), str(dl)])  # the same file twice: fine
+    (dl / "foo-1.0-py3-none-any.whl").rename(dl / "foo-1.1-py3-none-any.whl")
+    with pytest.raises(SystemExit, match="foo: 1.1 in .* but 1.0 in the vLLM kit"):
+        kit_lock.main(["one-version", "--kit-sums", str(sums), str(dl)])
+
+
+def test_pack_and_upload_calls(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, mib in (("a", 30), ("b", 25), ("c", 20), ("d", 1)):
+        (src / f"{name}-1.0-py3-none-any.whl").write_bytes(b"\0" * (mib << 20))
+    kit_lock.main(["pack", "--src", str(src), "--dest", str(tmp_path / "whl"), "--mb", "50"])
+    folders = sorted((tmp_path / "whl").iterdir())
+    assert [f.name for f in folders] == ["w00", "w01"]
+    assert all(kit_lock.folder_bytes(f) <= 50 << 20 for f in folders)
+    calls = kit_lock.upload_calls([("w00", 50 << 20), ("w01", 26 << 20), ("p00", 50 << 20), ("c06", 6 << 20)], 50 << 20)
+    assert calls == [["w00"], ["w01", "c06"], ["p00"]]
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def test_discovery_finds_every_mlflow_or_optuna_importer(tmp_path):
+    _write(tmp_path, "tournament/__init__.py", "")
+    _write(tmp_path, "tournament/top.py", "import mlflow\n")
+    _write(tmp_path, "tournament/study/__init__.py", "from optuna.trial import TrialState\n")
+    _write(tmp_path, "tournament/study/lazy.py", "def f():\n    import optuna.storages as s\n    return s\n")
+    _write(tmp_path, "tournament/judge/opt.py", "try:\n    import mlflow\nexcept ImportError:\n    mlflow = None\n")
+    _write(tmp_path, "tournament/judge/plain.py", "# mlflow and optuna, only in words\nX = 'import optuna'\n")
+    _write(tmp_path, "tournament/judge/near.py", "import mlflow_helpers, optunax\nfrom .mlflow import y\n")
+    assert kit_check.discover_modules(tmp_path) == [
+        "tournament.judge.opt", "tournament.study", "tournament.study.lazy", "tournament.top"]
+    tree = __import__("ast").parse((tmp_path / "tournament/judge/opt.py").read_text())
+    assert [(top, guarded) for _, top, guarded in kit_check.import_statements(tree)] == [("mlflow", True)]
+
+
+def test_discovery_on_this_repo():
+    """Wherever the modules live now, the check finds importers of both mlflow and optuna."""
+    found = kit_check.discover_modules(REPO)
+    assert found and all(m.startswith("tournament") for m in found)
+    texts = [(REPO / (m.replace(".", "/") + ".py")).read_text() if (REPO / (m.replace(".", "/") + ".py")).exists()
+             else (REPO / m.replace(".", "/") / "__init__.py").read_text() for m in found]
+    assert any("mlflow" in t for t in texts) and any("optuna" in t for t in texts)
+
+
+@pytest.mark.parametrize("script", ["kit.sh", "run.sh", "stage.sh"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(GPU / script)], check=True)
