@@ -2,12 +2,28 @@
 # Create .venv with everything the CPU tournament and the tests need.
 # torch goes first, pinned to the CPU build (a bare `torch` requirement would pull a CUDA build of
 # several GB); vLLM is an extra for GPU machines only (`pip install -e '.[vllm]'`).
+# pip runs quietly, so each stage prints one line: what it does, then its time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+TORCH=${TORCH_VERSION:-2.13.0}
+
+stage() {  # stage LABEL COMMAND...
+  local label=$1 t0=$SECONDS
+  shift
+  printf '%s ... ' "$label"
+  if "$@"; then
+    echo "$((SECONDS - t0)) s"
+  else
+    echo "failed after $((SECONDS - t0)) s"
+    exit 1
+  fi
+}
+
 [ -d .venv ] || "$PY" -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e '.[serve,hf,train,sweep,data,test]'
+install_torch() { python -m pip install -q --upgrade pip && python -m pip install -q "torch==$TORCH"; }
+stage "setup 1/2: torch $TORCH (CPU build)" install_torch
+stage "setup 2/2: tournament and its extras (serve, hf, train, sweep, data, test)" \
+  python -m pip install -q -e '.[serve,hf,train,sweep,data,test]'
 python -c 'import torch, transformers, fastapi, optuna, mlflow; print("ready: torch", torch.__version__, "transformers", transformers.__version__)'

@@ -1,8 +1,9 @@
 """Small file helpers shared by every area: atomic writes and content hashes.
 
 Atomic: write a temp file in the same folder, fsync, then `os.replace` over the target (atomic on
-POSIX and Windows), so a reader or a crash never sees half a file. winner.json, the ledger, sweep
-caches, data splits and answer tables all go through here."""
+POSIX and Windows), so a reader or a crash never sees half a file. A failed write removes its
+temp file; a killed writer's is removed by the next write to the same target. winner.json, the
+ledger, sweep caches, data splits and answer tables all go through here."""
 
 from __future__ import annotations
 
@@ -10,14 +11,45 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+
+STALE_TEMP_S = 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(p: Path) -> list[Path]:
+    """Temp files of `p` left by a writer that was killed mid-write (SIGKILL, power cut): the
+    name carries the writer's pid; one whose pid is gone and that is an hour old is removed (the
+    age keeps a live writer on another host of a shared folder safe)."""
+    gone = []
+    for t in p.parent.glob(f".{p.name}.tmp-*"):
+        pid = t.name[len(f".{p.name}.tmp-"):].split("-", 1)[0]
+        try:
+            if pid.isdigit() and not _pid_alive(int(pid)) and time.time() - t.stat().st_mtime > STALE_TEMP_S:
+                t.unlink()
+                gone.append(t)
+        except OSError:
+            pass
+    return gone
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
+    remove_stale_temps(p)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-{os.getpid()}-", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -90,6 +90,13 @@ def make_handler(state: Teacher):
                 raw = b"this is not JSON {"  # a body that is not JSON at all
             elif mode == "badcontent":
                 raw = json.dumps({"choices": [{"message": {"content": "好的，以下是问答：[{question: 缺引号"}}]}).encode()
+            elif mode == "nochoices":
+                raw = json.dumps({"error": {"message": "model m is not loaded"}}).encode()
+            elif mode == "echokey":  # a server that puts the request headers in its error body
+                self.send_response(401)
+                self.end_headers()
+                self.wfile.write(f"bad key: Authorization={self.headers['Authorization']}".encode())
+                return
             elif mode == "error500" and seen == 0:
                 self.send_response(500)
                 self.end_headers()
@@ -263,3 +270,28 @@ def test_parse_pairs_variants():
     assert parse_pairs('<think>{"x": 1}</think>{"question": "q", "answer": "a"}') == [{"question": "q", "answer": "a"}]
     with pytest.raises(ValueError):
         parse_pairs("没有 JSON")
+
+
+def test_errors_name_the_url_the_chunk_and_what_was_expected(book, tmp_path):
+    chunk = split_book(book)[0]
+    with teacher_server() as (url, state):
+        for mode, expect in (("slow", "sent no reply within 0.4 s (ReadTimeout)"),
+                             ("garbage", "not JSON (expected an OpenAI chat completion"),
+                             ("nochoices", "without choices[0].message.content")):
+            s = generate_from_book(book, f"{url}/{mode}", "m", tmp_path / f"{mode}.jsonl", retries=0, max_chunks=1,
+                                   **FAST)
+            err = s.failed[0].error
+            assert expect in err, err
+            assert f"{url}/{mode}/v1/chat/completions" in err and f"chunk {chunk.id} ({chunk.title})" in err
+        assert "model m is not loaded" in err  # the body says why
+
+
+def test_an_echoed_api_key_is_masked(book, tmp_path):
+    key = "sk-test-" + "x" * 24
+    with teacher_server() as (url, state):
+        s = generate_from_book(book, f"{url}/echokey", "m", tmp_path / "k.jsonl", retries=3, max_chunks=1,
+                               api_key=key, **FAST)
+    err = s.failed[0].error
+    assert "HTTP 401" in err and "--api-key-env" in err and "Bearer ***" in err
+    assert key not in err and "x" * 24 not in err
+    assert state.calls["echokey"] == 1  # a 4xx is not retried

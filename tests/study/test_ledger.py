@@ -114,10 +114,35 @@ def test_winner_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         _winner(tmp_path, acc=0.99)
     assert w.read_bytes() == before  # the old winner is intact, never half-written
+    assert not list(tmp_path.glob(".winner.json.tmp-*"))  # and the failed write left no temp file
     monkeypatch.undo()
     with pytest.raises(Exception):  # an invalid serve block is never written
         W.write_winner({"schema": 1, "serve": {"mode": "sometimes"}}, w)
     assert json.loads(w.read_bytes())["provenance"]["metrics"]["accuracy"] == 0.40
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    old = time.time() - 2 * 3600
+    stale = tmp_path / f".winner.json.tmp-{dead.stdout.strip()}-abc"  # a writer that was kill -9'd
+    young = tmp_path / f".winner.json.tmp-{dead.stdout.strip()}-new"  # too new to judge (other host?)
+    live = tmp_path / f".winner.json.tmp-{os.getpid()}-xyz"  # a live writer's
+    for f in (stale, young, live):
+        f.write_text("{half")
+    os.utime(stale, (old, old))
+    os.utime(live, (old, old))
+    _winner(tmp_path)
+    assert not stale.exists() and young.exists() and live.exists()
+    assert json.loads((tmp_path / "winner.json").read_text())["schema"] == 1
+    from tournament.paths import REPO_ROOT
+
+    assert ".*.tmp-*" in (REPO_ROOT / ".gitignore").read_text().splitlines()  # never committed by accident
 
 
 def _row(n, acc, se, speed, feasible=True, state="COMPLETE", predicted=None):
@@ -161,3 +186,63 @@ def test_ledger_cli(tmp_path, runs_dir):
     res = r.invoke(app, ["ledger", "--ledger", str(led), "--json"])
     doc = json.loads(res.stdout)
     assert doc["left"] == 0 and doc["calibration"]["speed_ratio"] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--accuracy", "0.3", "--speed", "-5"], "--speed -5.0"),
+    (["--speed", "nan"], "--speed nan"),
+    (["--speed", "inf"], "--speed inf"),
+    (["--accuracy", "1.5"], "--accuracy 1.5"),
+    (["--accuracy", "-0.1", "--speed", "100"], "--accuracy -0.1"),
+])
+def test_judge_result_checks_numbers_before_writing(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    led = tmp_path / "ledger.json"
+    L.submit(led, _winner(tmp_path), git_commit="a", track=False)
+    before = led.read_bytes()
+    res = CliRunner().invoke(app, ["judge-result", "1", *args, "--ledger", str(led)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output  # a message, no traceback
+    assert message in res.output
+    assert led.read_bytes() == before  # nothing stored
+    ok = CliRunner().invoke(app, ["ledger", "--ledger", str(led), "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["calibration"] is None
+
+
+def test_old_bad_numbers_and_corrupt_files_do_not_break_reading(tmp_path):
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    led = tmp_path / "ledger.json"
+    L.submit(led, _winner(tmp_path, acc=0.40, speed=1000), git_commit="a", track=False)
+    doc = json.loads(led.read_text())
+    # what an unchecked judge-result stored before: a negative speed, NaN (json writes it bare)
+    doc["submissions"][0]["results"] = [{"time": "t", "set": "basic", "accuracy": 0.3, "speed": -5, "note": ""},
+                                        {"time": "t", "set": "basic", "accuracy": 0.35, "speed": float("nan"), "note": ""},
+                                        {"time": "t", "set": "basic", "accuracy": 0.37, "speed": 4000.0, "note": ""}]
+    led.write_text(json.dumps(doc))
+    cal = L.calibration(L.load(led))
+    assert cal.n == 1 and cal.speed_ratio == pytest.approx(4.0)
+    r = CliRunner()
+    assert r.invoke(app, ["ledger", "--ledger", str(led)]).exit_code == 0
+    for bad in ("{half", "[]"):
+        led.write_text(bad)
+        res = r.invoke(app, ["ledger", "--ledger", str(led)])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit) and "restore it from git" in res.output
+
+
+def test_submitting_the_same_winner_twice_warns(tmp_path, runs_dir):
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    w, led = _winner(tmp_path), tmp_path / "ledger.json"
+    args = ["submit", "--winner", str(w), "--ledger", str(led), "--runs-dir", str(runs_dir)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and "already submitted" not in first.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "already submitted as submission 1" in again.output
+    assert L.used(L.load(led)) == 2

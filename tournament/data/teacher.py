@@ -46,6 +46,8 @@ USER_TEMPLATE = """请根据下面的教材片段，出 {n} 道问答题。
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_BEARER = re.compile(r"(Bearer\s+)[^\s\"',}]+", re.IGNORECASE)
+_EXPECTED = "expected an OpenAI chat completion: {\"choices\": [{\"message\": {\"content\": ...}}]}"
 
 
 class TeacherReplyError(ValueError):
@@ -203,9 +205,19 @@ def _read_done(out: Path, sidecar: Path) -> tuple[set[str], list[str]]:
     return done, questions
 
 
+def mask_secret(text: str, secret: str | None) -> str:
+    """An API key a server echoes back (some put the request headers in their error body) must
+    not reach the terminal or a log."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", text)
+
+
 async def _ask(client: Any, url: str, model: str, messages: list[dict[str, str]], *, retries: int,
                backoff: float, max_backoff: float, temperature: float, max_tokens: int,
                headers: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+    """Every error names the URL and what was expected (an exception's own text is often empty:
+    httpx's ReadTimeout, KeyError('choices'), json's "Expecting value")."""
     import httpx
 
     payload = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
@@ -216,15 +228,27 @@ async def _ask(client: Any, url: str, model: str, messages: list[dict[str, str]]
         try:
             response = await client.post(url, json=payload, headers=headers)
             if response.status_code == 429 or response.status_code >= 500:
-                last = RuntimeError(f"HTTP {response.status_code}: {response.text[:120]}")
+                last = RuntimeError(f"{url} answered HTTP {response.status_code}: {response.text[:120]!r}")
                 continue
             if response.status_code >= 400:  # a bad request will not get better by retrying
-                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-            body = response.json()
-            content = body["choices"][0]["message"]["content"]
+                raise RuntimeError(f"{url} answered HTTP {response.status_code} (check --teacher, --model and "
+                                   f"--api-key-env): {response.text[:200]!r}")
+            try:
+                body = response.json()
+            except ValueError:
+                raise TeacherReplyError(f"{url} answered with something that is not JSON ({_EXPECTED}); "
+                                        f"it starts {response.text[:120]!r}") from None
+            try:
+                content = body["choices"][0]["message"]["content"]
+            except (KeyError, IndexError, TypeError):
+                raise TeacherReplyError(f"{url} answered JSON without choices[0].message.content "
+                                        f"({_EXPECTED}); it starts {response.text[:160]!r}") from None
             return parse_pairs(content or ""), attempt + 1
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            last = RuntimeError(f"{type(exc).__name__}: {exc or 'timed out'}")
+        except httpx.TimeoutException as exc:
+            last = RuntimeError(f"{url} sent no reply within {client.timeout.read:g} s ({type(exc).__name__}); "
+                                "a slow teacher needs a larger --timeout")
+        except httpx.TransportError as exc:
+            last = RuntimeError(f"{url}: {type(exc).__name__}: {exc or 'connection failed'} (is the server up?)")
         except (TeacherReplyError, ValueError, KeyError, IndexError, TypeError) as exc:
             last = exc  # malformed reply: sampling again often fixes it
     raise RuntimeError(f"gave up after {retries + 1} attempts: {last}")
@@ -253,7 +277,8 @@ async def _generate(chunks: list[Chunk], out: Path, sidecar: Path, *, teacher: s
                     client, url, model, messages, retries=retries, backoff=backoff, max_backoff=max_backoff,
                     temperature=temperature, max_tokens=max_tokens, headers=headers)
             except Exception as exc:  # reported, retried by the next run
-                outcome.error = str(exc)
+                title = f" ({chunk.title})" if chunk.title else ""
+                outcome.error = mask_secret(f"chunk {chunk.id}{title}: {exc or type(exc).__name__}", api_key)
                 outcome.attempts = retries + 1
         if outcome.error is None:
             outcome.status = "ok"

@@ -17,7 +17,15 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def _jieba():
-    import jieba
+    import warnings
+
+    # jieba's own noise, not ours: invalid escapes in its regexes (SyntaxWarning, a
+    # DeprecationWarning before 3.12) and setuptools' pkg_resources deprecation. Only its import.
+    with warnings.catch_warnings():
+        for category in (SyntaxWarning, DeprecationWarning, UserWarning):
+            for message in (r"invalid escape sequence", r".*pkg_resources"):
+                warnings.filterwarnings("ignore", message=message, category=category)
+        import jieba
 
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()  # builds the prefix dict once (~1 s); never inside a timed region

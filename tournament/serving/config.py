@@ -3,7 +3,9 @@
 Every setting is documented once, here (the README links this file). Precedence, lowest first:
 1. the defaults below;
 2. ``winner.json`` (path from ``TOURNAMENT_WINNER``, default ``winner.json`` beside serve.py;
-   ``TOURNAMENT_WINNER=none`` ignores it), its ``serve`` object;
+   ``TOURNAMENT_WINNER=none`` ignores it), its ``serve`` object. The default file may be missing
+   (then the defaults); a file named by ``TOURNAMENT_WINNER`` must exist, and a file that is not
+   a JSON object with a ``serve`` object stops the server with a message naming it;
 3. ``TOURNAMENT_SERVE_CONFIG``: a JSON object deep-merged over the result (experiments, sweeps);
 4. single variables for the common cases: ``TOURNAMENT_MODEL_PATH``, ``TOURNAMENT_ENGINE``,
    ``TOURNAMENT_MODE`` (batch|serial), ``TOURNAMENT_MAX_TOKENS``, ``TOURNAMENT_DEVICE``.
@@ -19,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tournament.paths import REPO_ROOT
 from tournament.prompting import PromptSpec
@@ -70,7 +72,7 @@ class DecodeSettings(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = -1  # -1 = off (vLLM's convention; mapped to 0 for transformers)
     repetition_penalty: float = Field(1.0, gt=0.0)
-    frequency_penalty: float = 0.0
+    frequency_penalty: float = 0.0  # vLLM semantics; the transformers engine applies it too (FrequencyPenalty)
     stop: list[str] = Field(default_factory=list)  # added to the prompt template's stop list
     seed: int | None = 0
 
@@ -108,26 +110,62 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class WinnerFileError(ValueError):
+    """winner.json (or TOURNAMENT_SERVE_CONFIG) cannot be served; the message names the file and the fix."""
+
+
+_FIX = "run `tournament pick` again, or set TOURNAMENT_WINNER to a good winner.json"
+
+
 def winner_path(env: dict[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("TOURNAMENT_WINNER") or REPO_ROOT / "winner.json")
 
 
+def read_winner_serve(path: Path) -> dict[str, Any]:
+    """The ``serve`` object of a winner.json, or a WinnerFileError saying what is wrong and the fix."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WinnerFileError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); {_FIX}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise WinnerFileError(f"{path} is not valid JSON ({e}); fix it or {_FIX}") from None
+    if not isinstance(doc, dict):
+        raise WinnerFileError(f'{path} holds a JSON {type(doc).__name__}, not an object with a "serve" object; {_FIX}')
+    serve = doc.get("serve")
+    if not isinstance(serve, dict):
+        found = "no \"serve\" key" if "serve" not in doc else f'"serve" is {json.dumps(serve)[:40]}'
+        raise WinnerFileError(f'{path} has no "serve" object ({found}); {_FIX}')
+    return serve
+
+
 def load_serve_config(env: dict[str, str] | None = None) -> tuple[ServeConfig, Path]:
-    """Build the effective config; returns it and the folder relative model paths start from."""
+    """Build the effective config; returns it and the folder relative model paths start from.
+
+    A missing default winner.json means the defaults; a winner.json named by TOURNAMENT_WINNER
+    must exist (a typo must not silently serve the defaults)."""
     env = dict(os.environ if env is None else env)
     raw: dict[str, Any] = {}
     base = REPO_ROOT
     wp = winner_path(env)
-    if env.get("TOURNAMENT_WINNER") != "none" and wp.exists():
-        try:
-            doc = json.loads(wp.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{wp} is not valid JSON ({e}); fix it or run `tournament pick` again") from e
-        raw = dict(doc.get("serve") or {})
-        base = wp.resolve().parent
+    named = env.get("TOURNAMENT_WINNER")
+    source = "the defaults"
+    if named != "none":
+        if wp.exists():
+            raw, base, source = dict(read_winner_serve(wp)), wp.resolve().parent, str(wp)
+        elif named:
+            raise WinnerFileError(f"TOURNAMENT_WINNER={named}: no such file; write it with `tournament pick`, "
+                                  "or set TOURNAMENT_WINNER=none to serve TOURNAMENT_SERVE_CONFIG alone")
     if env.get("TOURNAMENT_SERVE_CONFIG"):
-        raw = deep_merge(raw, json.loads(env["TOURNAMENT_SERVE_CONFIG"]))
+        try:
+            over = json.loads(env["TOURNAMENT_SERVE_CONFIG"])
+        except json.JSONDecodeError as e:
+            raise WinnerFileError(f"TOURNAMENT_SERVE_CONFIG is not valid JSON ({e})") from None
+        if not isinstance(over, dict):
+            raise WinnerFileError("TOURNAMENT_SERVE_CONFIG must be a JSON object (a ServeConfig)")
+        raw = deep_merge(raw, over)
     singles = {
         "TOURNAMENT_MODEL_PATH": ("model", "path", str),
         "TOURNAMENT_ENGINE": ("engine", "engine", str),
@@ -140,7 +178,12 @@ def load_serve_config(env: dict[str, str] | None = None) -> tuple[ServeConfig, P
             raw[section] = {**raw[section], key: cast(env[var])}
     if env.get("TOURNAMENT_MODE"):
         raw["mode"] = env["TOURNAMENT_MODE"]
-    return ServeConfig.model_validate(raw), base
+    try:
+        return ServeConfig.model_validate(raw), base
+    except ValidationError as e:
+        where = "; ".join(f"serve.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3])
+        raise WinnerFileError(f"the serve config from {source} (plus any TOURNAMENT_* overrides) is invalid: "
+                              f"{where}; {_FIX}") from None
 
 
 def sweep_mode_enabled(env: dict[str, str] | None = None) -> bool:

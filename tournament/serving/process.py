@@ -31,6 +31,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the process group `proc` leads (started with start_new_session=True), SIGKILL it
+    after `grace` seconds; children that the leader started (workers, consumers) go with it."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=grace)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -114,16 +130,8 @@ class ServerProcess:
         return "\n--- server log tail ---\n" + self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=grace)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=grace)
+        if self.proc is not None:
+            stop_group(self.proc, grace)
         if self._log_file:
             self._log_file.close()
             self._log_file = None

@@ -1,9 +1,8 @@
 """The leaderboard of a study: feasible first, Pareto front marked, predicted judge numbers.
 
 Rows come from the Optuna storage (the trial's metrics and serve config are user attributes), so
-the board works from any machine that can read the study. Plots: ``pareto.png`` (matplotlib)
-and ``pareto.html`` (plotly) in ``<runs>/studies/<study>/``, also logged to the study's MLflow
-parent run.
+the board works from any machine that can read the study. Plots (``pareto.png``/``.html`` in
+``<runs>/studies/<study>/``, also logged to the study's MLflow parent run) are in plots.py.
 """
 
 from __future__ import annotations
@@ -14,20 +13,38 @@ from typing import Any
 from tournament.judge.rules import PASS_MARK
 
 
+def sqlite_file(storage: str) -> Path | None:
+    """The database file of a ``sqlite:///`` storage URL (None for other storages and memory)."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if storage.startswith(prefix) and storage[len(prefix):] not in ("", ":memory:"):
+            return Path(storage[len(prefix):].split("?", 1)[0])
+    return None
+
+
 def load_study(storage: str, study: str | None):
+    """Open a study for reading. Reading never creates a store: a missing sqlite file is a
+    LookupError, and so is an unknown study name (with the names the store holds)."""
     import optuna
 
     from tournament.study.storage import make_storage, quiet_optuna
 
+    db = sqlite_file(storage)
+    if db is not None and not db.is_file():
+        raise LookupError(f"no study store at {db}; run `tournament sweep` first (or pass the --runs-dir it used)")
     quiet_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = make_storage(storage)
     if study is None:
         summaries = optuna.get_all_study_summaries(st, include_best_trial=False)
         if not summaries:
-            raise LookupError(f"no study in {storage}; run `tournament sweep` first")
+            raise LookupError(f"no study in {db or storage}; run `tournament sweep` first")
         study = max(summaries, key=lambda s: s._study_id).study_name
-    return optuna.load_study(study_name=study, storage=st)
+    try:
+        return optuna.load_study(study_name=study, storage=st)
+    except KeyError:  # optuna says only 'Record does not exist.'
+        names = sorted(optuna.get_all_study_names(st))
+        raise LookupError(f"no study {study!r} in {db or storage}; "
+                          + (f"it holds: {', '.join(names)}" if names else "it holds none")) from None
 
 
 def pareto_front(points: list[tuple[int, float, float]]) -> set[int]:
@@ -192,63 +209,3 @@ def render(data: dict[str, Any], console=None, limit: int = 50) -> None:
     if not cal:
         foot += "  ·  no judge results yet: the prior blend; `tournament judge-result` calibrates it"
     console.print(foot)
-
-
-def write_plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
-    """pareto.png + pareto.html: accuracy vs chars/s, feasible/infeasible/front."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in data["trials"] if r["state"] == "COMPLETE" and r["accuracy"] is not None]
-    paths = []
-    pass_mark = data.get("judge", {}).get("pass_mark", PASS_MARK)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label, sel, style in (("infeasible", lambda r: not r["feasible"], dict(c="lightgray", marker="x")),
-                                  ("feasible", lambda r: r["feasible"] and not r["pareto"], dict(c="tab:blue", marker="o")),
-                                  ("Pareto front", lambda r: r["pareto"], dict(c="tab:red", marker="*", s=140))):
-            pts = [r for r in rows if sel(r)]
-            if pts:
-                ax.scatter([r["chars_per_s"] for r in pts], [r["accuracy"] for r in pts], label=label, **style)
-                for r in pts:
-                    ax.annotate(str(r["trial"]), (r["chars_per_s"], r["accuracy"]), fontsize=7,
-                                xytext=(3, 3), textcoords="offset points")
-        front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["chars_per_s"])
-        if len(front) > 1:
-            ax.plot([r["chars_per_s"] for r in front], [r["accuracy"] for r in front], c="tab:red", lw=1)
-        ax.axhline(pass_mark, ls="--", c="gray", lw=1, label=f"pass mark {pass_mark}")
-        ax.set_xlabel("chars/s (judge emulator)")
-        ax.set_ylabel("accuracy (judge metric)")
-        ax.set_title(f"study {data['study']}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out_dir / "pareto.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(p)
-    except ImportError:
-        pass
-    try:
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        for label, sel, color in (("infeasible", lambda r: not r["feasible"], "lightgray"),
-                                  ("feasible", lambda r: r["feasible"] and not r["pareto"], "royalblue"),
-                                  ("Pareto front", lambda r: r["pareto"], "crimson")):
-            pts = [r for r in rows if sel(r)]
-            fig.add_trace(go.Scatter(
-                x=[r["chars_per_s"] for r in pts], y=[r["accuracy"] for r in pts], mode="markers", name=label,
-                marker=dict(color=color, size=11),
-                text=[f"trial {r['trial']}<br>{r['candidate']}<br>" + "<br>".join(f"{k}={v}" for k, v in r["params"].items())
-                      for r in pts], hoverinfo="text+x+y"))
-        fig.add_hline(y=pass_mark, line_dash="dash", annotation_text="pass mark")
-        fig.update_layout(title=f"study {data['study']}", xaxis_title="chars/s", yaxis_title="accuracy (judge metric)")
-        p = out_dir / "pareto.html"
-        fig.write_html(str(p), include_plotlyjs="cdn")
-        paths.append(p)
-    except ImportError:
-        pass
-    return paths

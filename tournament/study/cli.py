@@ -36,6 +36,35 @@ def _fail(msg: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _study_names(db: Path) -> list[str]:
+    """Study names in an Optuna sqlite file, read-only (opening it through Optuna could migrate it)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return sorted(r[0] for r in con.execute("SELECT study_name FROM studies"))
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return []
+
+
+def _where_else(runs: Path) -> str:
+    """When the default runs folder has no study: the runs/*/mlruns folders that have one (the
+    demo's is runs/demo/mlruns), as the --runs-dir to pass."""
+    found = []
+    for db in sorted(Path("runs").glob("*/mlruns/optuna.db")):
+        if db.parent.resolve() != Path(runs).resolve() and (names := _study_names(db)):
+            found.append(f"  --runs-dir {db.parent}   (holds {', '.join(names)})")
+    return ("\nstudies elsewhere; pass one of:\n" + "\n".join(found)) if found else ""
+
+
+def _lookup_failed(command: str, e: Exception, runs: Path, storage: Optional[str], runs_dir: Optional[Path]) -> None:
+    hint = "" if storage or runs_dir else _where_else(runs)
+    _fail(f"{command}: {e.args[0] if e.args else e}{hint}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep_cmd(
@@ -97,13 +126,16 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(50, help="rows in the table"),
     ) -> None:
         """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
+        from tournament.study import ledger as L
         from tournament.study.board import board_data, render
 
         runs = _runs(runs_dir)
         st = _storage(storage, runs)
         try:
             data = board_data(st, study, ledger)
-        except (LookupError, KeyError) as e:
+        except LookupError as e:
+            _lookup_failed("board", e, runs, storage, runs_dir)
+        except L.LedgerError as e:
             _fail(f"board: {e}")
         if plots:
             data["plots"] = [str(p) for p in _plots(st, data["study"], runs, True, data)]
@@ -140,6 +172,7 @@ def register(app: typer.Typer) -> None:
         accurate feasible trial; if none is feasible, the most accurate finished one. Repeated
         configurations are never picked twice. The winner must serve the refit (or base) build:
         an honest build of a trained recipe is refused unless --allow-honest."""
+        from tournament.study import ledger as L
         from tournament.study.board import board_data, load_study
         from tournament.study.winner import auto_pick, build_winner, write_winner
 
@@ -156,6 +189,8 @@ def register(app: typer.Typer) -> None:
             doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
                                       allow_honest=allow_honest, model_dest=model_dest)
         except LookupError as e:
+            _lookup_failed("pick", e, runs, storage, runs_dir)
+        except L.LedgerError as e:
             _fail(f"pick: {e}")
         for w in warns:
             typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
@@ -179,9 +214,14 @@ def register(app: typer.Typer) -> None:
         from tournament.study import ledger as L
 
         try:
+            again = L.same_winner(L.load(ledger), winner) if winner.is_file() else []
             e = L.submit(ledger, winner, note=note, force=force, budget=budget, runs_dir=_runs(runs_dir))
         except L.LedgerError as ex:
             _fail(f"submit: {ex}")
+        if again:
+            typer.secho(f"warning: {winner} (sha256 {e['winner_sha256'][:12]}) was already submitted as "
+                        f"submission {', '.join(map(str, again))}; this one spent another slot",
+                        fg=typer.colors.YELLOW, err=True)
         doc = L.load(ledger)
         typer.echo(f"submission {e['id']} recorded (winner sha256 {e['winner_sha256'][:12]}, commit "
                    f"{str(e['git_commit'])[:12]}); {L.left(doc)} of {doc['budget']} left")
@@ -221,7 +261,10 @@ def register(app: typer.Typer) -> None:
 
         from tournament.study import ledger as L
 
-        doc = L.load(ledger)
+        try:
+            doc = L.load(ledger)
+        except L.LedgerError as ex:
+            _fail(f"ledger: {ex}")
         cal = L.calibration(doc)
         if json_out:
             typer.echo(json.dumps({**doc, "left": L.left(doc), "calibration": cal.to_dict() if cal else None}))
@@ -250,8 +293,10 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1"),
     ) -> None:
         """Start the MLflow UI on the tournament's store (and show the optuna-dashboard command)."""
+        import signal
         import subprocess
 
+        from tournament.serving.process import stop_group
         from tournament.study.storage import default_storage
         from tournament.tracking import ui_command
 
@@ -259,7 +304,22 @@ def register(app: typer.Typer) -> None:
         cmd = ui_command(runs, port, host)
         typer.echo(f"MLflow UI: http://{host}:{port}  ({' '.join(cmd[1:])})")
         typer.echo(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {default_storage(runs)}")
-        raise typer.Exit(subprocess.call(cmd))
+        # mlflow ui starts uvicorn workers and huey consumers; in a group of their own they can all
+        # be stopped together, or a SIGTERM here would leave them serving on the port.
+        proc = subprocess.Popen(cmd, start_new_session=True)
+
+        def interrupted(signum, _frame):
+            # only unwind here: proc.wait() holds Popen's lock, a wait inside the handler never reaps
+            raise typer.Exit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, interrupted)
+        try:
+            raise typer.Exit(proc.wait())
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            stop_group(proc)  # a signal or any other way out stops the whole group
 
     @app.command("demo")
     def demo_cmd(
@@ -283,7 +343,8 @@ def register(app: typer.Typer) -> None:
 
 def _plots(storage: str, study: str, runs: Path, log_mlflow: bool, data=None) -> list[Path]:
     try:
-        from tournament.study.board import board_data, write_plots
+        from tournament.study.board import board_data
+        from tournament.study.plots import write_plots
         from tournament.study.storage import study_dir
 
         data = data or board_data(storage, study, None)

@@ -26,6 +26,7 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
              write_winner: bool = False, fresh: bool = False, echo: Callable[[str], None] = print) -> dict:
     from tournament.study import board as B
     from tournament.study.config import load_sweep_config
+    from tournament.study.plots import write_plots
     from tournament.study.storage import default_storage, study_dir
     from tournament.study.sweep import SweepOptions, run_sweep
     from tournament.study.winner import auto_pick, build_winner
@@ -44,7 +45,7 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
     res = run_sweep(cfg, opts, echo=echo)
     data = B.board_data(opts.storage, study, REPO_ROOT / "ledger.json")
     B.render(data, limit=20)
-    plots = B.write_plots(data, study_dir(runs, study))
+    plots = write_plots(data, study_dir(runs, study))
     try:
         from tournament.tracking import Tracker
 
@@ -66,8 +67,20 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
         echo(f"wrote {_write(doc2, REPO_ROOT / 'winner.json')}")
     o = res.overhead_summary()
     wall = time.time() - t0
-    echo(f"demo done in {wall:.0f} s; plots: {', '.join(str(p) for p in plots)}; "
-         f"MLflow: tournament ui --runs-dir {runs}"
+    echo(f"demo done in {wall:.0f} s; plots: {', '.join(str(p) for p in plots)}"
          + (f"; decode-only overhead {o['overhead_ratio_median']:.1%} of generation time" if o else ""))
+    echo(next_commands(runs, study, demo_winner))
     return {"wall_s": wall, "winner": str(demo_winner), "trial": n, "plots": [str(p) for p in plots],
             "complete": res.complete, "failed": res.failed}
+
+
+def next_commands(runs: Path, study: str, winner: Path) -> str:
+    """The demo's store is not the default ./mlruns: spell out the --runs-dir every command needs."""
+    where = f"--runs-dir {runs} --study {study}"
+    return "\n".join([
+        "next:",
+        f"  tournament board {where}          # the leaderboard again",
+        f"  tournament pick --auto {where}    # ./winner.json for the image",
+        f"  tournament serve --winner {winner}   # serve the demo's winner on this machine",
+        f"  tournament ui --runs-dir {runs}   # MLflow UI",
+    ])

@@ -1,7 +1,11 @@
 """The submission ledger: the judge budget (20 by default), what was sent, what the judge said.
 
-``ledger.json`` sits at the repository root and is committed with it, so it survives a lost
-``mlruns/``; each submission is also an MLflow run (experiment ``tournament-ledger``).
+``ledger.json`` is written by ``tournament submit`` in the current folder (the repository root
+by default; none ships with the repository); commit it so that it survives a lost ``mlruns/``.
+Each submission is also an MLflow run (experiment ``tournament-ledger``).
+
+Numbers are checked before anything is written (accuracy in [0, 1], speed finite and > 0): one
+bad number in the file would break every later command that computes the calibration.
 
 Append-only: a write re-reads the file, checks that every submission and result already on disk
 is still present unchanged in what is about to be written, and replaces the file atomically
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +46,11 @@ def load(path: Path) -> dict[str, Any]:
         return _empty()
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LedgerError(f"{p} is not valid JSON ({e}); restore it from git before recording more") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("submissions", []), list):
+        raise LedgerError(f"{p} is not a ledger (expected an object with a \"submissions\" list); "
+                          "restore it from git before recording more")
     doc.setdefault("budget", DEFAULT_BUDGET)
     doc.setdefault("submissions", [])
     return doc
@@ -90,8 +98,13 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
     w = Path(winner)
     if not w.exists():
         raise LedgerError(f"{w} not found: run `tournament pick` first")
-    wdoc = json.loads(w.read_text(encoding="utf-8"))
-    prov = wdoc.get("provenance", {})
+    try:
+        wdoc = json.loads(w.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LedgerError(f"{w} is not valid JSON ({e}); run `tournament pick` again") from e
+    if not isinstance(wdoc, dict):
+        raise LedgerError(f"{w} is not a winner.json (not a JSON object); run `tournament pick` again")
+    prov = wdoc.get("provenance") or {}
     metrics = prov.get("metrics", {})
     if git_commit is None:
         from tournament.tracking import git_commit as _gc
@@ -119,9 +132,24 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
     return entry
 
 
+def check_result(accuracy: float | None, speed: float | None) -> None:
+    """Raise LedgerError unless accuracy is in [0, 1] and speed is a finite number > 0 (None: not given)."""
+    if accuracy is not None and not (isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0):
+        raise LedgerError(f"--accuracy {accuracy}: the judge's accuracy is a number from 0 to 1")
+    if speed is not None and not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed > 0):
+        raise LedgerError(f"--speed {speed}: the judge's speed is a finite number of chars/s above 0")
+
+
+def same_winner(doc: dict[str, Any], winner: Path) -> list[int]:
+    """Ids of earlier submissions of exactly this winner.json (same sha256)."""
+    sha = sha256_file(winner)
+    return [int(s["id"]) for s in doc.get("submissions", []) if s.get("winner_sha256") == sha]
+
+
 def add_result(path: Path, submission: int, *, accuracy: float | None, speed: float | None,
                judge_set: str = "basic", note: str = "", track: bool = True,
                runs_dir: Path | None = None) -> dict[str, Any]:
+    check_result(accuracy, speed)
     doc = load(path)
     subs = {int(s["id"]): s for s in doc["submissions"]}
     if submission not in subs:
@@ -137,6 +165,13 @@ def add_result(path: Path, submission: int, *, accuracy: float | None, speed: fl
     if track:
         _track_submission({**subs[submission], "result": res}, runs_dir)
     return res
+
+
+def _number(v: Any, lo: float, hi: float) -> float | None:
+    """v if it is a finite number in [lo, hi], else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        return None
+    return float(v)
 
 
 def _local_sets(metrics: dict[str, Any], prov: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -160,12 +195,19 @@ def calibration_points(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for s in doc.get("submissions", []):
         loc = s.get("local") or {}
         for r in s.get("results", []):
-            judged = normalize_set(r.get("set"), "basic")
+            try:
+                judged = normalize_set(r.get("set"), "basic")
+            except ValueError:  # a label no command writes: read it as the default set
+                judged = "basic"
             part = (loc.get("sets") or {}).get(judged) or {}
-            pt = {"local_accuracy": loc.get("accuracy"), "local_speed": loc.get("chars_per_s"),
-                  "judge_accuracy": r.get("accuracy"), "judge_speed": r.get("speed"), "set": judged}
-            if part.get("seen_accuracy") is not None:
-                pt["seen"], pt["unseen"] = part["seen_accuracy"], part.get("unseen_accuracy", part["seen_accuracy"])
+            speeds = [_number(x, 0.0, math.inf) for x in (loc.get("chars_per_s"), r.get("speed"))]
+            pt = {"local_accuracy": _number(loc.get("accuracy"), 0.0, 1.0), "local_speed": speeds[0] or None,
+                  "judge_accuracy": _number(r.get("accuracy"), 0.0, 1.0), "judge_speed": speeds[1] or None,
+                  "set": judged}
+            seen = _number(part.get("seen_accuracy"), 0.0, 1.0)
+            if seen is not None:
+                unseen = _number(part.get("unseen_accuracy"), 0.0, 1.0)
+                pt["seen"], pt["unseen"] = seen, seen if unseen is None else unseen
             pts.append(pt)
     return pts
 

@@ -23,6 +23,24 @@ def _dtype(name: str, device: str):
             "half": torch.float16, "float32": torch.float32, "fp32": torch.float32}[name]
 
 
+class FrequencyPenalty:
+    """vLLM's `frequency_penalty` for transformers' generate (which has none): each token's logit
+    drops by penalty x its count in the output so far. Prompt tokens (the first `prompt_len`
+    columns: left padding makes that the same for every row) do not count."""
+
+    def __init__(self, penalty: float, prompt_len: int):
+        self.penalty, self.prompt_len = penalty, prompt_len
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        out = input_ids[:, self.prompt_len :]
+        if out.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, out, torch.ones_like(out, dtype=scores.dtype))
+        return scores - self.penalty * counts
+
+
 class HFEngine:
     name = "transformers"
 
@@ -64,6 +82,11 @@ class HFEngine:
                       top_k=decode.top_k if decode.top_k > 0 else 0)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if decode.frequency_penalty:
+            from transformers import LogitsProcessorList
+
+            # custom processors run after the repetition penalty and before temperature/top-p, as in vLLM
+            kw["logits_processor"] = LogitsProcessorList([FrequencyPenalty(decode.frequency_penalty, prompt_len)])
         return kw
 
     def generate(self, prompts: list[str], decode: DecodeSettings) -> list[str]:
