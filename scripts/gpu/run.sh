@@ -18,6 +18,7 @@ OUT=${OUT:-$W/out}
 mkdir -p "$W" "$OUT" /tmp/site
 export PYTHONPATH=/tmp/site:$REPO PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 VLLM_USE_FLASHINFER_SAMPLER=0
+export MLFLOW_DISABLE_TELEMETRY=true  # no network there: telemetry would only fail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export TOURNAMENT_GEMMA_GGUF=/tmp/gemma.gguf
 T="python3 -m tournament.cli"
@@ -57,11 +58,15 @@ prepare)
   fi
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$W/gpu.txt" || true
   python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)' | tee "$W/versions.txt"
-  timed $T models fetch-embedded
-  $T data build --split data/splits/pmpp-docx.yaml | tee "$W/data_build.txt"
-  for c in ${GPU_CANDIDATES:-candidates/gemma-3-270m-full.yaml candidates/gemma-3-270m-full-lr5e-5.yaml candidates/gemma-3-270m-lora-r16.yaml candidates/gemma-3-270m-full-echo.yaml}; do
-    timed $T train "$c" 2>&1 | tee -a "$W/train.txt" || echo "train $c FAILED" | tee -a "$W/train.txt"
-  done
+  # The README workflow from nothing: the honest split here; the sweep builds the refit split, the
+  # base model and every candidate build itself (each training in a child process).
+  timed $T data build --split data/splits/pmpp-docx.yaml | tee "$W/data_build.txt"
+  if [ "${PREPARE_TRAIN:-0}" = 1 ]; then  # pre-build instead (older runs did)
+    timed $T models fetch-embedded
+    for c in ${GPU_CANDIDATES:-candidates/gemma-3-270m-full.yaml candidates/gemma-3-270m-full-lr5e-5.yaml candidates/gemma-3-270m-lora-r16.yaml candidates/gemma-3-270m-full-echo.yaml}; do
+      timed $T train "$c" 2>&1 | tee -a "$W/train.txt" || echo "train $c FAILED" | tee -a "$W/train.txt"
+    done
+  fi
   ;;
 vllm)
   set -e
@@ -87,8 +92,9 @@ chain)
   sleep 3  # the last part's copy may still be under way
   "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }
   cp "$W"/gpu.txt "$W"/versions.txt "$W"/data_build.txt "$W"/train.txt "$OUT/" 2>/dev/null
-  for step in ${CHAIN_STEPS:-bench sweep}; do "$0" "$step"; done
-  tar -czf "$W/proof.tgz" -C "$W" out prepare.log vllm.log mlruns/optuna.db mlruns/mlflow.db 2>/dev/null
+  for step in ${CHAIN_STEPS:-sweep}; do "$0" "$step"; done
+  tar -czf "$W/proof.tgz" -C "$W" out prepare.log vllm.log mlruns/optuna.db mlruns/mlflow.db \
+    $(cd "$W" && ls -d mlruns/studies/*/trials 2>/dev/null) 2>/dev/null
   echo done > "$W/chain.done"
   ;;
 collect)

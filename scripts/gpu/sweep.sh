@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tournament on one GPU: sweep -> board (+ Pareto plots) -> pick -> the winner served from
 # winner.json exactly as the judge image serves it, judged on the held-out basic and bonus sets,
-# next to the "old way" (the same build with temperature 0.7, top_p 0.9, top_k 50, max_tokens 512).
+# (with JUDGE_OLD_WAY=1 also the "old way": the same build with temperature 0.7, top_p 0.9, top_k 50,
+# max_tokens 512).
 # SWEEP_CONFIG / SWEEP_TRIALS override the defaults (a CPU dry run uses sweeps/demo-cpu.yaml).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,6 +20,8 @@ rc=$?; echo "sweep wall $((SECONDS - t0)) s"; tail -3 "$OUT/sweep.err"
 $T board --runs-dir "$RUNS" --json > "$OUT/board.json"
 COLUMNS=200 $T board --runs-dir "$RUNS" --limit 60 > "$OUT/board.txt" 2>&1
 cp "$RUNS"/studies/*/pareto.png "$OUT/" 2>/dev/null
-$T pick --auto --local --runs-dir "$RUNS" --out /tmp/work/winner.json
+t1=$SECONDS
+$T pick --auto --local --runs-dir "$RUNS" --out /tmp/work/winner.json | tee "$OUT/pick.txt"
 cp /tmp/work/winner.json "$OUT/winner.json"
 python3 scripts/gpu/judge_winner.py /tmp/work/winner.json "$OUT/final.json"
+echo "pick + serve winner.json + judge: $((SECONDS - t1)) s"

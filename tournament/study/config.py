@@ -244,6 +244,8 @@ class SweepConfig(_Strict):
     # Consecutive draws of an already measured configuration before the sweep stops: the search
     # space is exhausted (a repeat is never measured again, and it does not count as a trial).
     max_repeat_draws: int = Field(25, ge=1)
+    # A trained recipe's two servers (refit, honest) start at once (see study/servers.py).
+    start_builds_together: bool = True
     # Folder that relative paths in this file start from (set by load_sweep_config).
     base_dir: str = "."
 

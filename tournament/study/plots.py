@@ -19,9 +19,9 @@ from tournament.study.board import pareto_front
 
 
 def series(row: dict[str, Any]) -> str:
-    """The colour group of a trial: its candidate, and its build when the trial names one."""
+    """The colour group of a trial: its candidate, and its build when it has two (refit, honest)."""
     name = str(row.get("candidate") or "?")
-    return f"{name} · {row['build']}" if row.get("build") else name
+    return f"{name} · {row['build']}" if row.get("build") not in (None, "base") else name
 
 
 def finished(data: dict[str, Any]) -> list[dict[str, Any]]:

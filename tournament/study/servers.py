@@ -6,8 +6,10 @@ servers through ``POST /admin/config``, so decode-only trials start nothing. A n
 old servers first (their port and GPU memory are freed).
 
 Two vLLM servers share one GPU: each is started with half the trial's ``gpu_memory_utilization``
-(vLLM checks at start-up that the fraction it asks for is free), the shipped build first, so its
-time to healthy is measured cold and alone. winner.json keeps the trial's full fraction: the
+(vLLM checks at start-up that the fraction it asks for is free). Both start at once by default
+(``start_builds_together``); with it off, the shipped build starts first and alone, so its time to
+healthy is measured as the judge would see it, at the price of a second cold start's wall time.
+winner.json keeps the trial's full fraction: the
 judge runs one server. Only the shipped server's predict calls are timed for speed, and the
 honest server sits idle meanwhile.
 """
@@ -32,8 +34,10 @@ class GroupServer:
 
 
 class GroupServers:
-    def __init__(self, log_dir: Path, pidfile: PidFile, start_timeout: float, reason: Callable[[BaseException], str]):
+    def __init__(self, log_dir: Path, pidfile: PidFile, start_timeout: float, reason: Callable[[BaseException], str],
+                 together: bool = True):
         self.log_dir, self.pidfile, self.start_timeout, self.reason = log_dir, pidfile, start_timeout, reason
+        self.together = together
         self.key: str | None = None
         self.servers: dict[str, GroupServer] = {}
         self.bad_groups: dict[str, str] = {}
@@ -64,34 +68,46 @@ class GroupServers:
 
     def ensure(self, key: str, configs: dict[str, dict[str, Any]]) -> bool:
         """Servers for `configs` (role -> ServeConfig dict) of group `key`; True if started now."""
-        from tournament.serving.process import ServerProcess
-
         if self.running(key, configs):
             return False
         self.stop()
         if key in self.bad_groups:
             raise RuntimeError(f"engine group failed before: {self.bad_groups[key]}")
         configs = _share_gpu(configs)
-        for role in ("ship", "unseen"):
-            if role not in configs:
-                continue
-            log_path = self.log_dir / f"{key}-{role}-{int(time.time())}.log"
-            proc = ServerProcess(configs[role], sweep_mode=True, log_path=log_path)
-            try:
-                proc.start()
-                self.pidfile.add(proc.proc.pid)
+        roles = [r for r in ("ship", "unseen") if r in configs]
+        procs: dict[str, Any] = {}
+        try:
+            # Started together: a group's two cold starts overlap (~half the wall time on a GPU).
+            # The shipped server's time to healthy then includes the honest one's start beside it,
+            # a number no better than the judge will see (it starts one server, alone).
+            for role in roles if self.together else roles[:1]:
+                procs[role] = self._start(key, role, configs[role])
+            for role in roles:
+                if role not in procs:
+                    procs[role] = self._start(key, role, configs[role])
+                proc, log_path = procs[role]
                 health = proc.wait_healthy(self.start_timeout)
-            except BaseException as e:
+                self.servers[role] = GroupServer(role, proc, health, log_path)
+        except BaseException as e:
+            for proc, _ in procs.values():
                 if proc.proc is not None:
                     self.pidfile.remove(proc.proc.pid)
                 proc.stop()
-                self.stop()
-                if not isinstance(e, KeyboardInterrupt):
-                    self.bad_groups[key] = f"{role} server: {self.reason(e)}"
-                raise
-            self.servers[role] = GroupServer(role, proc, health, log_path)
+            self.servers = {}
+            if not isinstance(e, KeyboardInterrupt):
+                self.bad_groups[key] = self.reason(e)
+            raise
         self.key = key
         return True
+
+    def _start(self, key: str, role: str, config: dict[str, Any]):
+        from tournament.serving.process import ServerProcess
+
+        log_path = self.log_dir / f"{key}-{role}-{int(time.time())}.log"
+        proc = ServerProcess(config, sweep_mode=True, log_path=log_path)
+        proc.start()
+        self.pidfile.add(proc.proc.pid)
+        return proc, log_path
 
     def configure(self, decode: dict[str, Any], mode: str) -> None:
         from tournament.judge.emulator import http_client

@@ -129,7 +129,8 @@ class Sweep:
         self.candidates = resolve_candidates(cfg)
         self.judge_model = judge_model_from_ledger(opts.ledger)
         self.pidfile = PidFile(self.runs_dir)
-        self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, _reason)
+        self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, _reason,
+                                    together=cfg.start_builds_together)
         self.cache = AnswerCache(self.runs_dir)
         self.overhead: list[dict[str, float]] = []
         self.ran: list[int] = []
