@@ -86,6 +86,7 @@ def board_data(storage: str, study: str | None, ledger_path: Path | None = None)
     rows = trial_rows(s, cal)
     return {
         "study": s.study_name, "storage": storage, "judge": s.user_attrs.get("judge", {}),
+        "tracked": s.user_attrs.get("tracked", True),  # false: swept with --no-track
         "eval": s.user_attrs.get("eval", {}), "trials": rows,
         "submissions_left": L.left(led) if led is not None else None,
         "submissions_used": L.used(led) if led is not None else None,
@@ -119,6 +120,9 @@ def render(data: dict[str, Any], console=None, limit: int = 50) -> None:
     title = (f"study {data['study']} · eval n={data.get('eval', {}).get('n', '?')} · judge {judge.get('track', '?')} "
              f"(pass {judge.get('pass_mark', PASS_MARK)}, predict {judge.get('predict_timeout', '?')} s "
              f"for {judge.get('questions', '?')} q)")
+    if data.get("tracked") is False:
+        title += (" · partly untracked (some trials have no MLflow run)" if any(r.get("mlflow_run_id") for r in data["trials"])
+                  else " · untracked (no MLflow runs)")
     table = Table(title=title, show_lines=False)
     cols = ["#", "", "candidate", "params", "acc (judge)", "±2se", "zh_rougeL", "chars/s", "spread", "pred. s/292",
             "health s"]
