@@ -1,10 +1,12 @@
 """What this process runs on: the torch device to use, the hardware, and library versions (for
-build manifests and MLflow tags). torch is imported inside the functions."""
+build manifests and MLflow tags); children that die with it. torch is imported inside the
+functions."""
 
 from __future__ import annotations
 
 import os
 import platform
+import signal
 from typing import Any, Sequence
 
 
@@ -49,3 +51,15 @@ def library_versions(packages: Sequence[str]) -> dict[str, str | None]:
         except PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def die_with_parent() -> None:
+    """In a child (Popen's preexec_fn): ask Linux to SIGKILL us when the parent dies, so kill -9
+    of a sweep leaves no orphan server or build holding a port or GPU memory."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass

@@ -1,4 +1,5 @@
-"""MLflow helpers: one parent run per Optuna study, one child run per trial.
+"""MLflow helpers: one parent run per Optuna study, one child run per trial, and runs of their
+own for training builds (`Tracker.start_run` -> `Run`).
 
 Store: ``sqlite:///<runs>/mlflow.db`` with artifacts under ``<runs>/artifacts`` (the experiment is
 created with that artifact location), ``<runs>`` = ``mlruns`` by default. No plain file store
@@ -8,9 +9,12 @@ Secrets: nothing whose *name* contains TOKEN/KEY/SECRET/PASSWORD is ever logged,
 of every such environment variable is replaced by ``***`` in params, tags and text artifacts
 (a token pasted into a prompt or a URL does not leak either). Database URLs lose their password.
 
-Tracking is best effort: an MLflow error is logged as a warning and never fails a trial. Trial
-logging runs on a background thread so that it does not add to a trial's measured overhead;
-``flush()`` waits for it.
+Starting is strict, logging is best effort. ``Tracker(..., required=True)`` raises
+`TrackingError` when MLflow cannot open its store (the message names what is missing, e.g.
+``cryptography``), so a sweep or a training run stops before its first trial / step instead of
+running untracked. Once started, an MLflow error never fails a trial or a training step: the first
+one is logged as an error, later ones are counted and summed up at the end. Trial logging runs on
+a background thread so that it does not add to a trial's measured overhead; ``flush()`` waits.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import queue
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +36,8 @@ from tournament.machine import library_versions
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "tournament"
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)  # environment names
+# TOKEN(?!S): `max_tokens` / `tokens` are counts, not secrets (they were dropped from params)
+SECRET_NAME = re.compile(r"TOKEN(?!S)|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 SECRET_KEY = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)  # config keys
 TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|ms-[A-Za-z0-9-]{20,}|sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b")
 URL_PASSWORD = re.compile(r"(://[^/:@\s]+):[^@/\s]+@")
@@ -43,6 +49,36 @@ def runs_dir_default() -> Path:
 
 def tracking_uri(runs_dir: Path) -> str:
     return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> Path | None:
+    """`sqlite:///DIR/mlflow.db` -> DIR/artifacts (the project's layout); None for other stores
+    (a tracking server picks its own)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts"
+    return None
+
+
+def keep_end(text: str, limit: int) -> str:
+    """At most `limit` characters, keeping the end ("…" first when cut): a traceback's cause is last."""
+    return text if len(text) <= limit else "…" + text[len(text) - limit + 1:]
+
+
+class TrackingError(RuntimeError):
+    """MLflow could not start; the message says what is missing (the CLI adds its way out)."""
+
+
+PIP_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn"}
+
+
+def startup_error(uri: str, e: BaseException) -> str:
+    what = str(e) if isinstance(e, ImportError) else f"{type(e).__name__}: {e}"
+    what = scrub_text((what.strip().splitlines() or [""])[0][:500])  # SQLAlchemy appends SQL and a link
+    hint = ""
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        top = e.name.split(".")[0]
+        hint = f" (pip install {PIP_NAMES.get(top, top)})"
+    return f"MLflow could not open {scrub_text(uri)}: {what}{hint}"
 
 
 # -- scrubbing ------------------------------------------------------------------------------------
@@ -119,39 +155,69 @@ def environment_tags() -> dict[str, str]:
 
 # -- the tracker ----------------------------------------------------------------------------------
 class Tracker:
-    """Parent run per study, child run per trial. All calls are best effort."""
+    """Parent run per study, child run per trial, runs of training builds. `required`: raise
+    `TrackingError` when MLflow cannot start (else: a warning, and every call is a no-op).
+    After the start every call is best effort."""
 
-    def __init__(self, runs_dir: Path, experiment: str = EXPERIMENT, enabled: bool = True,
-                 uri: str | None = None):
-        self.runs_dir = Path(runs_dir)
+    def __init__(self, runs_dir: Path | None = None, experiment: str = EXPERIMENT, enabled: bool = True,
+                 uri: str | None = None, required: bool = False):
+        self.uri = uri or tracking_uri(Path(runs_dir) if runs_dir is not None else runs_dir_default())
         self.enabled = enabled
-        self.uri = uri or tracking_uri(self.runs_dir)
         self.client = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.errors = 0  # logging calls that failed after the start
+        self._first_error = ""
+        self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         if enabled:
-            self._safe(self._init, experiment)
+            try:
+                self._init(experiment)
+            except Exception as e:
+                self.client = None
+                if required:
+                    raise TrackingError(startup_error(self.uri, e)) from e
+                log.warning("%s; not logging to MLflow", startup_error(self.uri, e))
 
     def _safe(self, fn: Callable, *a, **kw):
         try:
             return fn(*a, **kw)
-        except Exception as e:  # tracking must never fail a trial
-            log.warning("MLflow: %s failed: %s: %s", getattr(fn, "__name__", fn), type(e).__name__, e)
+        except Exception as e:  # tracking must never fail a trial or a training step
+            self._failed(getattr(fn, "__name__", str(fn)), e)
             return None
+
+    def _failed(self, what: str, e: Exception) -> None:
+        """Loud once (an error naming the cause), then counted (see `report`)."""
+        msg = scrub_text(f"{what}: {type(e).__name__}: {e}")
+        with self._lock:
+            self.errors += 1
+            first = self.errors == 1
+            if first:
+                self._first_error = msg
+        if first:
+            log.error("MLflow logging failed (%s). Trials and training go on, but their MLflow records are "
+                      "incomplete from here; later MLflow errors are counted, not shown.", msg)
+        else:
+            log.debug("MLflow: %s", msg)
+
+    def report(self) -> None:
+        if self.errors:
+            log.warning("MLflow: %d logging call(s) failed in this run (first: %s)", self.errors,
+                        keep_end(self._first_error, 300))
 
     def _init(self, experiment: str) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        art = (self.runs_dir / "artifacts").resolve()
-        art.mkdir(parents=True, exist_ok=True)
+        art = artifact_root(self.uri)
+        if art is not None:
+            art.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=art.as_uri())
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=art.as_uri() if art is not None else None)
             except Exception:  # another worker created it first
                 exp = self.client.get_experiment_by_name(experiment)
                 self.experiment_id = exp.experiment_id
@@ -189,6 +255,43 @@ class Tracker:
         self.flush()
         if self.ok and self.parent_run_id:
             self._safe(self.client.set_terminated, self.parent_run_id, "FINISHED")
+        self.report()
+
+    def kill_run(self, run_id: str | None, reason: str, status: str = "KILLED") -> bool:
+        """End a run its dead process left RUNNING: `status` + a `fail_reason` tag. Runs already
+        ended, and runs of another store, are left alone."""
+        if not self.ok or not run_id:
+            return False
+
+        def _kill() -> bool:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException:  # not in this store
+                return False
+            if run.info.status != "RUNNING":
+                return False
+            self.client.set_tag(run_id, "fail_reason", keep_end(scrub_text(reason), 4000))
+            self.client.set_terminated(run_id, status)
+            return True
+
+        return bool(self._safe(_kill))
+
+    # a run of its own (a training build) ---------------------------------------------------
+    def start_run(self, name: str, params: dict[str, Any] | None = None,
+                  tags: dict[str, str] | None = None) -> "Run":
+        if not self.ok:
+            return Run()
+
+        def _create() -> str:
+            t = {"mlflow.runName": name, **(tags or {})}
+            return self.client.create_run(self.experiment_id, tags=scrub(t), run_name=name).info.run_id
+
+        run = Run(self, self._safe(_create))
+        if params:
+            run.params(params)
+        return run
 
     # child -------------------------------------------------------------------------------
     def start_trial(self, study: str, number: int, tags: dict[str, str]) -> str | None:
@@ -254,15 +357,13 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        import time
-
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and v == v]
-        if items:
-            self.client.log_batch(run_id, metrics=items)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None and v == v]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
     def log_artifact(self, run_id: str, path: Path, name: str | None = None) -> None:
         """Text artifacts are scrubbed on the way (a copy is logged, the file stays)."""
@@ -285,6 +386,62 @@ class Tracker:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         if self.ok and run_id:
             self._safe(self.client.set_tag, run_id, key, scrub_text(str(value)))
+
+
+class Run:
+    """One MLflow run of its own (a training build): params, per-step metrics, artifacts, end.
+    Metrics are buffered (one write per 200 points or 10 s, not one per step). Best effort; a
+    no-op without a tracker (untracked builds)."""
+
+    def __init__(self, tracker: Tracker | None = None, run_id: str | None = None):
+        self.tracker, self.run_id = tracker, run_id
+        self._buf: list[tuple[dict[str, float], int]] = []
+        self._n = 0
+        self._last = time.monotonic()
+
+    @property
+    def active(self) -> bool:
+        return self.tracker is not None and self.run_id is not None
+
+    def params(self, params: dict[str, Any]) -> None:
+        if self.active:
+            self.tracker._safe(self.tracker.log_params, self.run_id, params)
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        if not self.active:
+            return
+        self._buf.append((dict(metrics), int(step)))
+        self._n += len(metrics)
+        if self._n >= 200 or time.monotonic() - self._last > 10:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.active or not self._buf:
+            return
+        buf, self._buf, self._n, self._last = self._buf, [], 0, time.monotonic()
+
+        def _write() -> None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            items = [Metric(k, float(v), now, step) for m, step in buf for k, v in m.items()
+                     if v is not None and v == v]
+            for i in range(0, len(items), 1000):
+                self.tracker.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+        self.tracker._safe(_write)
+
+    def artifact(self, path: Path) -> None:
+        if self.active:
+            self.tracker._safe(self.tracker.log_artifact, self.run_id, Path(path))
+
+    def end(self, status: str = "FINISHED") -> None:
+        if not self.active:
+            return
+        self.flush()
+        self.tracker._safe(self.tracker.client.set_terminated, self.run_id, status)
+        self.tracker.report()
+        self.run_id = None
 
 
 def ui_command(runs_dir: Path, port: int = 5000, host: str = "127.0.0.1") -> list[str]:

@@ -16,9 +16,9 @@ CAND=${BENCH_CANDIDATE:-candidates/gemma-3-270m-full.yaml}
 BASE=$(python3 - "$CAND" "${BENCH_ENGINE:-vllm}" <<'PY'
 import json, sys
 from tournament.candidates import load_candidate
-from tournament.train.build import ensure_built
+from tournament.train.build import build_in_subprocess
 c = load_candidate(sys.argv[1])
-cfg = c.serve_overrides(str(ensure_built(c)))
+cfg = c.serve_overrides(str(build_in_subprocess(c)))  # training (if any) in a child; its log on stderr
 cfg["engine"] = {**cfg.get("engine", {}), "engine": sys.argv[2], "gpu_memory_utilization": 0.5, "max_model_len": 1024}
 cfg["decode"] = {**cfg.get("decode", {}), "max_tokens": 256, "temperature": 0.0}
 cfg["dedup"] = False  # P1 compares identical work: raw generate has no dedup (the 'dedup' row shows its gain)

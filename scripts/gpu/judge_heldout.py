@@ -1,5 +1,6 @@
 """Judge each candidate's build on the held-out basic and bonus (plus) questions, one vLLM server
-per candidate, with the candidate's own serve hints. Usage:
+per candidate, with the candidate's own serve hints. A missing build is trained in a child process
+(this process starts vLLM servers: CUDA memory held by training here would starve them). Usage:
     judge_heldout.py OUT.json CANDIDATE.yaml [CANDIDATE.yaml ...]
 ENGINE=transformers runs it on a CPU."""
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tournament.candidates import load_candidate
-from tournament.train.build import ensure_built
+from tournament.train.build import build_in_subprocess
 from tournament.judge.emulator import judge
 from tournament.data.ingest import load_questions
 from tournament.serving.process import ServerProcess
@@ -21,7 +22,7 @@ EVAL = Path("data/build/pmpp-docx/eval.jsonl")
 
 def judge_candidate(path: str) -> dict:
     cand = load_candidate(path)
-    config = cand.serve_overrides(str(ensure_built(cand)))
+    config = cand.serve_overrides(str(build_in_subprocess(cand)))
     config["engine"] = {"gpu_memory_utilization": 0.5, "max_model_len": 1024, **config.get("engine", {}),
                         "engine": os.environ.get("ENGINE", "vllm")}
     out = {"candidate": cand.id, "config": config}

@@ -16,19 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tournament.machine import die_with_parent
 from tournament.paths import REPO_ROOT
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGKILL us when the parent dies (kill -9 of a sweep leaves no
-    orphan server holding a port or GPU memory)."""
-    try:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -96,7 +85,7 @@ class ServerProcess:
              "--log-level", "warning"],
             cwd=str(self.cwd), env=self.env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: stop() takes vLLM's workers down too
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         return self
 

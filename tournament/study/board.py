@@ -130,6 +130,7 @@ def board_data(storage: str, study: str | None, ledger_path: Path | None = None)
     done = [r for r in rows if r["state"] == "COMPLETE"]
     return {
         "study": s.study_name, "storage": storage, "judge": s.user_attrs.get("judge", {}),
+        "tracked": s.user_attrs.get("tracked", True),  # false: swept with --no-track
         "eval": s.user_attrs.get("eval", {}), "trials": rows,
         "n_trials": len(done), "n_distinct": sum(r["duplicate_of"] is None for r in done),
         "judge_model": cal.judge_model.to_dict() if cal else s.user_attrs.get("judge_model"),
@@ -166,6 +167,9 @@ def render(data: dict[str, Any], console=None, limit: int = 50) -> None:
     title = (f"study {data['study']} · eval n={data.get('eval', {}).get('n', '?')} · judge {judge.get('track', '?')} "
              f"(pass {judge.get('pass_mark', PASS_MARK)}, predict {judge.get('predict_timeout', '?')} s "
              f"for {nq} q) · {data.get('n_trials', '?')} trials, {data.get('n_distinct', '?')} distinct")
+    if data.get("tracked") is False:
+        title += (" · partly untracked (some trials have no MLflow run)" if any(r.get("mlflow_run_id") for r in data["trials"])
+                  else " · untracked (no MLflow runs)")
     table = Table(title=title, show_lines=False)
     cal = data.get("calibration")
     cols = ["#", "", "candidate", "build", "params", "seen", "unseen",

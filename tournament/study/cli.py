@@ -75,21 +75,26 @@ def register(app: typer.Typer) -> None:
         runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
         no_cache_speed: bool = typer.Option(False, "--no-cache-speed",
                                             help="on a cache hit reuse the stored speed too (no server start)"),
-        no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log to MLflow"),
+        no_track: bool = typer.Option(False, "--no-track",
+                                      help="do not log to MLflow (the study is marked untracked); without it "
+                                           "a sweep whose MLflow cannot start stops before its first trial"),
+        no_mlflow: bool = typer.Option(False, "--no-mlflow", hidden=True, help="old name of --no-track"),
         ledger: Path = typer.Option(Path("ledger.json"), help="ledger whose judge results calibrate the prediction"),
         json_out: bool = typer.Option(False, "--json", help="print a JSON summary at the end"),
     ) -> None:
         """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
         from tournament.study.config import SweepConfigError, load_sweep_config
         from tournament.study.sweep import SweepOptions, run_sweep
+        from tournament.tracking import TrackingError
 
         try:
             cfg = load_sweep_config(config)
         except SweepConfigError as e:
             _fail(str(e), 2)
         runs = _runs(runs_dir)
+        track = not (no_track or no_mlflow)
         opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
-                            runs_dir=runs, cache_speed=not no_cache_speed, tracking=not no_mlflow, ledger=ledger)
+                            runs_dir=runs, cache_speed=not no_cache_speed, tracking=track, ledger=ledger)
         echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
         try:
             res = run_sweep(cfg, opts, echo=echo)
@@ -98,7 +103,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130)
         except (FileNotFoundError, ValueError) as e:
             _fail(f"sweep: {e}", 2)
-        plots = _plots(opts.storage, opts.study, runs, not no_mlflow)
+        except TrackingError as e:
+            _fail(f"sweep: {e}, or pass --no-track", 2)
+        plots = _plots(opts.storage, opts.study, runs, track)
         summary = {"study": res.study, "ran": res.ran, "complete": res.complete, "failed": res.failed,
                    "distinct": res.distinct, "repeats": res.repeats, "exhausted": res.exhausted,
                    "overhead": res.overhead_summary(), "plots": [str(p) for p in plots]}
@@ -137,8 +144,8 @@ def register(app: typer.Typer) -> None:
             _lookup_failed("board", e, runs, storage, runs_dir)
         except L.LedgerError as e:
             _fail(f"board: {e}")
-        if plots:
-            data["plots"] = [str(p) for p in _plots(st, data["study"], runs, True, data)]
+        if plots:  # an untracked study gets no MLflow run from the board either
+            data["plots"] = [str(p) for p in _plots(st, data["study"], runs, data.get("tracked", True), data)]
         if json_out:
             typer.echo(json.dumps(data, default=str))
         else:
@@ -332,6 +339,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A small real tournament on CPU: embedded gemma-3-270m, transformers engine, a few trials."""
         from tournament.study.demo import run_demo
+        from tournament.tracking import TrackingError
 
         try:
             run_demo(out=out, trials=trials, questions=questions, config=config, write_winner=write_winner,
@@ -339,6 +347,8 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             typer.echo("interrupted: run the same command again to resume", err=True)
             raise typer.Exit(130)
+        except TrackingError as e:
+            _fail(f"demo: {e}", 2)
 
 
 def _plots(storage: str, study: str, runs: Path, log_mlflow: bool, data=None) -> list[Path]:

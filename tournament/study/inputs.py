@@ -37,9 +37,10 @@ class Build:
         if self._dir is not None:
             return self._dir
         if self.candidate_obj is not None:
-            from tournament.train.build import ensure_built
+            # training runs in a child process: CUDA memory it held would starve the vLLM server next
+            from tournament.train.build import build_in_subprocess
 
-            self._dir = Path(ensure_built(self.candidate_obj, log=_progress))
+            self._dir = Path(build_in_subprocess(self.candidate_obj, log=_progress))
         elif self.model_path and self.model_path.startswith(EMBEDDED_PREFIX):
             from tournament.models.embedded import ensure_gemma
 

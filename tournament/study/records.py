@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tournament.files import write_answer_table, write_json_atomic
+from tournament.tracking import keep_end
 
 
 class AnswerCache:
@@ -69,7 +70,7 @@ def track_trial(tracker, run_id: str | None, trial, plan, serve_config, metrics:
                        "engine": plan.engine, "decode": plan.decode, "mode": plan.mode})
     tags = dict(tags)
     if reason:
-        tags["fail_reason"] = reason[-4000:]
+        tags["fail_reason"] = keep_end(reason, 4000)
     if serve_config is not None and not (tdir / "serve_config.json").exists():
         write_trial_files(tdir, None, serve_config, {})
     artifacts = {p.name: p for p in (tdir / "answers.jsonl", tdir / "answers_unseen.jsonl", tdir / "serve_config.json")

@@ -9,7 +9,9 @@ heartbeat went stale (a worker on another host died). What Optuna lacks, and thi
 - instant recovery on the same host: a worker whose pid is gone is dead now, without waiting for
   the 60 s grace period (`recover_local_stale`), including the trial it asked for but had not
   yet named when it died (`_unnamed_orphans`);
-- the servers a dead worker left running (`PidFile.kill_stale`).
+- the servers a dead worker left running (`PidFile.kill_stale`);
+- the MLflow runs a dead worker left RUNNING: ended as KILLED with a `fail_reason` tag, for the
+  trials recovered here and those failed for a stale heartbeat (`note_tracking`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from tournament.files import write_json_atomic
 from tournament.study.space import CONSTRAINTS
+
+if TYPE_CHECKING:
+    from tournament.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +161,27 @@ def normalize_storage_url(url: str) -> str:
     return url
 
 
+class StaleTrialCallback:
+    """Optuna's retry of a trial whose heartbeat went stale, then `hooks(trial, reason)` (the
+    sweep's: end the trial's MLflow run)."""
+
+    def __init__(self):
+        import optuna
+
+        self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+        self.hooks: list[Callable[[Any, str], None]] = []
+
+    def __call__(self, study, trial) -> None:
+        self._retry(study, trial)
+        reason = (f"worker {trial.user_attrs.get('worker', '?')} stopped beating for over {GRACE_S} s "
+                  "(died or hung) while the trial was running")
+        for hook in self.hooks:
+            try:
+                hook(trial, reason)
+            except Exception:
+                log.debug("stale-trial hook failed", exc_info=True)
+
+
 def make_storage(url: str):
     import optuna
 
@@ -175,7 +201,7 @@ def make_storage(url: str):
         storage = optuna.storages.RDBStorage(
             url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
             # a stale heartbeat (a dead worker on another host): its parameters run again
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(), **kwargs,
+            heartbeat_stale_trial_callback=StaleTrialCallback(), **kwargs,
         )
     if url.startswith("sqlite"):
         # WAL + synchronous=NORMAL: each storage write costs ~1 ms instead of an fsync (~30 ms);
@@ -315,3 +341,23 @@ def recover_local_stale(study, dead_started: list[float] = ()) -> list[int]:
             log.debug("stale trial %d: %s", t.number, e)
     return out
 
+
+def note_tracking(study, tracker: "Tracker", recovered: list[int]) -> None:
+    """Mark an untracked study (user attr `tracked`: false, shown by the board); end the MLflow
+    runs of the trials a dead worker left behind (`recovered` now, stale heartbeats later) as
+    KILLED with their fail_reason."""
+    if not tracker.enabled:
+        study.set_user_attr("tracked", False)
+        return
+    if "tracked" not in study.user_attrs:
+        study.set_user_attr("tracked", True)
+    if recovered:
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for n in recovered:
+            t = by_number.get(n)
+            if t is not None and tracker.kill_run(t.user_attrs.get("mlflow_run_id"),
+                                                  str(t.user_attrs.get("fail_reason") or "its worker died")):
+                log.info("trial %d: its MLflow run was left RUNNING by a dead worker: marked KILLED", n)
+    cb = study._storage.get_heartbeat_stale_trial_callback()
+    if isinstance(cb, StaleTrialCallback):
+        cb.hooks.append(lambda trial, reason: tracker.kill_run(trial.user_attrs.get("mlflow_run_id"), reason))

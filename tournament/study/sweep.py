@@ -172,18 +172,21 @@ class Sweep:
         import optuna
         from optuna.trial import TrialState
 
+        from tournament.study.storage import note_tracking
         from tournament.tracking import Tracker, environment_tags
 
+        # first: MLflow that cannot start stops the sweep here (TrackingError), not trial by trial
+        self.tracker = Tracker(self.runs_dir, enabled=self.opts.tracking, required=True)
         study = self._study()
         killed, dead_started = self.pidfile.kill_stale()
         if killed:
             self.echo(f"killed {len(killed)} orphan server(s) of dead sweeps: {killed}")
         recovered = recover_local_stale(study, dead_started)
+        note_tracking(study, self.tracker, recovered)  # untracked mark; dead workers' runs -> KILLED
         self.pidfile.open()
         if recovered:
             self.echo(f"trials {recovered} were left RUNNING by a dead worker: marked FAIL and queued again")
         self.env_tags = environment_tags()
-        self.tracker = Tracker(self.runs_dir, enabled=self.opts.tracking)
         self.tracker.start_study(self.opts.study, {"sweep": json.loads(self.cfg.model_dump_json()),
                                                    "eval_hash": self.eval.hash},
                                  {**self.env_tags, "storage": self.opts.storage})
@@ -376,8 +379,9 @@ class Sweep:
         try:
             for k, v in cons.items():
                 trial.set_constraint(k, v)
-            # the end of an error names its cause: keep the end
-            trial.set_user_attr("fail_reason", reason if len(reason) <= 2000 else "…" + reason[-1999:])
+            from tournament.tracking import keep_end
+
+            trial.set_user_attr("fail_reason", keep_end(reason, 2000))  # the cause is at the end
             trial.set_user_attr("feasible", False)
             if sc is not None:
                 trial.set_user_attr("serve_config", _scrubbed(sc))

@@ -1,20 +1,44 @@
 """From a candidate recipe to a servable model directory: the base model (imported, fetched or
-given) and, when the recipe trains, the build (reused by config hash, else trained)."""
+given) and, when the recipe trains, the build (reused by config hash, else trained).
+
+`ensure_built` trains in the caller's process. `build_in_subprocess` trains in a child
+(`python -m tournament.cli train`): a process that next starts a GPU server (a sweep, a bench)
+uses it, since CUDA memory that training held stays with its process and a vLLM server started
+after it finds too little free."""
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from tournament.candidates import Candidate, CandidateError
+from tournament.candidates import Candidate, CandidateError, load_candidate, with_dataset
 from tournament.files import sha256_file
-from tournament.machine import library_versions
+from tournament.machine import die_with_parent, library_versions
+from tournament.paths import REPO_ROOT
 from tournament.prompting import render_prompt
 from tournament.train.examples import read_rows
 from tournament.train.sft import TRAIN_LIBRARIES, _tmp_dir, train_sft, weights_hash
+
+if TYPE_CHECKING:
+    from tournament.tracking import Tracker
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class BuildError(RuntimeError):
+    """A build in a child process failed; the message ends with the child's last lines."""
 
 
 def resolve_base(candidate: Candidate, models_dir: Path = Path("models"),
@@ -65,16 +89,32 @@ def ensure_built(
     method none (and no checkpoint quantization): the base model directory itself.
     Otherwise `builds_dir/<id>-<hash12>/model`, reused when its `candidate.json` exists (unless
     `force`); else trained (into `<build>.tmp`, renamed on success; `resume` continues from the
-    last checkpoint there)."""
+    last checkpoint there). `mlflow_uri`: log the training there; MLflow is opened before the base
+    model is resolved, and `TrackingError` stops the build when it cannot start."""
     if not candidate.needs_build():
         return resolve_base(candidate, models_dir, log)
     build = candidate.build_dir(builds_dir, max_steps)
-    if not force and (build / "candidate.json").exists() and (build / "model" / "config.json").exists():
+    if not force and _complete(build):
         log(f"reusing {build}")
         return build / "model"
+    tracker = training_tracker(mlflow_uri) if candidate.recipe.method != "none" else None
     base_dir = resolve_base(candidate, models_dir, log)
     return build_candidate(candidate, base_dir, build, resume=resume, max_steps=max_steps, device=device,
-                           mlflow_uri=mlflow_uri, log=log)
+                           tracker=tracker, log=log)
+
+
+def _complete(build: Path) -> bool:
+    return (build / "candidate.json").exists() and (build / "model" / "config.json").exists()
+
+
+def training_tracker(mlflow_uri: str | None) -> "Tracker | None":
+    """The tracker a training build logs to (None: untracked). Raises `TrackingError` when MLflow
+    cannot open `mlflow_uri`."""
+    if not mlflow_uri:
+        return None
+    from tournament.tracking import Tracker
+
+    return Tracker(uri=mlflow_uri, experiment="train", required=True)
 
 
 def build_candidate(
@@ -86,9 +126,12 @@ def build_candidate(
     max_steps: int | None = None,
     device: str = "auto",
     mlflow_uri: str | None = None,
+    tracker: "Tracker | None" = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> Path:
     """Train (and quantize) into `<build>.tmp`, then rename it to `build`; return `build/model`."""
+    if tracker is None and candidate.recipe.method != "none":
+        tracker = training_tracker(mlflow_uri)
     build = Path(build)
     tmp = _tmp_dir(build)
     if tmp.exists() and not resume:
@@ -96,7 +139,7 @@ def build_candidate(
     tmp.mkdir(parents=True, exist_ok=True)
     if candidate.recipe.method != "none":
         train_sft(candidate, base_dir, tmp, resume=resume, max_steps=max_steps, device=device,
-                  mlflow_uri=mlflow_uri, log=log)
+                  tracker=tracker, log=log)
     else:
         _write_base_manifest(candidate, base_dir, tmp)
     if candidate.quantization.needs_checkpoint:
@@ -122,7 +165,7 @@ def _write_base_manifest(candidate: Candidate, base_dir: Path, out: Path) -> Non
     doc = {"schema": 1, "id": candidate.id, "config_hash": candidate.config_hash(),
            "candidate": candidate.model_dump(mode="json"),
            "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
-           "versions": library_versions(TRAIN_LIBRARIES), "train": None,
+           "versions": library_versions(TRAIN_LIBRARIES), "train": None, "pid": os.getpid(),
            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (out / "candidate.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -136,3 +179,116 @@ def _calibration_texts(candidate: Candidate, base_dir: Path, n: int = 256) -> li
 
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     return [render_prompt(candidate.prompt, q, tok) + a for q, a in read_rows(f)[:n]]
+
+
+# -- the build in a child process ------------------------------------------------------------------
+def build_in_subprocess(
+    candidate: Candidate | str | Path,
+    builds_dir: Path = Path("builds"),
+    *,
+    resume: bool = False,
+    force: bool = False,
+    max_steps: int | None = None,
+    device: str = "auto",
+    models_dir: Path = Path("models"),
+    mlflow_uri: str | None = None,
+    log: Callable[[str], None] = _stderr,
+) -> Path:
+    """`ensure_built`, with any training in a child process (`python -m tournament.cli train`),
+    so this process never holds CUDA memory for a build. A reused build and an untrained
+    candidate need no child. The child's output reaches `log` line by line. The child builds the
+    same config hash as `candidate.config_hash(max_steps)` (checked: `BuildError` otherwise).
+    MLflow: `mlflow_uri`; else $MLFLOW_TRACKING_URI when set; else untracked (`--no-track`)."""
+    if not isinstance(candidate, Candidate):
+        candidate = load_candidate(candidate)
+    if not candidate.needs_build():
+        return resolve_base(candidate, models_dir, log)
+    build = candidate.build_dir(builds_dir, max_steps)
+    if not force and _complete(build):
+        log(f"reusing {build}")
+        return build / "model"
+    want = candidate.config_hash(max_steps)
+    with _candidate_args(candidate, want, max_steps) as args:
+        cmd = [sys.executable, "-m", "tournament.cli", "train", *args, "--builds", str(Path(builds_dir).resolve()),
+               "--models-dir", str(Path(models_dir).resolve()), "--device", device, "--json"]
+        cmd += ["--max-steps", str(max_steps)] if max_steps is not None else []
+        cmd += ["--resume"] if resume else []
+        cmd += ["--force"] if force else []
+        if mlflow_uri:
+            cmd += ["--mlflow-uri", mlflow_uri]
+        elif not os.environ.get("MLFLOW_TRACKING_URI"):
+            cmd += ["--no-track"]
+        log(f"building {candidate.id} in a child process")
+        summary = _run_child(cmd, candidate.id, log)
+    got = Path(str(summary.get("build_dir"))).resolve()
+    if summary.get("config_hash") != want or got != build.resolve():
+        raise BuildError(f"the child built {got} (config hash {summary.get('config_hash')}), expected "
+                         f"{build.resolve()} ({want})")
+    return build / "model"
+
+
+@contextmanager
+def _candidate_args(candidate: Candidate, want: str, max_steps: int | None) -> Iterator[list[str]]:
+    """How the child gets exactly this candidate: its file; its file + --dataset (an override);
+    else a temporary YAML of it beside its file (so relative paths resolve alike)."""
+    src = candidate.source
+    if src is not None and src.exists():
+        plain = load_candidate(src)
+        if plain.id == candidate.id and plain.config_hash(max_steps) == want:
+            yield [str(src)]
+            return
+        ds = candidate.resolve_path(candidate.recipe.dataset) if candidate.recipe.dataset else None
+        if ds is not None and ds.exists() and plain.recipe.method != "none":
+            alt = with_dataset(plain, ds)
+            if alt.id == candidate.id and alt.config_hash(max_steps) == want:
+                yield [str(src), "--dataset", str(ds.resolve())]
+                return
+    import yaml
+
+    fd, name = tempfile.mkstemp(prefix=f".{candidate.id}-", suffix=".yaml", dir=src.parent if src else None)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(candidate.model_dump(mode="json"), f, allow_unicode=True)
+        yield [name]
+    finally:
+        os.unlink(name)
+
+
+def _run_child(cmd: list[str], cid: str, log: Callable[[str], None]) -> dict:
+    """Run `tournament train ... --json`; its stderr (progress) and any stray stdout go to `log`;
+    return the JSON summary (stdout's last line)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="1000")  # rich wraps at 80 columns in a pipe
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                            bufsize=1, env=env,
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+
+    def pump() -> None:
+        for line in proc.stderr:  # text mode: a progress bar's "\r" ends a line too
+            if line.strip():
+                tail.append(line.rstrip("\n"))
+                log(line.rstrip("\n"))
+
+    t = threading.Thread(target=pump, name=f"build-{cid}", daemon=True)
+    t.start()
+    last = ""
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("{"):
+                last = line
+            elif line:
+                log(line)
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: the child must not train on unseen
+            proc.kill()
+            proc.wait()
+        t.join(timeout=10)
+    if rc != 0:
+        raise BuildError(f"building {cid} failed in its child process (exit {rc}):\n" + "\n".join(tail))
+    try:
+        return json.loads(last)
+    except ValueError:
+        raise BuildError(f"building {cid}: the child printed no JSON summary") from None

@@ -35,9 +35,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
         models_dir: Path = typer.Option(Path("models"), help="Where base models are downloaded/imported."),
         mlflow_uri: Optional[str] = typer.Option(
-            None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db "
-                       "when mlflow is installed)."),
-        no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log to MLflow."),
+            None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db). "
+                       "If MLflow cannot open it, train stops before the first step (exit 2)."),
+        no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+        no_mlflow: bool = typer.Option(False, "--no-mlflow", hidden=True, help="Old name of --no-track."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Train CANDIDATE (or reuse its build) and print the servable model directory."""
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from tournament.candidates import CandidateError, load_candidate, with_dataset
+        from tournament.tracking import TrackingError
         from tournament.train.build import ensure_built
 
         console = Console(stderr=True)
@@ -60,23 +62,17 @@ def register(app: typer.Typer) -> None:
             console.print(f"[dim]dataset override: {cand.dataset_file()}"
                           f"{' (refit: eval rows included, its eval scores are not honest)' if refit else ''}[/dim]")
         uri = None
-        if not no_mlflow:
-            uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-            if uri is None:
-                try:
-                    import importlib.util
-
-                    if importlib.util.find_spec("mlflow") is not None:
-                        Path("mlruns").mkdir(exist_ok=True)
-                        uri = "sqlite:///mlruns/mlflow.db"
-                except ImportError:
-                    uri = None
+        if not (no_track or no_mlflow):
+            uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
         try:
             model_dir = ensure_built(cand, builds, resume=resume, force=force, max_steps=max_steps, device=device,
                                      models_dir=models_dir, mlflow_uri=uri,
                                      log=lambda s: console.print(f"[dim]{s}[/dim]"))
         except (CandidateError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        except TrackingError as e:
+            typer.echo(f"error: {e}, or pass --no-track", err=True)
             raise typer.Exit(2)
         manifest_path = model_dir.parent / "candidate.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}

@@ -14,8 +14,8 @@ One code path for CPU (tests, the tiny model; fp32) and GPU (bf16):
 - ``candidate.json`` records the config hash, dataset hashes, base weight hash, library versions,
   hardware, the loss curve and the wall time; the finished ``<build>.tmp`` is renamed to
   ``<build>`` (a build directory either is complete or does not exist);
-- MLflow logging when mlflow is importable and a tracking URI is given (or set in the
-  environment): params, per-step loss, ``candidate.json`` as an artifact.
+- MLflow logging through `tournament.tracking` when a `Tracker` is given (`build.py` opens it,
+  before any model is loaded): params, per-step loss and lr, ``candidate.json`` as an artifact.
 No token (HF/ModelScope) is read or logged here.
 """
 
@@ -29,12 +29,15 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tournament.candidates import Candidate
 from tournament.files import sha256_file
 from tournament.machine import hardware, library_versions, pick_device
 from tournament.train.examples import IGNORE, collate, encode_example, epoch_batches, pack, read_rows
+
+if TYPE_CHECKING:
+    from tournament.tracking import Tracker
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 # what a build manifest records
@@ -63,57 +66,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-# -- MLflow --------------------------------------------------------------------------------------
-class _MLflow:
-    """Optional MLflow logging; every call is a no-op when mlflow is absent or no URI is given."""
-
-    def __init__(self, uri: str | None, experiment: str, run_name: str, log: Callable[[str], None]):
-        self.active = False
-        self.run_id: str | None = None
-        uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
-            return
-        try:
-            import mlflow
-        except ImportError:
-            log("mlflow not installed: not logging this run")
-            return
-        self.mlflow = mlflow
-        mlflow.set_tracking_uri(uri)
-        artifacts = _artifact_location(uri)
-        exp = mlflow.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=artifacts)
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name)
-        self.run_id = run.info.run_id
-        self.active = True
-
-    def params(self, params: dict[str, Any]) -> None:
-        if self.active:
-            self.mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                                    for k, v in params.items()})
-
-    def metric(self, key: str, value: float, step: int) -> None:
-        if self.active:
-            self.mlflow.log_metric(key, value, step=step)
-
-    def artifact(self, path: Path) -> None:
-        if self.active:
-            self.mlflow.log_artifact(str(path))
-
-    def end(self, status: str = "FINISHED") -> None:
-        if self.active:
-            self.mlflow.end_run(status=status)
-            self.active = False
-
-
-def _artifact_location(uri: str) -> str | None:
-    """`sqlite:///DIR/mlflow.db` -> file URI of DIR/artifacts (the project's layout)."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        return (db.resolve().parent / "artifacts").as_uri()
-    return None
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -204,7 +156,7 @@ def train_sft(
     resume: bool = False,
     max_steps: int | None = None,
     device: str = "auto",
-    mlflow_uri: str | None = None,
+    tracker: "Tracker | None" = None,
     run_name: str | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> TrainResult:
@@ -283,7 +235,11 @@ def train_sft(
     elif ckpt_root.exists():
         shutil.rmtree(ckpt_root)
 
-    ml = _MLflow(mlflow_uri, "train", run_name or candidate.id, log)
+    from tournament.tracking import Run, environment_tags
+
+    ml = tracker.start_run(run_name or candidate.id, tags={
+        **environment_tags(), "tournament.kind": "train", "tournament.candidate": candidate.id,
+    }) if tracker is not None else Run()
     ml.params({"candidate": candidate.id, "config_hash": candidate.config_hash(max_steps),
                "base": candidate.base.describe(), "device": device,
                "dtype": str(train_dtype).removeprefix("torch."), "compute_dtype": str(compute_dtype).removeprefix("torch."),
@@ -333,8 +289,7 @@ def train_sft(
             train_log.write(json.dumps({"step": step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
                                         "elapsed": round(time.time() - t_loop, 3)}) + "\n")
             train_log.flush()
-            ml.metric("train_loss", step_loss, step)
-            ml.metric("lr", lr, step)
+            ml.metrics({"train_loss": step_loss, "lr": lr}, step)
             if step % max(1, total_steps // 20) == 0 or step == total_steps:
                 log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {lr:.2e}")
             if step % r.save_steps == 0 and step < total_steps:
@@ -385,11 +340,12 @@ def train_sft(
                       "tokens_per_s": round(n_tokens * r.epochs / train_seconds, 1) if train_seconds > 0 else None},
             "wall_seconds": round(wall, 3),
             "mlflow_run_id": ml.run_id,
+            "pid": os.getpid(),  # the process that trained (builds run in a child: build_in_subprocess)
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (out_dir / "candidate.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                                 encoding="utf-8")
-        ml.metric("train_seconds", train_seconds, step)
+        ml.metrics({"train_seconds": train_seconds}, step)
         ml.artifact(out_dir / "candidate.json")
         if candidate.dataset_file() and (candidate.dataset_file().parent / "manifest.json").exists():
             ml.artifact(candidate.dataset_file().parent / "manifest.json")

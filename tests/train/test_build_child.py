@@ -1,0 +1,113 @@
+"""Builds run in a child process (`build_in_subprocess`): the caller never trains (nor imports
+torch for it), the child's progress reaches the caller's stderr, and the child builds exactly the
+caller's config hash (a dataset override and an in-memory candidate included). `tournament train`
+stops before training when MLflow cannot start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.train.test_train import _cand
+from tournament.cli import app
+
+CALLER = textwrap.dedent("""
+    import json, os, sys
+    from tournament.candidates import load_candidate, with_dataset
+    from tournament.train.build import build_in_subprocess
+
+    c = with_dataset(load_candidate(sys.argv[1]), sys.argv[2])
+    d = build_in_subprocess(c, sys.argv[3], max_steps=2, device="cpu")
+    print(json.dumps({"pid": os.getpid(), "model_dir": str(d), "expected": str(c.build_dir(sys.argv[3], 2)),
+                      "hash": c.config_hash(2), "torch": "torch" in sys.modules}))
+""")
+
+
+def test_build_runs_in_a_child_and_streams_its_progress(tiny_model_dir, dataset, tmp_path):
+    refit = tmp_path / "refit"
+    refit.mkdir()
+    rows = dataset.read_text(encoding="utf-8").splitlines()[:10]
+    (refit / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    yml = tmp_path / "c.yaml"
+    yml.write_text(yaml.safe_dump({"id": "child", "base": {"path": str(tiny_model_dir)},
+                                   "recipe": {"method": "full", "dataset": str(dataset), "batch_size": 5,
+                                              "max_length": 96}}))
+    builds = tmp_path / "builds"
+    out = subprocess.run([sys.executable, "-c", CALLER, str(yml), str(refit), str(builds)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["model_dir"] == str(builds / res["expected"].rsplit("/", 1)[-1] / "model")
+    manifest = json.loads((builds / res["expected"].rsplit("/", 1)[-1] / "candidate.json").read_text())
+    assert manifest["config_hash"] == res["hash"]  # the dataset override reached the child
+    assert manifest["dataset"]["rows"] == 10
+    assert manifest["pid"] != res["pid"]  # trained by another process
+    assert not res["torch"]  # the caller never loaded torch (nor a CUDA context)
+    assert "building child in a child process" in out.stderr
+    assert "optimizer steps on cpu" in out.stderr and "step 2/2" in out.stderr  # the child's progress
+
+
+def test_in_memory_candidate_builds_in_a_child_and_is_reused(tiny_model_dir, dataset, tmp_path, monkeypatch):
+    import tournament.train.build as build
+
+    cand = _cand(tiny_model_dir, dataset, cid="mem")  # no YAML file: a temporary one is written
+    lines: list[str] = []
+    model_dir = build.build_in_subprocess(cand, tmp_path / "b", max_steps=1, device="cpu", log=lines.append)
+    assert model_dir == cand.build_dir(tmp_path / "b", 1) / "model" and (model_dir / "config.json").exists()
+    assert any("step 1/1" in line for line in lines)
+
+    def boom(*a, **k):
+        raise AssertionError("started a child for an existing build")
+
+    monkeypatch.setattr(build, "_run_child", boom)
+    assert build.build_in_subprocess(cand, tmp_path / "b", max_steps=1, log=lines.append) == model_dir
+    untrained = _cand(tiny_model_dir, dataset, "none", cid="base")
+    assert build.build_in_subprocess(untrained, tmp_path / "b") == tiny_model_dir
+
+
+def test_train_stops_before_training_when_mlflow_cannot_start(tiny_model_dir, dataset, tmp_path, monkeypatch):
+    import tournament.tracking as tracking
+    import tournament.train.sft as sft
+
+    def no_crypto(self, experiment):
+        raise ModuleNotFoundError("No module named 'cryptography'", name="cryptography")
+
+    def boom(*a, **k):
+        raise AssertionError("trained without MLflow")
+
+    monkeypatch.setattr(tracking.Tracker, "_init", no_crypto)
+    monkeypatch.setattr(sft, "train_sft", boom)
+    yml = tmp_path / "c.yaml"
+    yml.write_text(yaml.safe_dump({"id": "c", "base": {"path": str(tiny_model_dir)},
+                                   "recipe": {"method": "full", "dataset": str(dataset)}}))
+    builds = tmp_path / "b"
+    res = CliRunner().invoke(app, ["train", str(yml), "--builds", str(builds), "--mlflow-uri",
+                                   f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"])
+    assert res.exit_code == 2
+    msg = " ".join(res.output.split())
+    assert "MLflow could not open sqlite:///" in msg and "No module named 'cryptography' (pip install cryptography)" in msg
+    assert "or pass --no-track" in msg
+    assert not builds.exists()
+    # --no-track (and the old --no-mlflow) go on untracked
+    monkeypatch.undo()
+    for flag in ("--no-track", "--no-mlflow"):
+        res = CliRunner().invoke(app, ["train", str(yml), "--builds", str(builds), "--max-steps", "1", flag,
+                                       "--device", "cpu", "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout.strip().splitlines()[-1])["mlflow_run_id"] is None
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from tests.train.test_train import QA
+
+    p = tmp_path_factory.mktemp("ds") / "train.jsonl"
+    rows = [{"question": f"{q} ({i})", "answer": a} for i in range(4) for q, a in QA]
+    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return p
