@@ -75,5 +75,6 @@ def fit(results: list[dict[str, Any]]) -> Calibration | None:
         ratio = math.exp(statistics.mean(logs))
         n = len(logs)
         log_sd = SPEED_PRIOR_LOG_SD if n == 1 else max(statistics.stdev(logs) * math.sqrt(1 + 1 / n), 0.05)
-    return Calibration(n=max(len(speed_pts), len(acc_pts)), speed_ratio=ratio, speed_log_sd=log_sd,
+    # n counts the results with a speed; the judge model counts its accuracy points per set
+    return Calibration(n=len(speed_pts), speed_ratio=ratio, speed_log_sd=log_sd,
                        judge_model=JudgeModel.from_points(acc_pts))
