@@ -37,6 +37,10 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 EXTRAS = ("serve", "sweep", "data")
 # Same `mlflow` module without the server, UI and pandas: everything tournament calls is in it.
 SUBSTITUTE = {"mlflow": "mlflow-skinny"}
+# vLLM's own run-time needs that the shared vLLM kit leaves out: its quantization registry imports
+# compressed_tensors (pinned by vLLM 0.26.0) whenever `quantization` is set, fp8 on the fly too;
+# seen on the H200 2026-11-30: every fp8 trial failed with "No module named 'compressed_tensors'".
+VLLM_NEEDS = ("compressed-tensors==0.17.0", "loguru")
 # Extras' packages not shipped, and why.
 LEAVE_OUT = {"psycopg2-binary": "PostgreSQL workers only; the GPU machine keeps Optuna and MLflow in sqlite files"}
 # What the GPU machine has already (with its torch 2.11.0+cu130): never shipped; pinned to the
@@ -134,6 +138,7 @@ def cmd_requirements(a) -> None:
     reqs = list(project["dependencies"])
     for extra in EXTRAS:
         reqs += project["optional-dependencies"][extra]
+    reqs += list(VLLM_NEEDS)
     lines, seen = [], set()
     for r in reqs:
         name = canon(re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", r).group(0))

@@ -126,3 +126,17 @@ def test_pick_never_takes_a_repeat():
     rep = _row(2, 0.6, 99999)
     rep["duplicate_of"] = 0
     assert auto_pick([_row(0, 0.6, 5000), rep], 0.35)[0] == 0
+
+
+def test_fallback_without_a_clear_trial_weighs_speed_noise_among_accuracy_ties():
+    """Nothing clears the pass mark with margin: of the trials whose predicted accuracy ties the
+    best (within 0.005), a steady fast one wins over a noisy one (the H200 study's trials 21, 5)."""
+    from tournament.study.winner import auto_pick
+
+    noisy = _row(21, 0.3994, 13743, spread=0.23, sd=0.043)
+    steady = _row(5, 0.3993, 18920, spread=0.01, sd=0.061)
+    lower = _row(9, 0.389, 19500, spread=0.02, sd=0.06)
+    n, rule = auto_pick([noisy, steady, lower], 0.35)
+    assert n == 5 and "most accurate feasible" in rule
+    n, _ = auto_pick([noisy, lower], 0.35)  # 0.01 apart: not a tie, the more accurate wins
+    assert n == 21

@@ -16,7 +16,7 @@ from tournament.cli import app
 runner = CliRunner()
 
 
-def _files(tmp_path, model, qa, refit=True, study="two"):
+def _files(tmp_path, model, qa, refit=True, study="two", **over):
     honest = tmp_path / "honest.jsonl"  # without the eval questions (the first four)
     honest.write_text("".join(json.dumps({"question": f"{q} ({i})", "answer": a}, ensure_ascii=False) + "\n"
                               for i in range(4) for q, a in TINY_QA[4:]), encoding="utf-8")
@@ -35,7 +35,7 @@ def _files(tmp_path, model, qa, refit=True, study="two"):
         "judge": {"track": "basic", "pass_mark": 0.0, "health_timeout": 120},
         "refit": {"enabled": refit, "dataset": str(every), "split": None},
         "space": {"engine": {"engine": "transformers", "device": "cpu", "batch_size": 4},
-                  "decode": {"max_tokens": [6, 10]}, "mode": "batch"},
+                  "decode": {"max_tokens": [6, 10]}, "mode": "batch"}, **over,
     }, allow_unicode=True), encoding="utf-8")
     return sweep
 
@@ -47,9 +47,12 @@ def test_refit_and_honest_builds_are_measured_and_the_refit_ships(tmp_path, tiny
     from tournament.study.judge_model import prior_weight
 
     monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
-    cfg = _files(tmp_path, tiny_model_dir, tiny_qa_file)
+    cfg = _files(tmp_path, tiny_model_dir, tiny_qa_file, build_workers=2)
     r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--json", "--no-mlflow"])
     assert r.exit_code == 0, r.output
+    # both builds were made before the first trial, side by side, each line named by its build
+    assert "builds ready in" in r.output and "[tiny-sft/refit]" in r.output and "[tiny-sft/honest]" in r.output
+    assert len(list((tmp_path / "builds").glob("tiny-sft-*/candidate.json"))) == 2
     st = optuna.load_study(study_name="two", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
     done = [t for t in st.get_trials() if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
     assert done, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in st.get_trials()]

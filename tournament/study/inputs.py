@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.study.config import EMBEDDED_PREFIX, InlineCandidate, SweepConfig
@@ -31,16 +31,19 @@ class Build:
     candidate_obj: Any = None  # tournament.candidates.Candidate to build; None: a given model
     model_path: str | None = None
     _dir: Path | None = None
+    _error: str | None = None  # a build that failed once is not trained again in this sweep
 
-    def model_dir(self) -> Path:
+    def model_dir(self, log: Callable[[str], None] = _progress) -> Path:
         """Where the weights are now (building/fetching them when needed)."""
         if self._dir is not None:
             return self._dir
+        if self._error is not None:
+            raise RuntimeError(f"build failed before: {self._error}")
         if self.candidate_obj is not None:
             # training runs in a child process: CUDA memory it held would starve the vLLM server next
             from tournament.train.build import build_in_subprocess
 
-            self._dir = Path(build_in_subprocess(self.candidate_obj, log=_progress))
+            self._dir = Path(build_in_subprocess(self.candidate_obj, log=log))
         elif self.model_path and self.model_path.startswith(EMBEDDED_PREFIX):
             from tournament.models.embedded import ensure_gemma
 
@@ -78,6 +81,31 @@ class ResolvedCandidate:
     @property
     def config_hash(self) -> str:
         return self.ship.config_hash
+
+
+def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Callable[[str], None] = _progress) -> dict[str, str]:
+    """Build every trained build before the first trial, `workers` child processes at a time (on
+    a GPU, small models train side by side faster than one after another). The first build runs
+    alone: it may import the shared base model. Returns {build: error} for builds that failed;
+    their trials fail with that reason, without training again; the others go on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [(c.id, b) for c in candidates.values() for b in c.builds.values() if b.candidate_obj is not None]
+    failed: dict[str, str] = {}
+
+    def one(item):
+        cid, b = item
+        name = f"{cid}/{b.role}"
+        try:
+            b.model_dir(log=lambda line: echo(f"[{name}] {line}"))
+        except Exception as e:  # the trial that needs it reports it; the other builds go on
+            failed[name] = b._error = f"{type(e).__name__}: {e}"
+
+    if todo:
+        one(todo[0])
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(one, todo[1:]))
+    return failed
 
 
 def _refit_dataset(cfg: SweepConfig) -> Path:

@@ -6,10 +6,12 @@ servers through ``POST /admin/config``, so decode-only trials start nothing. A n
 old servers first (their port and GPU memory are freed).
 
 Two vLLM servers share one GPU: each is started with half the trial's ``gpu_memory_utilization``
-(vLLM checks at start-up that the fraction it asks for is free). Both start at once by default
-(``start_builds_together``); with it off, the shipped build starts first and alone, so its time to
-healthy is measured as the judge would see it, at the price of a second cold start's wall time.
-winner.json keeps the trial's full fraction: the
+(vLLM checks at start-up that the fraction it asks for is free). The shipped build starts first
+and alone, so its time to healthy is measured as the judge would see it; the honest build starts
+once it is healthy. ``start_builds_together`` starts both at once (half the wall time), which is
+safe for the transformers engine but not for vLLM 0.26: an engine profiles its memory while the
+other allocates and counts that against itself (seen on an H200: "Available KV cache memory:
+-0.14 GiB", the LoRA group failed while its twin got 32 GiB). winner.json keeps the trial's full fraction: the
 judge runs one server. Only the shipped server's predict calls are timed for speed, and the
 honest server sits idle meanwhile.
 """
@@ -77,9 +79,8 @@ class GroupServers:
         roles = [r for r in ("ship", "unseen") if r in configs]
         procs: dict[str, Any] = {}
         try:
-            # Started together: a group's two cold starts overlap (~half the wall time on a GPU).
-            # The shipped server's time to healthy then includes the honest one's start beside it,
-            # a number no better than the judge will see (it starts one server, alone).
+            # Together: the two cold starts overlap; the shipped server's time to healthy then
+            # includes the honest one's start beside it (no better than what the judge sees).
             for role in roles if self.together else roles[:1]:
                 procs[role] = self._start(key, role, configs[role])
             for role in roles:

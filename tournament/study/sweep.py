@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.study.config import SweepConfig
-from tournament.study.inputs import load_eval, resolve_candidates
+from tournament.study.inputs import load_eval, prebuild, resolve_candidates
 from tournament.study.judge_model import JudgeModel
 from tournament.study.measure import measure
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
@@ -187,6 +187,11 @@ class Sweep:
         if recovered:
             self.echo(f"trials {recovered} were left RUNNING by a dead worker: marked FAIL and queued again")
         self.env_tags = environment_tags()
+        if self.cfg.build_workers:
+            t0 = time.monotonic()
+            failed = prebuild(self.candidates, self.cfg.build_workers, self.echo)
+            self.echo(f"builds ready in {time.monotonic() - t0:.0f} s ({self.cfg.build_workers} at a time)"
+                      + (f"; failed: {failed}" if failed else ""))
         self.tracker.start_study(self.opts.study, {"sweep": json.loads(self.cfg.model_dump_json()),
                                                    "eval_hash": self.eval.hash},
                                  {**self.env_tags, "storage": self.opts.storage})
@@ -290,9 +295,11 @@ class Sweep:
                 metrics["cached_speed"] = 1.0
                 trial.set_user_attr("cache", "answers+speed")
             else:
+                t_build = time.monotonic()  # builds are not trial overhead: timed apart
                 configs = {"ship": serve_config(plan, self.cfg, rc, str(rc.ship.model_dir().resolve()))}
                 if rc.unseen is not None:
                     configs["unseen"] = serve_config(plan, self.cfg, rc, str(rc.unseen.model_dir().resolve()))
+                build_s = time.monotonic() - t_build
                 sc = configs["ship"]
                 t_srv = time.monotonic()
                 started = self.servers.ensure(plan.group_key, configs)
@@ -313,7 +320,8 @@ class Sweep:
                 else:
                     self.cache.put(cache_key, sc, metrics, measurement)
                 start_cost = (t_after_start - t_srv) if started else 0.0
-                elapsed = time.monotonic() - t_ask - start_cost
+                metrics["build_seconds"], metrics["start_seconds"] = build_s, start_cost
+                elapsed = time.monotonic() - t_ask - start_cost - build_s
                 metrics["overhead_seconds"] = max(0.0, elapsed - metrics["predict_seconds_total"])
                 metrics["overhead_ratio"] = metrics["overhead_seconds"] / max(metrics["predict_seconds_total"], 1e-9)
                 self.overhead.append({"trial": trial.number, "decode_only": not started,
