@@ -246,3 +246,26 @@ def test_submitting_the_same_winner_twice_warns(tmp_path, runs_dir):
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "already submitted as submission 1" in again.output
     assert L.used(L.load(led)) == 2
+
+
+def test_a_submission_keeps_seen_and_unseen_per_set_and_the_judge_model_learns_from_them(tmp_path):
+    from tournament.serving.config import ServeConfig
+    from tournament.study.judge_model import prior_weight
+    from tournament.study.winner import write_winner
+
+    metrics = {"accuracy": 0.33, "chars_per_s": 1000.0, "seen_accuracy": 0.8, "unseen_accuracy": 0.2,
+               "seen_accuracy_basic": 0.8, "unseen_accuracy_basic": 0.2, "seen_accuracy_bonus": 0.7,
+               "unseen_accuracy_bonus": 0.1}
+    w = write_winner({"schema": 1, "serve": ServeConfig().model_dump(), "candidate": {"id": "c", "build": "refit"},
+                      "provenance": {"study": "s", "trial": 1, "metrics": metrics, "judge": {"track": "basic"}}},
+                     tmp_path / "winner.json")
+    led = tmp_path / "ledger.json"
+    e = L.submit(led, w, git_commit="a", track=False)
+    assert e["local"]["build"] == "refit"
+    assert e["local"]["sets"]["bonus"]["seen_accuracy"] == 0.7 and e["local"]["sets"]["basic"]["unseen_accuracy"] == 0.2
+    L.add_result(led, 1, accuracy=0.30, speed=None, judge_set="bonus", track=False)  # accuracy only
+    cal = L.calibration(L.load(led))
+    bonus = cal.judge_model.sets["bonus"]
+    blend = prior_weight("bonus") * 0.7 + (1 - prior_weight("bonus")) * 0.1
+    assert bonus.n == 1 and bonus.kind == "offset" and bonus.offset == pytest.approx(0.30 - blend)
+    assert cal.speed_ratio is None  # no speed result: no speed prediction, the accuracy is calibrated anyway

@@ -16,7 +16,9 @@ eval:
   split: data/splits/pmpp-docx.yaml       # optional: built when `path` does not exist yet
   set: basic                              # optional: basic | plus (bonus)
   limit: 16                               # optional: first N questions after the filter
-judge: {track: basic}           # question count 292 (bonus: 358), limits 180 s / 360 s, pass 0.35
+judge: {track: basic, sets: [basic, bonus]}  # 292 q (bonus: 358), 180 s / 360 s, pass 0.35; sets measured
+refit: {dataset: data/build/pmpp-refit, split: data/splits/pmpp-refit.yaml}  # the build you submit
+build_workers: 3                # train the builds 3 at a time before the first trial (0: on demand)
 space:
   candidate: [gemma-base]       # default: every candidate
   prompt:                       # named prompt variants, merged over the candidate's prompt
