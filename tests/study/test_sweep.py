@@ -242,3 +242,22 @@ def test_secrets_are_scrubbed(monkeypatch):
     # settings that count tokens are not secrets: a serve config keeps them
     settings = {"decode": {"max_tokens": 8, "stop_token_ids": [1]}, "engine": {"max_num_batched_tokens": 4}}
     assert scrub(settings) == settings
+
+
+def test_a_secret_in_a_prompt_never_reaches_the_studys_records(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir,
+                                                                monkeypatch):
+    """A token's value placed in a prompt prefix is masked in optuna.db, the answer cache, the
+    trial files and the sweep's output, as it is in MLflow."""
+    secret = "hf_" + "Zq7" * 10
+    monkeypatch.setenv("HF_TOKEN", secret)
+    cfg = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file, trials=1, enqueue=[],
+                     candidates=[{"id": "tiny", "model_path": str(tiny_model_dir), "prompt": {"prefix": f"key {secret} "},
+                                  "engine": {"engine": "transformers", "device": "cpu", "batch_size": 8}}],
+                     space={"decode": {"max_tokens": 4}, "mode": "batch"})
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--no-track"])
+    assert r.exit_code == 0, r.output
+    assert secret not in r.output
+    written = [p for p in runs_dir.rglob("*") if p.is_file() and p.suffix in (".db", ".json", ".jsonl", ".db-wal")]
+    assert any(p.parent.name == "cache" for p in written)  # the cache was written, and checked below
+    for p in written:
+        assert secret.encode() not in p.read_bytes(), p

@@ -149,7 +149,7 @@ class Sweep:
         attrs = study.user_attrs
         if "sweep_config" not in attrs:
             study.set_metric_names(OBJECTIVES)
-            study.set_user_attr("sweep_config", json.loads(self.cfg.model_dump_json()))
+            study.set_user_attr("sweep_config", _scrubbed(json.loads(self.cfg.model_dump_json())))
             study.set_user_attr("fingerprint", self.cfg.fingerprint())
             study.set_user_attr("judge", self.cfg.judge.model_dump())
             study.set_user_attr("judge_model", self.judge_model.to_dict())
