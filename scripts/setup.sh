@@ -22,8 +22,14 @@ stage() {  # stage LABEL COMMAND...
 
 [ -d .venv ] || "$PY" -m venv .venv
 . .venv/bin/activate
-install_torch() { python -m pip install -q --upgrade pip && python -m pip install -q "torch==$TORCH"; }
-stage "setup 1/2: torch $TORCH (CPU build)" install_torch
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu on a machine where PyPI's torch is the CUDA
+# build (plain Linux): the CPU wheel is ~200 MB instead of several GB. Where a CPU torch is already
+# offered (these project machines, macOS), the plain pin takes it.
+install_torch() {
+  python -m pip install -q --upgrade pip &&
+    python -m pip install -q "torch==$TORCH" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+}
+stage "setup 1/2: torch $TORCH${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}" install_torch
 stage "setup 2/2: tournament and its extras (serve, hf, train, sweep, data, test)" \
   python -m pip install -q -e '.[serve,hf,train,sweep,data,test]'
 python -c 'import torch, transformers, fastapi, optuna, mlflow; print("ready: torch", torch.__version__, "transformers", transformers.__version__)'

@@ -269,3 +269,18 @@ def test_a_submission_keeps_seen_and_unseen_per_set_and_the_judge_model_learns_f
     blend = prior_weight("bonus") * 0.7 + (1 - prior_weight("bonus")) * 0.1
     assert bonus.n == 1 and bonus.kind == "offset" and bonus.offset == pytest.approx(0.30 - blend)
     assert cal.speed_ratio is None  # no speed result: no speed prediction, the accuracy is calibrated anyway
+
+
+def test_atomic_writes_are_readable_by_others(tmp_path):
+    """mkstemp makes a private file; winner.json goes into an image build and must not stay 0600."""
+    import os
+    import stat
+
+    from tournament.files import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        p = write_text_atomic(tmp_path / "winner.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644

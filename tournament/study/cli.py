@@ -170,15 +170,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write winner.json (atomically) from a trial of a study.
 
-        --auto, the rule: among finished feasible trials whose predicted judge accuracy - 2 sd (the
-        calibrated prediction once judge results exist) clears the pass mark + --margin, take the
-        fastest by noise-aware speed, median - 1.4826 MAD of its speed repeats. A trial whose
-        relative speed spread (1.4826 MAD / median) is above 10% is passed over unless no other
-        trial qualifies. Trials within 1% of the fastest count as tied: the one with the fewest
-        non-default engine and decode settings wins. If none clears the pass mark, the most
-        accurate feasible trial; if none is feasible, the most accurate finished one. Repeated
-        configurations are never picked twice. The winner must serve the refit (or base) build:
-        an honest build of a trained recipe is refused unless --allow-honest."""
+        --auto picks by this rule (docs/tournament.md has the why):
+
+        1. Finished feasible trials whose predicted judge accuracy - 2 sd clears
+        the pass mark + --margin (the calibrated prediction once judge results exist).
+
+        2. Of those, the fastest by noise-aware speed: median - 1.4826 MAD of the
+        speed repeats; a relative spread above 10% is passed over if another will do.
+
+        3. Trials within 1% of the fastest tie: the fewest non-default settings wins.
+
+        4. If none clears the pass mark: the most accurate feasible trial (ties within
+        0.005 go to the steadier, faster one); if none is feasible, the most accurate.
+
+        Repeats are never picked. An honest build of a trained recipe is refused
+        unless --allow-honest: the build you submit is its refit."""
         from tournament.study import ledger as L
         from tournament.study.board import board_data, load_study
         from tournament.study.winner import auto_pick, build_winner, write_winner

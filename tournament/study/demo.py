@@ -80,7 +80,7 @@ def next_commands(runs: Path, study: str, winner: Path) -> str:
     return "\n".join([
         "next:",
         f"  tournament board {where}          # the leaderboard again",
-        f"  tournament pick --auto {where}    # ./winner.json for the image",
+        f"  tournament pick --auto {where}    # ./winner.json (an image needs a published model: docs/submitting.md)",
         f"  tournament serve --winner {winner}   # serve the demo's winner on this machine",
         f"  tournament ui --runs-dir {runs}   # MLflow UI",
     ])

@@ -100,9 +100,11 @@ def auto_pick(rows: list[dict[str, Any]], pass_mark: float, margin: float = DEFA
         tied = [r for r in feasible if _accuracy(r)[0] >= top - ACCURACY_TIE]
         steady = [r for r in tied if (r.get("chars_per_s_rel_spread") or 0.0) <= MAX_REL_SPREAD] or tied
         best = max(steady, key=speed_score)
-        return best["trial"], (f"auto: no trial clears the pass mark with margin; the most accurate feasible trial "
-                               f"(of {len(tied)} within {ACCURACY_TIE} of the best, the fastest by median - "
-                               f"1.4826 MAD with a steady speed)")
+        rule = "auto: no trial clears the pass mark with margin; the most accurate feasible trial"
+        if len(tied) > 1:
+            rule += (f" (of {len(tied)} within {ACCURACY_TIE} of the best, the fastest by median - 1.4826 MAD "
+                     "with a steady speed)")
+        return best["trial"], rule
     best = max(done, key=lambda r: (_accuracy(r)[0], speed_score(r)))
     return best["trial"], "auto: no feasible trial; most accurate finished trial (check the board!)"
 
