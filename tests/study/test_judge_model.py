@@ -140,3 +140,10 @@ def test_fallback_without_a_clear_trial_weighs_speed_noise_among_accuracy_ties()
     assert n == 5 and "most accurate feasible" in rule
     n, _ = auto_pick([noisy, lower], 0.35)  # 0.01 apart: not a tie, the more accurate wins
     assert n == 21
+
+
+def test_one_build_adds_its_errors_up():
+    # a base model's seen and unseen are one run: the blend's noise is that run's, not less
+    m = prior("basic")
+    assert m.predict(0.4, 0.4, 0.05, 0.05, one_run=True)[1] == pytest.approx(0.05)
+    assert m.predict(0.4, 0.4, 0.05, 0.05)[1] < 0.05  # two independent runs average out

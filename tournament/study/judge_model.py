@@ -72,11 +72,14 @@ class SetModel:
     def blend(self, seen: float, unseen: float) -> float:
         return self.w * seen + (1 - self.w) * unseen
 
-    def predict(self, seen: float, unseen: float, seen_se: float = 0.0, unseen_se: float = 0.0) -> tuple[float, float]:
-        """(predicted judge accuracy, its sd)."""
+    def predict(self, seen: float, unseen: float, seen_se: float = 0.0, unseen_se: float = 0.0,
+                one_run: bool = False) -> tuple[float, float]:
+        """(predicted judge accuracy, its sd). `one_run`: seen and unseen are the same measurement
+        (a single build), so their errors add up instead of averaging out."""
         mean = self.offset + self.scale * self.blend(seen, unseen)
-        prior_sd = math.sqrt((self.w * seen_se) ** 2 + ((1 - self.w) * unseen_se) ** 2
-                             + (self.w_sd * (seen - unseen)) ** 2)
+        noise = ((self.w * seen_se + (1 - self.w) * unseen_se) ** 2 if one_run
+                 else (self.w * seen_se) ** 2 + ((1 - self.w) * unseen_se) ** 2)
+        prior_sd = math.sqrt(noise + (self.w_sd * (seen - unseen)) ** 2)
         if self.kind in ("fit-w", "fit-full"):
             sd = self.sd or SD_FLOOR  # the residuals already hold measurement noise and w's error
         elif self.sd is not None:
@@ -178,8 +181,8 @@ class JudgeModel:
         return cls(sets)
 
     def predict(self, set_name: str, seen: float, unseen: float, seen_se: float = 0.0,
-                unseen_se: float = 0.0) -> tuple[float, float]:
-        return self.sets[judge_set(set_name, "basic")].predict(seen, unseen, seen_se, unseen_se)
+                unseen_se: float = 0.0, one_run: bool = False) -> tuple[float, float]:
+        return self.sets[judge_set(set_name, "basic")].predict(seen, unseen, seen_se, unseen_se, one_run)
 
     @property
     def calibrated(self) -> bool:

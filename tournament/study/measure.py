@@ -94,7 +94,7 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
         predict_total += sum(r.predict_seconds for r in reports) + (unseen_rep.predict_seconds if unseen_rep else 0.0)
         seen, seen_se = _accuracy(reports[0])
         unseen, unseen_se = _accuracy(unseen_rep) if unseen_rep else (seen, seen_se)
-        pred, pred_sd = judge_model.predict(s, seen, unseen, seen_se, unseen_se)
+        pred, pred_sd = judge_model.predict(s, seen, unseen, seen_se, unseen_se, one_run=unseen_rep is None)
         m.update({f"seen_accuracy_{s}": seen, f"seen_accuracy_stderr_{s}": seen_se,
                   f"unseen_accuracy_{s}": unseen, f"unseen_accuracy_stderr_{s}": unseen_se,
                   f"predicted_accuracy_{s}": pred, f"predicted_accuracy_sd_{s}": pred_sd,

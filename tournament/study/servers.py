@@ -94,7 +94,7 @@ class GroupServers:
                 if proc.proc is not None:
                     self.pidfile.remove(proc.proc.pid)
                 proc.stop()
-            self.servers = {}
+            self.servers, self.key = {}, None
             if not isinstance(e, KeyboardInterrupt):
                 self.bad_groups[key] = self.reason(e)
             raise

@@ -45,7 +45,7 @@ from tournament.files import json_hash
 from tournament.study.config import SweepConfig
 from tournament.study.inputs import load_eval, prebuild, resolve_candidates
 from tournament.study.judge_model import JudgeModel
-from tournament.study.measure import measure
+from tournament.study.measure import Measurement, measure
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.servers import GroupServers
 from tournament.study.space import (
@@ -293,6 +293,9 @@ class Sweep:
                 metrics = dict(cached["metrics"])
                 health_s = metrics.get("health_seconds")
                 metrics["cached_speed"] = 1.0
+                measurement = Measurement(metrics, cached.get("questions", []), cached.get("references", []),
+                                          cached.get("answers", []), cached.get("scores", []),
+                                          cached.get("unseen_answers", []), cached.get("unseen_scores", []))
                 trial.set_user_attr("cache", "answers+speed")
             else:
                 t_build = time.monotonic()  # builds are not trial overhead: timed apart
