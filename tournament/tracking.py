@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "tournament"
 # TOKEN(?!S): `max_tokens` / `tokens` are counts, not secrets (they were dropped from params)
 SECRET_NAME = re.compile(r"TOKEN(?!S)|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+HASH_KEYS = {"group_key", "cache_key"}
 SECRET_KEY = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)  # config keys
 TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|ms-[A-Za-z0-9-]{20,}|sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b")
 URL_PASSWORD = re.compile(r"(://[^/:@\s]+):[^@/\s]+@")
@@ -96,8 +97,10 @@ def scrub_text(text: str, env: dict[str, str] | None = None) -> str:
 
 def secret_key(key: Any) -> bool:
     """A key that names a secret (HF_TOKEN, api_key, password), not a setting that counts tokens
-    (max_tokens, stop_token_ids): its last dotted part ends in a secret word."""
-    return bool(SECRET_KEY.search(str(key).rsplit(".", 1)[-1]))
+    (max_tokens, stop_token_ids): its last dotted part ends in a secret word. The sweep's own hash
+    keys (group_key, cache_key) name content hashes, not credentials."""
+    last = str(key).rsplit(".", 1)[-1]
+    return last.lower() not in HASH_KEYS and bool(SECRET_KEY.search(last))
 
 
 def scrub(obj: Any, env: dict[str, str] | None = None) -> Any:

@@ -240,7 +240,8 @@ def test_secrets_are_scrubbed(monkeypatch):
     assert "abcdef123456secret" not in json.dumps(out) and ":pw@" not in out["url"]
     assert scrub_text("token hf_" + "a" * 30) == "token ***"
     # settings that count tokens are not secrets: a serve config keeps them
-    settings = {"decode": {"max_tokens": 8, "stop_token_ids": [1]}, "engine": {"max_num_batched_tokens": 4}}
+    settings = {"decode": {"max_tokens": 8, "stop_token_ids": [1]}, "engine": {"max_num_batched_tokens": 4},
+                "group_key": "ab12", "cache_key": "cd34"}  # the sweep's content hashes are tags worth keeping
     assert scrub(settings) == settings
 
 
