@@ -108,18 +108,22 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Cal
     return failed
 
 
-def _refit_dataset(cfg: SweepConfig) -> Path:
-    """The refit data build, built from its split definition when missing."""
-    path = cfg.resolve_path(cfg.refit.dataset)
-    if not path.exists() and cfg.refit.split:
+def ensure_data_build(path: Path, split: str | None, cfg: SweepConfig, what: str, hint: str) -> Path:
+    """`path` (a file of a data build), built from the split definition `split` when missing."""
+    if not path.exists() and split:
         from tournament.data.split import build_split_from_spec
 
-        log.info("refit dataset %s missing: building split %s", path, cfg.refit.split)
-        _progress(f"building the refit dataset {path} ({cfg.refit.split})")
-        build_split_from_spec(cfg.resolve_path(cfg.refit.split))
+        log.info("%s %s missing: building split %s", what, path, split)
+        _progress(f"building the {what} {path} ({split})")
+        build_split_from_spec(cfg.resolve_path(split))
     if not path.exists():
-        raise FileNotFoundError(f"refit dataset {path} not found (set refit.split, or refit.enabled: false)")
+        raise FileNotFoundError(f"{what} {path} not found" + ("" if split else f" ({hint})"))
     return path
+
+
+def _refit_dataset(cfg: SweepConfig) -> Path:
+    return ensure_data_build(cfg.resolve_path(cfg.refit.dataset), cfg.refit.split, cfg, "refit dataset",
+                             "set refit.split, or refit.enabled: false")
 
 
 def _yaml_candidate(cfg: SweepConfig, entry: str) -> ResolvedCandidate:
@@ -187,14 +191,7 @@ def load_eval(cfg: SweepConfig) -> EvalSet:
     from tournament.data.ingest import load_qa_rows
 
     spec = cfg.eval
-    path = cfg.resolve_path(spec.path)
-    if not path.exists() and spec.split:
-        from tournament.data.split import build_split_from_spec
-
-        log.info("eval file %s missing: building split %s", path, spec.split)
-        build_split_from_spec(cfg.resolve_path(spec.split))
-    if not path.exists():
-        raise FileNotFoundError(f"eval file {path} not found" + ("" if spec.split else " (give eval.split to build it)"))
+    path = ensure_data_build(cfg.resolve_path(spec.path), spec.split, cfg, "eval file", "give eval.split to build it")
     try:
         rows = load_qa_rows(path, set_name=spec.set, offset=spec.offset, limit=spec.limit)
     except ValueError:

@@ -125,13 +125,11 @@ def build_candidate(
     resume: bool = False,
     max_steps: int | None = None,
     device: str = "auto",
-    mlflow_uri: str | None = None,
     tracker: "Tracker | None" = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> Path:
-    """Train (and quantize) into `<build>.tmp`, then rename it to `build`; return `build/model`."""
-    if tracker is None and candidate.recipe.method != "none":
-        tracker = training_tracker(mlflow_uri)
+    """Train (and quantize) into `<build>.tmp`, then rename it to `build`; return `build/model`.
+    `tracker`: where the training run logs (`training_tracker`); None: untracked."""
     build = Path(build)
     tmp = _tmp_dir(build)
     if tmp.exists() and not resume:
