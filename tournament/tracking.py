@@ -361,10 +361,15 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i:i + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        self.log_metric_points(run_id, [(metrics, step)])
+
+    def log_metric_points(self, run_id: str, points: list[tuple[dict[str, float], int]]) -> None:
+        """Metrics at their steps, in batches of 1000 (missing and NaN values are skipped)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None and v == v]
+        items = [Metric(k, float(v), now, int(step)) for m, step in points for k, v in m.items()
+                 if v is not None and v == v]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
@@ -422,17 +427,7 @@ class Run:
         if not self.active or not self._buf:
             return
         buf, self._buf, self._n, self._last = self._buf, [], 0, time.monotonic()
-
-        def _write() -> None:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            items = [Metric(k, float(v), now, step) for m, step in buf for k, v in m.items()
-                     if v is not None and v == v]
-            for i in range(0, len(items), 1000):
-                self.tracker.client.log_batch(self.run_id, metrics=items[i:i + 1000])
-
-        self.tracker._safe(_write)
+        self.tracker._safe(self.tracker.log_metric_points, self.run_id, buf)
 
     def artifact(self, path: Path) -> None:
         if self.active:
