@@ -31,6 +31,8 @@ def hardware(device: str) -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {"device": device, "cpu_count": os.cpu_count(), "machine": platform.machine()}
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # which GPU of a multi-GPU box (sweep --gpus)
+        info["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     if device.startswith("cuda") and torch.cuda.is_available():
         idx = torch.device(device).index or 0
         info.update(gpu=torch.cuda.get_device_name(idx), cuda=torch.version.cuda,

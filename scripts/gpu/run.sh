@@ -5,6 +5,8 @@
 #   bench    P1 / P4 / P5 and the serving-settings table
 #   sweep    the tournament on vLLM, board, pick, the winner served from winner.json and judged
 #   heldout  every trained candidate judged on the held-out basic and bonus questions
+#   compare  one sweep worker on GPU 0 (trials per minute, against the --gpus run) beside the
+#            cold-start table (scripts/gpu/cold_start.sh) of the picked winner on GPU 1
 #   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
 #   collect  copy the chain's results (proof.tgz) into this call's $OUT
 # Inputs sit in /tmp/stage: the folders scripts/gpu/kit.sh builds, copied there by scripts/gpu/stage.sh
@@ -93,8 +95,9 @@ chain)
   "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }
   cp "$W"/gpu.txt "$W"/versions.txt "$W"/data_build.txt "$W"/train.txt "$OUT/" 2>/dev/null
   for step in ${CHAIN_STEPS:-sweep}; do "$0" "$step"; done
-  tar -czf "$W/proof.tgz" -C "$W" out prepare.log vllm.log mlruns/optuna.db mlruns/mlflow.db \
-    $(cd "$W" && ls -d mlruns/studies/*/trials 2>/dev/null) 2>/dev/null
+  tar -czf "$W/proof.tgz" -C "$W" out prepare.log vllm.log \
+    $(cd "$W" && ls mlruns*/optuna.* mlruns*/mlflow.db 2>/dev/null) \
+    $(cd "$W" && ls -d mlruns*/studies/*/trials 2>/dev/null) 2>/dev/null
   echo done > "$W/chain.done"
   ;;
 collect)
@@ -114,6 +117,25 @@ heldout)
 sweep)
   wait_for prepare 900 || exit 1
   RUNS=$W/mlruns bash scripts/gpu/sweep.sh 2>&1 | tee "$OUT/sweep.log"
+  ;;
+compare)
+  # Needs two GPUs and the sweep phase's winner.json. GPU 0: the same sweep file with one worker,
+  # its own runs folder (no answer cache to reuse) and compile cache, the builds reused; GPU 1:
+  # the cold-start table of the winner. Both at once (32 cores: the CPU is not the bottleneck).
+  wait_for prepare 900 || exit 1
+  (
+    export CUDA_VISIBLE_DEVICES=0 VLLM_CACHE_ROOT=$W/vcache-one
+    t0=$SECONDS
+    $T sweep --config "${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}" --trials "${COMPARE_TRIALS:-12}" \
+      --study one-worker --runs-dir "$W/mlruns-one" --json > "$OUT/one-worker.json" 2> "$OUT/one-worker.err"
+    echo "one worker: exit $? after $((SECONDS - t0)) s"; tail -3 "$OUT/one-worker.err"
+  ) &
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    COLD_CONFIG=${COLD_CONFIG:-$W/winner.json} bash scripts/gpu/cold_start.sh > "$OUT/cold.log" 2>&1
+    echo "cold start: exit $?"; tail -12 "$OUT/cold.log"
+  ) &
+  wait
   ;;
 *)
   echo "unknown phase $PHASE" >&2

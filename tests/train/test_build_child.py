@@ -93,7 +93,7 @@ def test_train_stops_before_training_when_mlflow_cannot_start(tiny_model_dir, da
     msg = " ".join(res.output.split())
     assert "MLflow could not open sqlite:///" in msg and "No module named 'cryptography' (pip install cryptography)" in msg
     assert "or pass --no-track" in msg
-    assert not builds.exists()
+    assert [p.name for p in builds.glob("*") if p.suffix != ".lock"] == []  # nothing built (a lock file may be)
     # --no-track (and the old --no-mlflow) go on untracked
     monkeypatch.undo()
     for flag in ("--no-track", "--no-mlflow"):
@@ -111,3 +111,65 @@ def dataset(tmp_path_factory):
     rows = [{"question": f"{q} ({i})", "answer": a} for i in range(4) for q, a in QA]
     p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return p
+
+
+def test_two_callers_of_one_build_train_it_once(tiny_model_dir, dataset, tmp_path):
+    """Two sweep workers that want the same build at once: one trains it in its child (which
+    builds under its parent's lock, no deadlock), the other waits on the lock and reuses it."""
+    import threading
+
+    import tournament.train.build as build
+
+    cand = _cand(tiny_model_dir, dataset, cid="shared")
+    logs: list[list[str]] = [[], []]
+    got: list = [None, None]
+
+    def worker(i: int) -> None:
+        got[i] = build.build_in_subprocess(cand, tmp_path / "b", max_steps=1, device="cpu", log=logs[i].append)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), logs
+    assert got[0] == got[1] == cand.build_dir(tmp_path / "b", 1) / "model"
+    trained = [i for i in (0, 1) if any("in a child process" in line for line in logs[i])]
+    assert len(trained) == 1, logs  # one child trained; the other caller found the build complete
+    other = logs[1 - trained[0]]
+    assert any(line.startswith("reusing ") for line in other), other
+    assert (tmp_path / "b" / f"{cand.build_dir(tmp_path / 'b', 1).name}.lock").exists()
+
+
+def test_build_lock_waits_for_its_holder_and_frees_on_death(tmp_path):
+    """The lock is the kernel's: a second holder waits; a killed holder frees it at once."""
+    from tournament.train.build import build_lock
+
+    target = tmp_path / "x-123"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from tournament.train.build import build_lock
+        with build_lock(__import__('pathlib').Path({str(target)!r})):
+            print('held', flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines: list[str] = []
+        import threading
+
+        entered = threading.Event()
+
+        def wait() -> None:
+            with build_lock(target, lines.append):
+                entered.set()
+
+        t = threading.Thread(target=wait, daemon=True)
+        t.start()
+        assert not entered.wait(1.0)  # blocked behind the holder
+        assert lines == ["waiting: another process is building x-123"]
+        holder.kill()  # a killed build leaves no lock behind
+        assert entered.wait(30)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -22,13 +22,13 @@ def sqlite_file(storage: str) -> Path | None:
 
 
 def load_study(storage: str, study: str | None):
-    """Open a study for reading. Reading never creates a store: a missing sqlite file is a
+    """Open a study for reading. Reading never creates a store: a missing sqlite or journal file is a
     LookupError, and so is an unknown study name (with the names the store holds)."""
     import optuna
 
-    from tournament.study.storage import make_storage, quiet_optuna
+    from tournament.study.storage import journal_path, make_storage, quiet_optuna
 
-    db = sqlite_file(storage)
+    db = sqlite_file(storage) or journal_path(storage)
     if db is not None and not db.is_file():
         raise LookupError(f"no study store at {db}; run `tournament sweep` first (or pass the --runs-dir it used)")
     quiet_optuna()

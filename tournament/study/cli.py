@@ -2,7 +2,8 @@
 
 Paths: ``--runs-dir`` (env ``TOURNAMENT_RUNS_DIR``, default ``mlruns``) holds ``optuna.db``,
 ``mlflow.db``, ``artifacts/``, ``studies/<study>/`` (trial answers, server logs, plots) and the
-answer cache. ``--storage`` overrides the Optuna storage (e.g. ``postgresql://...`` for N workers).
+answer cache. ``--storage`` overrides the Optuna storage (``journal:PATH`` for N workers on one
+host, ``postgresql://...`` for several hosts); ``sweep --gpus 0,1`` runs one worker per GPU.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(Path("sweeps/demo-cpu.yaml"), "--config", "-c", help="sweep YAML"),
         trials: Optional[int] = typer.Option(None, help="finished trials the study should hold (default: the file's)"),
         study: Optional[str] = typer.Option(None, help="study name (default: the file's)"),
-        storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<runs>/optuna.db)"),
+        storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<runs>/optuna.db; "
+                                                         "journal:PATH or postgresql://... for several workers)"),
         runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
         no_cache_speed: bool = typer.Option(False, "--no-cache-speed",
                                             help="on a cache hit reuse the stored speed too (no server start)"),
@@ -80,6 +82,9 @@ def register(app: typer.Typer) -> None:
                                            "a sweep whose MLflow cannot start stops before its first trial"),
         no_mlflow: bool = typer.Option(False, "--no-mlflow", hidden=True, help="old name of --no-track"),
         ledger: Path = typer.Option(Path("ledger.json"), help="ledger whose judge results calibrate the prediction"),
+        gpus: Optional[str] = typer.Option(None, "--gpus",
+                                           help="one worker per GPU on the shared study, e.g. 0,1 or all: builds "
+                                                "first (spread over the GPUs), then the workers"),
         json_out: bool = typer.Option(False, "--json", help="print a JSON summary at the end"),
     ) -> None:
         """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
@@ -93,6 +98,10 @@ def register(app: typer.Typer) -> None:
             _fail(str(e), 2)
         runs = _runs(runs_dir)
         track = not (no_track or no_mlflow)
+        if gpus is not None:
+            _sweep_on_gpus(gpus, config, cfg, trials or cfg.trials, study or cfg.study, _storage(storage, runs), runs,
+                           no_cache_speed, track, ledger, json_out)
+            return
         opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
                             runs_dir=runs, cache_speed=not no_cache_speed, tracking=track, ledger=ledger)
         echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
@@ -108,7 +117,9 @@ def register(app: typer.Typer) -> None:
         plots = _plots(opts.storage, opts.study, runs, track)
         summary = {"study": res.study, "ran": res.ran, "complete": res.complete, "failed": res.failed,
                    "distinct": res.distinct, "repeats": res.repeats, "exhausted": res.exhausted,
-                   "overhead": res.overhead_summary(), "plots": [str(p) for p in plots]}
+                   "overhead": res.overhead_summary(), "plots": [str(p) for p in plots],
+                   "seconds": round(res.seconds, 1), "build_seconds": round(res.build_seconds, 1),
+                   "trials_per_minute": res.trials_per_minute()}
         if json_out:
             typer.echo(json.dumps(summary))
         else:
@@ -121,6 +132,47 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"decode-only trial overhead: median {o['overhead_seconds_median']:.2f} s, "
                            f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})")
             typer.echo(f"next: tournament board --study {res.study}" + (f" --runs-dir {runs_dir}" if runs_dir else ""))
+
+    def _sweep_on_gpus(gpus: str, config: Path, cfg, trials: int, study: str, storage: str, runs: Path,
+                       no_cache_speed: bool, track: bool, ledger: Path, json_out: bool) -> None:
+        from tournament.study.workers import (all_gpus, parse_gpus, prebuild_on_gpus, run_workers, summarize,
+                                              worker_failures)
+
+        try:
+            gpu_list = all_gpus() if gpus.strip() == "all" else parse_gpus(gpus)
+        except ValueError as e:
+            _fail(f"sweep: {e}", 2)
+        echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
+        echo(f"{len(gpu_list)} worker(s), GPUs {', '.join(gpu_list)}; building first")
+        try:
+            failed, build_s = prebuild_on_gpus(config, gpu_list, echo)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+        except (FileNotFoundError, ValueError) as e:
+            _fail(f"sweep: {e}", 2)
+        echo(f"builds ready in {build_s:.0f} s" + (f"; failed: {failed}" if failed else ""))
+        args = ["--config", str(config), "--trials", str(trials), "--study", study, "--storage", storage,
+                "--runs-dir", str(runs), "--ledger", str(ledger)]
+        args += ["--no-cache-speed"] if no_cache_speed else []
+        args += [] if track else ["--no-track"]
+        try:
+            workers, sweep_s = run_workers(gpu_list, args, storage, study, echo)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
+            raise typer.Exit(130)
+        summary = summarize(workers, build_s, sweep_s)
+        if json_out:
+            typer.echo(json.dumps(summary))
+        else:
+            for w in summary["workers"]:
+                typer.echo(f"GPU {w['gpu']}: ran {len(w['ran'])} trial(s) (exit {w['returncode']})")
+            tpm = summary["trials_per_minute"]
+            typer.echo(f"study {study}: {summary['complete']} complete ({summary['distinct']} distinct), "
+                       f"{summary['failed']} failed; builds {build_s:.0f} s, sweep {sweep_s:.0f} s"
+                       + (f", {tpm:.2f} trials/min" if tpm else ""))
+            typer.echo(f"next: tournament board --study {study} --storage {storage}")
+        if problems := worker_failures(workers):
+            _fail("\n".join(problems))
 
     @app.command("board")
     def board_cmd(

@@ -33,8 +33,9 @@ class Build:
     _dir: Path | None = None
     _error: str | None = None  # a build that failed once is not trained again in this sweep
 
-    def model_dir(self, log: Callable[[str], None] = _progress) -> Path:
-        """Where the weights are now (building/fetching them when needed)."""
+    def model_dir(self, log: Callable[[str], None] = _progress, gpu: str | None = None) -> Path:
+        """Where the weights are now (building/fetching them when needed; `gpu`: the one GPU a
+        training child may use)."""
         if self._dir is not None:
             return self._dir
         if self._error is not None:
@@ -43,7 +44,7 @@ class Build:
             # training runs in a child process: CUDA memory it held would starve the vLLM server next
             from tournament.train.build import build_in_subprocess
 
-            self._dir = Path(build_in_subprocess(self.candidate_obj, log=log))
+            self._dir = Path(build_in_subprocess(self.candidate_obj, gpu=gpu, log=log))
         elif self.model_path and self.model_path.startswith(EMBEDDED_PREFIX):
             from tournament.models.embedded import ensure_gemma
 
@@ -83,28 +84,32 @@ class ResolvedCandidate:
         return self.ship.config_hash
 
 
-def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Callable[[str], None] = _progress) -> dict[str, str]:
+def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Callable[[str], None] = _progress,
+             gpus: list[str] | None = None) -> dict[str, str]:
     """Build every trained build before the first trial, `workers` child processes at a time (on
     a GPU, small models train side by side faster than one after another). The first build runs
-    alone: it may import the shared base model. Returns {build: error} for builds that failed;
-    their trials fail with that reason, without training again; the others go on."""
+    alone: it may import the shared base model. `gpus`: the builds take these GPUs in turn (each
+    child sees one). Returns {build: error} for builds that failed; their trials fail with that
+    reason, without training again; the others go on."""
     from concurrent.futures import ThreadPoolExecutor
 
     todo = [(c.id, b) for c in candidates.values() for b in c.builds.values() if b.candidate_obj is not None]
     failed: dict[str, str] = {}
 
     def one(item):
-        cid, b = item
+        i, (cid, b) = item
         name = f"{cid}/{b.role}"
+        gpu = gpus[i % len(gpus)] if gpus else None
         try:
-            b.model_dir(log=lambda line: echo(f"[{name}] {line}"))
+            b.model_dir(log=lambda line: echo(f"[{name}] {line}"), gpu=gpu)
         except Exception as e:  # the trial that needs it reports it; the other builds go on
             failed[name] = b._error = f"{type(e).__name__}: {e}"
 
     if todo:
-        one(todo[0])
+        items = list(enumerate(todo))
+        one(items[0])
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(one, todo[1:]))
+            list(pool.map(one, items[1:]))
     return failed
 
 

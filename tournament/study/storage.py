@@ -1,8 +1,9 @@
 """Where trials live and how a dead worker's trials come back.
 
-Optuna gives the storage (`RDBStorage`, sqlite or PostgreSQL), the heartbeat columns, and
-`fail_stale_trials` + `RetryHeartbeatStaleTrialCallback`, which fail and re-queue a trial whose
-heartbeat went stale (a worker on another host died). What Optuna lacks, and this module adds:
+Optuna gives the storage (`RDBStorage`, sqlite or PostgreSQL; or `JournalStorage` over one file,
+for workers on one host: ``journal:PATH``), the heartbeat columns, and `fail_stale_trials` +
+`RetryHeartbeatStaleTrialCallback`, which fail and re-queue a trial whose heartbeat went stale (a
+worker on another host died; RDB storages only). What Optuna lacks, and this module adds:
 
 - a heartbeat for ask-and-tell: Optuna beats only inside `study.optimize`; the sweep asks and
   tells itself (engine grouping), so `TrialHeartbeat` beats while a trial runs;
@@ -129,6 +130,8 @@ class TrialHeartbeat:
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True, name="optuna-heartbeat")
+        # a journal file has no heartbeat (one host: dead workers are found by pid instead)
+        self.enabled = callable(getattr(storage, "record_heartbeat", None))
 
     def _run(self):
         while not self._stop.wait(self.interval):
@@ -138,6 +141,8 @@ class TrialHeartbeat:
                 log.debug("heartbeat failed", exc_info=True)
 
     def __enter__(self):
+        if not self.enabled:
+            return self
         try:
             self.storage.record_heartbeat(self.trial_id)
         except Exception:
@@ -147,7 +152,8 @@ class TrialHeartbeat:
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._t.join(timeout=5)
+        if self._t.is_alive():
+            self._t.join(timeout=5)
 
 
 def normalize_storage_url(url: str) -> str:
@@ -182,9 +188,30 @@ class StaleTrialCallback:
                 log.debug("stale-trial hook failed", exc_info=True)
 
 
+JOURNAL_PREFIX = "journal:"
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:PATH`` storage URL (``journal:///abs/file`` works too), else None."""
+    if not url.startswith(JOURNAL_PREFIX):
+        return None
+    rest = url[len(JOURNAL_PREFIX):]
+    rest = rest[2:] if rest.startswith("//") else rest
+    if not rest:
+        raise ValueError("journal storage needs a file: journal:PATH (e.g. journal:mlruns/optuna.journal)")
+    return Path(rest)
+
+
 def make_storage(url: str):
     import optuna
 
+    if (jpath := journal_path(url)) is not None:
+        # Optuna's JournalStorage: an append-only file with file locks; N workers of one host share
+        # it without a database server. No heartbeat: dead workers are found by pid (same host).
+        from optuna.storages.journal import JournalFileBackend
+
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(jpath)))
     url = normalize_storage_url(url)
 
     if url.startswith("sqlite:///"):
@@ -358,6 +385,7 @@ def note_tracking(study, tracker: "Tracker", recovered: list[int]) -> None:
             if t is not None and tracker.kill_run(t.user_attrs.get("mlflow_run_id"),
                                                   str(t.user_attrs.get("fail_reason") or "its worker died")):
                 log.info("trial %d: its MLflow run was left RUNNING by a dead worker: marked KILLED", n)
-    cb = study._storage.get_heartbeat_stale_trial_callback()
+    get_cb = getattr(study._storage, "get_heartbeat_stale_trial_callback", None)  # RDB storages only
+    cb = get_cb() if get_cb else None
     if isinstance(cb, StaleTrialCallback):
         cb.hooks.append(lambda trial, reason: tracker.kill_run(trial.user_attrs.get("mlflow_run_id"), reason))

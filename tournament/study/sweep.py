@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -95,6 +96,14 @@ class SweepResult:
     distinct: int = 0  # finished trials with a configuration of their own
     repeats: list[int] = field(default_factory=list)  # trials that reused an earlier trial's results
     exhausted: bool = False
+    seconds: float = 0.0  # this worker's wall time, builds included
+    build_seconds: float = 0.0  # of which: the builds before the first trial
+
+    def trials_per_minute(self) -> float | None:
+        """Trials this worker measured (repeats excluded) per minute of sweeping (builds excluded)."""
+        measured = len(self.ran) - len(self.repeats)
+        minutes = (self.seconds - self.build_seconds) / 60
+        return measured / minutes if minutes > 0 and measured else None
 
     def overhead_summary(self) -> dict[str, float] | None:
         ratios = [o["overhead_ratio"] for o in self.overhead if o.get("decode_only")]
@@ -175,6 +184,8 @@ class Sweep:
         from tournament.study.storage import note_tracking
         from tournament.tracking import Tracker, environment_tags
 
+        t_start = time.monotonic()
+        build_s = 0.0
         # first: MLflow that cannot start stops the sweep here (TrackingError), not trial by trial
         self.tracker = Tracker(self.runs_dir, enabled=self.opts.tracking, required=True)
         study = self._study()
@@ -190,7 +201,8 @@ class Sweep:
         if self.cfg.build_workers:
             t0 = time.monotonic()
             failed = prebuild(self.candidates, self.cfg.build_workers, self.echo)
-            self.echo(f"builds ready in {time.monotonic() - t0:.0f} s ({self.cfg.build_workers} at a time)"
+            build_s = time.monotonic() - t0
+            self.echo(f"builds ready in {build_s:.0f} s ({self.cfg.build_workers} at a time)"
                       + (f"; failed: {failed}" if failed else ""))
         self.tracker.start_study(self.opts.study, {"sweep": json.loads(self.cfg.model_dump_json()),
                                                    "eval_hash": self.eval.hash},
@@ -215,6 +227,8 @@ class Sweep:
                     study.sampler = self.base_sampler
                 trial = study.ask()
                 trial.set_user_attr("worker", worker_id())
+                if gpu := os.environ.get("CUDA_VISIBLE_DEVICES"):  # which GPU measured it (sweep --gpus)
+                    trial.set_user_attr("gpu", gpu)
                 t_ask = time.monotonic()
                 try:  # the sampler stays fixed while the trial suggests (define-by-run)
                     with TrialHeartbeat(self.storage, trial._trial_id):
@@ -249,7 +263,8 @@ class Sweep:
         return SweepResult(self.opts.study, self.opts.storage, self.ran, len(done),
                            sum(t.state == TrialState.FAIL for t in trials), self.overhead,
                            distinct=sum("duplicate_of" not in t.user_attrs for t in done),
-                           repeats=self.repeats, exhausted=exhausted)
+                           repeats=self.repeats, exhausted=exhausted, seconds=time.monotonic() - t_start,
+                           build_seconds=build_s)
 
     # -- one trial --------------------------------------------------------------------------
     def _earlier(self, study, trial):

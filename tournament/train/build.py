@@ -4,7 +4,10 @@ given) and, when the recipe trains, the build (reused by config hash, else train
 `ensure_built` trains in the caller's process. `build_in_subprocess` trains in a child
 (`python -m tournament.cli train`): a process that next starts a GPU server (a sweep, a bench)
 uses it, since CUDA memory that training held stays with its process and a vLLM server started
-after it finds too little free."""
+after it finds too little free.
+
+Several processes may want one build at once (two sweep workers, one per GPU): `build_lock` lets
+one train it while the others wait, then reuse it."""
 
 from __future__ import annotations
 
@@ -97,10 +100,46 @@ def ensure_built(
     if not force and _complete(build):
         log(f"reusing {build}")
         return build / "model"
-    tracker = training_tracker(mlflow_uri) if candidate.recipe.method != "none" else None
-    base_dir = resolve_base(candidate, models_dir, log)
-    return build_candidate(candidate, base_dir, build, resume=resume, max_steps=max_steps, device=device,
-                           tracker=tracker, log=log)
+    with build_lock(build, log):
+        if not force and _complete(build):  # another process built it while we waited
+            log(f"reusing {build}")
+            return build / "model"
+        tracker = training_tracker(mlflow_uri) if candidate.recipe.method != "none" else None
+        base_dir = resolve_base(candidate, models_dir, log)
+        return build_candidate(candidate, base_dir, build, resume=resume, max_steps=max_steps, device=device,
+                               tracker=tracker, log=log)
+
+
+# A child that `build_in_subprocess` started builds under its parent's lock: this names that build.
+LOCK_HELD_ENV = "TOURNAMENT_BUILD_LOCK_HELD"
+
+
+@contextmanager
+def build_lock(build: Path, log: Callable[[str], None] = lambda s: None) -> Iterator[None]:
+    """Hold `<build>.lock` (an exclusive `flock`) while building `build`: a second process that
+    wants the same build waits here, then finds it complete. The kernel drops the lock when its
+    holder dies, so a killed build never blocks the next one. Where `flock` is missing (Windows)
+    builds are not guarded."""
+    build = Path(build)
+    if os.environ.get(LOCK_HELD_ENV) == str(build.resolve()):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    build.parent.mkdir(parents=True, exist_ok=True)
+    with open(build.with_name(build.name + ".lock"), "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting: another process is building {build.name}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _complete(build: Path) -> bool:
@@ -190,12 +229,14 @@ def build_in_subprocess(
     device: str = "auto",
     models_dir: Path = Path("models"),
     mlflow_uri: str | None = None,
+    gpu: str | None = None,
     log: Callable[[str], None] = _stderr,
 ) -> Path:
     """`ensure_built`, with any training in a child process (`python -m tournament.cli train`),
     so this process never holds CUDA memory for a build. A reused build and an untrained
     candidate need no child. The child's output reaches `log` line by line. The child builds the
     same config hash as `candidate.config_hash(max_steps)` (checked: `BuildError` otherwise).
+    `gpu`: the child sees only that GPU (CUDA_VISIBLE_DEVICES).
     MLflow: `mlflow_uri`; else $MLFLOW_TRACKING_URI when set; else untracked (`--no-track`)."""
     if not isinstance(candidate, Candidate):
         candidate = load_candidate(candidate)
@@ -205,6 +246,17 @@ def build_in_subprocess(
     if not force and _complete(build):
         log(f"reusing {build}")
         return build / "model"
+    with build_lock(build, log):
+        if not force and _complete(build):  # another process built it while we waited
+            log(f"reusing {build}")
+            return build / "model"
+        return _train_in_child(candidate, build, builds_dir, resume=resume, force=force, max_steps=max_steps,
+                               device=device, models_dir=models_dir, mlflow_uri=mlflow_uri, gpu=gpu, log=log)
+
+
+def _train_in_child(candidate: Candidate, build: Path, builds_dir: Path, *, resume: bool, force: bool,
+                    max_steps: int | None, device: str, models_dir: Path, mlflow_uri: str | None,
+                    gpu: str | None, log: Callable[[str], None]) -> Path:
     want = candidate.config_hash(max_steps)
     with _candidate_args(candidate, want, max_steps) as args:
         cmd = [sys.executable, "-m", "tournament.cli", "train", *args, "--builds", str(Path(builds_dir).resolve()),
@@ -216,8 +268,11 @@ def build_in_subprocess(
             cmd += ["--mlflow-uri", mlflow_uri]
         elif not os.environ.get("MLFLOW_TRACKING_URI"):
             cmd += ["--no-track"]
-        log(f"building {candidate.id} in a child process")
-        summary = _run_child(cmd, candidate.id, log)
+        log(f"building {candidate.id} in a child process" + (f" on GPU {gpu}" if gpu is not None else ""))
+        env = {LOCK_HELD_ENV: str(build.resolve())}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        summary = _run_child(cmd, candidate.id, log, env)
     got = Path(str(summary.get("build_dir"))).resolve()
     if summary.get("config_hash") != want or got != build.resolve():
         raise BuildError(f"the child built {got} (config hash {summary.get('config_hash')}), expected "
@@ -252,10 +307,10 @@ def _candidate_args(candidate: Candidate, want: str, max_steps: int | None) -> I
         os.unlink(name)
 
 
-def _run_child(cmd: list[str], cid: str, log: Callable[[str], None]) -> dict:
+def _run_child(cmd: list[str], cid: str, log: Callable[[str], None], extra_env: dict[str, str]) -> dict:
     """Run `tournament train ... --json`; its stderr (progress) and any stray stdout go to `log`;
     return the JSON summary (stdout's last line)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="1000")  # rich wraps at 80 columns in a pipe
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="1000", **extra_env)  # rich wraps at 80 columns in a pipe
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             bufsize=1, env=env,
