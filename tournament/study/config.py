@@ -27,6 +27,7 @@ space:
   engine:                       # engine settings: a value is fixed, a list is a choice,
     engine: transformers        # {low, high, step?, log?} is a range
     batch_size: [8, 16]
+    # vLLM only: compilation_config: {choices: [null, {mode: 0, cudagraph_mode: FULL_DECODE_ONLY}]}
   decode:
     max_tokens: [48, 96]
     repetition_penalty: {choices: [1.0, 1.15]}
@@ -159,7 +160,7 @@ def normalize_param(name: str, spec: Any) -> Range | Choices | None:
         return Choices.model_validate(spec)
     if isinstance(spec, dict) and {"low", "high"} <= set(spec):
         return Range.model_validate(spec)
-    if isinstance(spec, list) and name not in ("stop",):
+    if isinstance(spec, list) and name.rsplit(".", 1)[-1] not in ("stop",):  # a list-valued setting: fixed
         if not spec:
             raise ValueError(f"{name}: an empty list of choices")
         return Choices(choices=spec)
