@@ -17,6 +17,7 @@ eval:
   set: basic                              # optional: basic | plus (bonus)
   limit: 16                               # optional: first N questions after the filter
 judge: {track: basic, sets: [basic, bonus]}  # 292 q (bonus: 358), 180 s / 360 s, pass 0.35; sets measured
+                                             # cold_start: true -> each server starts with an empty compile cache
 refit: {dataset: data/build/pmpp-refit, split: data/splits/pmpp-refit.yaml}  # the build you submit
 build_workers: 3                # train the builds 3 at a time before the first trial (0: on demand)
 space:
@@ -108,6 +109,14 @@ class JudgeTrack(_Strict):
     # How long a sweep waits for a server to become healthy before the trial FAILs (default 3x
     # the health limit): a slower start is still measured, and is infeasible by its constraint.
     start_timeout: float | None = Field(None, gt=0)
+    # Start every server with a new, empty compile cache (VLLM_CACHE_ROOT and the torch inductor /
+    # Triton caches, in a folder under the study's, removed when the server stops), so the time to
+    # healthy that the `health` constraint checks is the cold start of the judge's fresh container.
+    # Off: servers share this machine's cache, and a group started before starts warm (faster than
+    # the judge will see). Costs the compile again on every group start (~20 s for gemma-3-270m on
+    # an H200); turn it on when `compilation_config` (or anything else that changes the compile)
+    # is in the space, or when the health limit is close.
+    cold_start: bool = False
 
     @model_validator(mode="after")
     def _fill(self) -> "JudgeTrack":
