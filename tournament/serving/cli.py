@@ -14,8 +14,8 @@ from rich.table import Table
 
 
 def _load_config(config: str) -> dict:
-    p = Path(config)
-    doc = json.loads(p.read_text() if p.exists() else config)
+    # inline JSON first: a long one is no valid file name (stat would fail with ENAMETOOLONG)
+    doc = json.loads(config if config.lstrip().startswith("{") else Path(config).read_text())
     return doc.get("serve", doc)  # a winner.json or a bare ServeConfig
 
 
