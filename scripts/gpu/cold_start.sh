@@ -97,6 +97,7 @@ if [ "${COLD_WARM:-1}" = 1 ]; then
     $T bench serve "${ARGS[@]}" --compile-cache shared --out "$W/shared-$i.json" --log-dir "$W/logs/shared-$i"
   done
   du -sh "$W/shared-cache" 2>/dev/null | sed 's/^/shared compile cache: /'
+  rm -rf "$W/shared-cache"  # measured; `run.sh collect` must not carry it back
   WARM=("$W/shared-1.json" "$W/shared-2.json")
 fi
 echo "cold start runs: $((SECONDS - t0)) s"
