@@ -3,6 +3,7 @@
 #   prepare  install tournament's wheels, gemma GGUF -> HF, leakage-safe split, train GPU candidates
 #   vllm     re-join and install the vLLM kit
 #   bench    P1 / P4 / P5 and the serving-settings table
+#   cold     cold start vs chars/s of vLLM's compile settings (scripts/gpu/cold_start.sh; needs COLD_CONFIG)
 #   sweep    the tournament on vLLM, board, pick, the winner served from winner.json and judged
 #   heldout  every trained candidate judged on the held-out basic and bonus questions
 #   compare  one sweep worker on GPU 0 (trials per minute, against the --gpus run) beside the
@@ -108,6 +109,12 @@ collect)
 bench)
   wait_for prepare 900 || exit 1
   bash scripts/gpu/bench.sh 2>&1 | tee "$OUT/bench.log"
+  ;;
+cold)
+  # Each compile setting started from an empty compile cache, then the default on a filled one.
+  wait_for prepare 900 || exit 1
+  [ -n "${COLD_CONFIG:-}" ] || { echo "cold: set COLD_CONFIG (a winner.json, ServeConfig JSON or candidate YAML)"; exit 2; }
+  bash scripts/gpu/cold_start.sh 2>&1 | tee "$OUT/cold_start.log"
   ;;
 heldout)
   # Each trained candidate on the held-out basic and bonus questions (its own serve hints).

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -105,7 +106,8 @@ def _generate_resilient(engine: Engine, prompts: list[str], decode: DecodeSettin
 def _startup() -> None:
     cfg, base = load_serve_config()
     model_dir = cfg.resolved_model_path(base)
-    log.info("loading %s engine from %s", cfg.engine.engine, model_dir)
+    log.info("loading %s engine from %s (compile cache: %s)", cfg.engine.engine, model_dir,
+             os.environ.get("VLLM_CACHE_ROOT") or "vLLM's default")
     t0 = time.time()
     state.config = cfg
     state.engine = load_engine(model_dir, cfg.model, cfg.engine)

@@ -4,19 +4,25 @@ raw `generate` on the same prompts, and time from process start to a healthy `GE
 Each engine configuration runs in its own process (vLLM has no public shutdown): the raw
 measurement in `python -m tournament.serving.bench raw CONFIG_JSON QUESTIONS_JSON`, the server as a real
 `uvicorn serve:app` subprocess. Both use the same prompt rendering and answer cleaning.
+
+Compile cache (``compile_cache``): ``shared`` (default) leaves the environment's caches as they are
+(VLLM_CACHE_ROOT, default ~/.cache/vllm): a configuration compiled before starts warm. ``fresh``
+gives the server and the raw child each a new, empty cache folder (``compile_cache_env``),
+removed afterwards, so ``healthy_seconds`` is a cold start, as in the judge's fresh container.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tournament.paths import REPO_ROOT
 from tournament.serving.config import ServeConfig
@@ -42,15 +48,17 @@ def raw_generate(config: dict[str, Any], questions: list[str], repeats: int) -> 
         dt = time.perf_counter() - t
         chars = sum(len(final_answer(q, x, stops)) for q, x in zip(questions, raw))
         runs.append({"seconds": dt, "chars": chars, "chars_per_s": chars / dt})
-    return {"load_seconds": load_s, "runs": runs}
+    return {"load_seconds": load_s, "runs": runs, "cache_root": os.environ.get("VLLM_CACHE_ROOT")}
 
 
-def _raw_in_subprocess(config: dict[str, Any], questions: list[str], repeats: int, log: Path | None) -> dict[str, Any]:
+def _raw_in_subprocess(config: dict[str, Any], questions: list[str], repeats: int, log: Path | None,
+                       env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path, q_path, out_path = (Path(tmp) / n for n in ("cfg.json", "q.json", "out.json"))
         cfg_path.write_text(json.dumps(config))
         q_path.write_text(json.dumps(questions, ensure_ascii=False))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, **(env_extra or {}),
+               "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
         with open(log or os.devnull, "ab") as logf:
             subprocess.run(
                 [sys.executable, "-m", "tournament.serving.bench", "raw", str(cfg_path), str(q_path), str(out_path), str(repeats)],
@@ -68,29 +76,54 @@ def serve_vs_raw(
     log_dir: Path | None = None,
     health_timeout: float = 600,
     skip_raw: bool = False,
+    compile_cache: Literal["shared", "fresh"] = "shared",
 ) -> dict[str, Any]:
     """P1 (serve/raw chars/s ratio) and P4 (seconds from process start to healthy)."""
     from tournament.judge.emulator import judge
     from tournament.serving.process import ServerProcess
 
+    if compile_cache not in ("shared", "fresh"):
+        raise ValueError(f"compile_cache must be shared or fresh, not {compile_cache!r}")
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    raw = None if skip_raw else _raw_in_subprocess(config, questions, repeats, log_dir / "raw.log")
-    served = []
-    with ServerProcess({**config, "mode": "batch"}, log_path=log_dir / "server.log") as server:
-        healthy_s = server.wait_healthy(health_timeout)
-        for _ in range(repeats):
-            rep = judge(server.url, questions, references, health_timeout=30, predict_timeout=3600, poll=0.2)
-            served.append({"seconds": rep.predict_seconds, "chars": rep.total_chars, "chars_per_s": rep.chars_per_s,
-                           "accuracy": rep.accuracy, "failed": rep.failed, "reason": rep.reason})
-    out: dict[str, Any] = {"n": len(questions), "healthy_seconds": healthy_s, "served": served,
-                           "served_chars_per_s": _stats([r["chars_per_s"] for r in served]),
+    raw = None if skip_raw else _with_cache(compile_cache, lambda env: _raw_in_subprocess(
+        config, questions, repeats, log_dir / "raw.log", env))
+
+    def serve(env: dict[str, str] | None) -> tuple[float, list[dict[str, Any]]]:
+        served = []
+        with ServerProcess({**config, "mode": "batch"}, log_path=log_dir / "server.log", env=env) as server:
+            healthy_s = server.wait_healthy(health_timeout)
+            for _ in range(repeats):
+                rep = judge(server.url, questions, references, health_timeout=30, predict_timeout=3600, poll=0.2)
+                served.append({"seconds": rep.predict_seconds, "chars": rep.total_chars,
+                               "chars_per_s": rep.chars_per_s, "accuracy": rep.accuracy, "failed": rep.failed,
+                               "reason": rep.reason})
+        return healthy_s, served
+
+    healthy_s, served = _with_cache(compile_cache, serve)
+    out: dict[str, Any] = {"n": len(questions), "healthy_seconds": healthy_s, "compile_cache": compile_cache,
+                           "cache_root": None if compile_cache == "fresh" else os.environ.get("VLLM_CACHE_ROOT"),
+                           "served": served, "served_chars_per_s": _stats([r["chars_per_s"] for r in served]),
                            "accuracy": served[-1]["accuracy"] if served else None}
     if raw is not None:
         out["raw"] = raw
         out["raw_chars_per_s"] = _stats([r["chars_per_s"] for r in raw["runs"]])
         out["ratio"] = out["served_chars_per_s"]["median"] / out["raw_chars_per_s"]["median"]
     return out
+
+
+def _with_cache(mode: str, run):
+    """`run(env)`: env None (shared: the environment's caches), or a new, empty compile cache folder
+    that is removed afterwards (fresh)."""
+    if mode != "fresh":
+        return run(None)
+    from tournament.serving.process import compile_cache_env
+
+    root = Path(tempfile.mkdtemp(prefix="compile-cache-"))
+    try:
+        return run(compile_cache_env(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _stats(xs: list[float]) -> dict[str, float]:

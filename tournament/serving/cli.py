@@ -14,8 +14,8 @@ from rich.table import Table
 
 
 def _load_config(config: str) -> dict:
-    p = Path(config)
-    doc = json.loads(p.read_text() if p.exists() else config)
+    # inline JSON first: a long one is no valid file name (stat would fail with ENAMETOOLONG)
+    doc = json.loads(config if config.lstrip().startswith("{") else Path(config).read_text())
     return doc.get("serve", doc)  # a winner.json or a bare ServeConfig
 
 
@@ -58,12 +58,19 @@ def register(app: typer.Typer) -> None:
         raw_for: Optional[List[str]] = typer.Option(None, "--raw-for", help="Measure raw generate only for these runs (repeatable)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write all results as JSON here."),
         log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
+        compile_cache: str = typer.Option(
+            "shared", "--compile-cache",
+            help="shared: this environment's vLLM compile cache (VLLM_CACHE_ROOT; a run compiled before starts "
+                 "warm). fresh: every server and raw child gets its own new, empty cache, removed afterwards "
+                 "(healthy s = the judge's cold start)."),
     ) -> None:
         """P1: serve.py batch chars/s / raw generate chars/s on the same prompts; P4: seconds to healthy."""
         from tournament.data.ingest import load_questions
         from tournament.serving.bench import serve_vs_raw
         from tournament.serving.config import deep_merge
 
+        if compile_cache not in ("shared", "fresh"):
+            raise typer.BadParameter("shared or fresh", param_hint="--compile-cache")
         base = _load_config(config)
         qs, refs = load_questions(questions, limit, repeat_to)
         runs = [("base", base)]
@@ -72,16 +79,17 @@ def register(app: typer.Typer) -> None:
             name = head[:-1] if head.endswith("=") else f"v{i + 1}"
             runs.append((name, deep_merge(base, json.loads(body))))
         results = {}
-        table = Table(title=f"serve.py vs raw generate, {len(qs)} prompts, {repeats} repeats (median \\[min-max])")
+        table = Table(title=f"serve.py vs raw generate, {len(qs)} prompts, {repeats} repeats (median \\[min-max]), "
+                            f"{compile_cache} compile cache")
         for col in ("run", "engine", "healthy s", "served chars/s", "raw chars/s", "ratio", "accuracy"):
             table.add_column(col, justify="right")
         for name, cfg in runs:
             try:
                 no_raw = skip_raw or (bool(raw_for) and name not in raw_for)
                 r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
-                                 log_dir=(log_dir / name) if log_dir else None)
+                                 log_dir=(log_dir / name) if log_dir else None, compile_cache=compile_cache)
             except Exception as e:  # one broken variant must not lose the others' numbers
-                results[name] = {"error": f"{type(e).__name__}: {e}"}
+                results[name] = {"error": f"{type(e).__name__}: {e}", "config": cfg, "compile_cache": compile_cache}
                 table.add_row(name, "-", "-", f"error: {type(e).__name__}", "-", "-", "-")
                 continue
             results[name] = {"config": cfg, **r}

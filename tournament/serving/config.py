@@ -56,6 +56,12 @@ class EngineSettings(BaseModel):
     enable_prefix_caching: bool = True
     kv_cache_dtype: str = "auto"
     seed: int = 0
+    # vLLM's torch.compile / CUDA-graph settings, passed as `LLM(compilation_config=...)`; None:
+    # vLLM's default (compile with inductor, then capture CUDA graphs). `mode` (0-3, current vLLM)
+    # and `level` (vLLM 0.10) are the same setting and renamed to what the installed vLLM has; any
+    # other key the installed vLLM lacks stops the server with a message naming it (vllm_engine.py).
+    # Example: {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"} (CUDA graphs without the compile).
+    compilation_config: dict[str, Any] | None = None
     # transformers
     device: str = "auto"  # auto | cpu | cuda | cuda:N | musa
     batch_size: int = Field(32, ge=1)

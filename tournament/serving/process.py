@@ -36,6 +36,15 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
         proc.wait(timeout=grace)
 
 
+def compile_cache_env(root: Path) -> dict[str, str]:
+    """Environment that gives a server (or any vLLM process) the compile cache in `root`: vLLM's
+    own (`VLLM_CACHE_ROOT`: torch.compile artifacts) and the torch inductor and Triton kernel caches,
+    which otherwise live in the user's home and /tmp and outlive the process. An empty `root` is the
+    cold start of the judge's fresh container; a filled one, a cache baked into the image."""
+    return {"VLLM_CACHE_ROOT": str(root), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
+            "TRITON_CACHE_DIR": str(root / "triton")}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

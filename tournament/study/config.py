@@ -17,6 +17,7 @@ eval:
   set: basic                              # optional: basic | plus (bonus)
   limit: 16                               # optional: first N questions after the filter
 judge: {track: basic, sets: [basic, bonus]}  # 292 q (bonus: 358), 180 s / 360 s, pass 0.35; sets measured
+                                             # cold_start: true -> each server starts with an empty compile cache
 refit: {dataset: data/build/pmpp-refit, split: data/splits/pmpp-refit.yaml}  # the build you submit
 build_workers: 3                # train the builds 3 at a time before the first trial (0: on demand)
 space:
@@ -27,6 +28,7 @@ space:
   engine:                       # engine settings: a value is fixed, a list is a choice,
     engine: transformers        # {low, high, step?, log?} is a range
     batch_size: [8, 16]
+    # vLLM only: compilation_config: {choices: [null, {mode: 0, cudagraph_mode: FULL_DECODE_ONLY}]}
   decode:
     max_tokens: [48, 96]
     repetition_penalty: {choices: [1.0, 1.15]}
@@ -107,6 +109,14 @@ class JudgeTrack(_Strict):
     # How long a sweep waits for a server to become healthy before the trial FAILs (default 3x
     # the health limit): a slower start is still measured, and is infeasible by its constraint.
     start_timeout: float | None = Field(None, gt=0)
+    # Start every server with a new, empty compile cache (VLLM_CACHE_ROOT and the torch inductor /
+    # Triton caches, in a folder under the study's, removed when the server stops), so the time to
+    # healthy that the `health` constraint checks is the cold start of the judge's fresh container.
+    # Off: servers share this machine's cache, and a group started before starts warm (faster than
+    # the judge will see). Costs the compile again on every group start (~20 s for gemma-3-270m on
+    # an H200); turn it on when `compilation_config` (or anything else that changes the compile)
+    # is in the space, or when the health limit is close.
+    cold_start: bool = False
 
     @model_validator(mode="after")
     def _fill(self) -> "JudgeTrack":
@@ -159,7 +169,7 @@ def normalize_param(name: str, spec: Any) -> Range | Choices | None:
         return Choices.model_validate(spec)
     if isinstance(spec, dict) and {"low", "high"} <= set(spec):
         return Range.model_validate(spec)
-    if isinstance(spec, list) and name not in ("stop",):
+    if isinstance(spec, list) and name.rsplit(".", 1)[-1] not in ("stop",):  # a list-valued setting: fixed
         if not spec:
             raise ValueError(f"{name}: an empty list of choices")
         return Choices(choices=spec)

@@ -14,11 +14,18 @@ other allocates and counts that against itself (seen on an H200: "Available KV c
 -0.14 GiB", the LoRA group failed while its twin got 32 GiB). winner.json keeps the trial's full fraction: the
 judge runs one server. Only the shipped server's predict calls are timed for speed, and the
 honest server sits idle meanwhile.
+
+Cold starts (``judge.cold_start``): each server gets a new, empty compile cache folder under
+``compile_cache`` (vLLM's VLLM_CACHE_ROOT and the inductor / Triton caches, see
+``compile_cache_env``), removed when the server stops, so its time to healthy is what the judge's
+fresh container pays. Without it every server shares this machine's caches.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +40,15 @@ class GroupServer:
     proc: Any  # tournament.serving.process.ServerProcess
     health_seconds: float
     log_path: Path
+    cache_dir: Path | None = None  # its own compile cache (cold starts), removed when it stops
 
 
 class GroupServers:
     def __init__(self, log_dir: Path, pidfile: PidFile, start_timeout: float, reason: Callable[[BaseException], str],
-                 together: bool = True):
+                 together: bool = True, compile_cache: Path | None = None):
         self.log_dir, self.pidfile, self.start_timeout, self.reason = log_dir, pidfile, start_timeout, reason
         self.together = together
+        self.compile_cache = compile_cache  # None: servers share this machine's compile caches
         self.key: str | None = None
         self.servers: dict[str, GroupServer] = {}
         self.bad_groups: dict[str, str] = {}
@@ -60,6 +69,7 @@ class GroupServers:
             s.proc.stop()
             if pid:
                 self.pidfile.remove(pid)
+            _remove(s.cache_dir)
         self.servers, self.key = {}, None
 
     def mark_bad_if_dead(self, reason: str) -> None:
@@ -77,7 +87,7 @@ class GroupServers:
             raise RuntimeError(f"engine group failed before: {self.bad_groups[key]}")
         configs = _share_gpu(configs)
         roles = [r for r in ("ship", "unseen") if r in configs]
-        procs: dict[str, Any] = {}
+        procs: dict[str, tuple[Any, Path, Path | None]] = {}
         try:
             # Together: the two cold starts overlap; the shipped server's time to healthy then
             # includes the honest one's start beside it (no better than what the judge sees).
@@ -86,14 +96,15 @@ class GroupServers:
             for role in roles:
                 if role not in procs:
                     procs[role] = self._start(key, role, configs[role])
-                proc, log_path = procs[role]
+                proc, log_path, cache_dir = procs[role]
                 health = proc.wait_healthy(self.start_timeout)
-                self.servers[role] = GroupServer(role, proc, health, log_path)
+                self.servers[role] = GroupServer(role, proc, health, log_path, cache_dir)
         except BaseException as e:
-            for proc, _ in procs.values():
+            for proc, _, cache_dir in procs.values():
                 if proc.proc is not None:
                     self.pidfile.remove(proc.proc.pid)
                 proc.stop()
+                _remove(cache_dir)
             self.servers, self.key = {}, None
             if not isinstance(e, KeyboardInterrupt):
                 self.bad_groups[key] = self.reason(e)
@@ -102,13 +113,22 @@ class GroupServers:
         return True
 
     def _start(self, key: str, role: str, config: dict[str, Any]):
-        from tournament.serving.process import ServerProcess
+        from tournament.serving.process import ServerProcess, compile_cache_env
 
         log_path = self.log_dir / f"{key}-{role}-{int(time.time())}.log"
-        proc = ServerProcess(config, sweep_mode=True, log_path=log_path)
-        proc.start()
+        cache_dir = None
+        if self.compile_cache is not None:
+            self.compile_cache.mkdir(parents=True, exist_ok=True)
+            cache_dir = Path(tempfile.mkdtemp(prefix=f"{key}-{role}-", dir=self.compile_cache))
+        proc = ServerProcess(config, sweep_mode=True, log_path=log_path,
+                             env=compile_cache_env(cache_dir) if cache_dir else None)
+        try:
+            proc.start()
+        except BaseException:
+            _remove(cache_dir)
+            raise
         self.pidfile.add(proc.proc.pid)
-        return proc, log_path
+        return proc, log_path, cache_dir
 
     def configure(self, decode: dict[str, Any], mode: str) -> None:
         from tournament.judge.emulator import http_client
@@ -125,6 +145,11 @@ class GroupServers:
             return s.log_path
         logs = sorted(self.log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if self.log_dir.exists() else []
         return logs[-1] if logs else None
+
+
+def _remove(cache_dir: Path | None) -> None:
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 def _share_gpu(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,8 @@ maximised: predicted judge accuracy and characters/s. Hard limits are Optuna con
 
 - ``accuracy``: pass_mark - predicted accuracy
 - ``predict_time``: predict seconds scaled to the judge's question count - the predict limit
-- ``health``: seconds until the shipped server's GET / answered - the health limit
+- ``health``: seconds until the shipped server's GET / answered - the health limit (a start from
+  an empty compile cache, as in the judge's fresh container, with ``judge.cold_start``)
 
 Repeats: a trial whose parameters equal a finished trial's is not measured again; it takes that
 trial's results (user attr ``duplicate_of``) and does not count towards ``--trials``. After
@@ -139,7 +140,8 @@ class Sweep:
         self.judge_model = judge_model_from_ledger(opts.ledger)
         self.pidfile = PidFile(self.runs_dir)
         self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, _reason,
-                                    together=cfg.start_builds_together)
+                                    together=cfg.start_builds_together,
+                                    compile_cache=self.sdir / "compile-cache" if cfg.judge.cold_start else None)
         self.cache = AnswerCache(self.runs_dir)
         self.overhead: list[dict[str, float]] = []
         self.ran: list[int] = []
@@ -303,7 +305,9 @@ class Sweep:
             trial.set_user_attr("cache_key", cache_key)
             cached = self.cache.get(cache_key)
             measurement = None
-            if cached is not None and not self.opts.cache_speed:
+            cold = self.cfg.judge.cold_start
+            # a stored health time counts only if it was a cold start too (when cold ones are asked for)
+            if cached is not None and not self.opts.cache_speed and (not cold or cached["metrics"].get("cold_start")):
                 sc = cached["serve_config"]
                 metrics = dict(cached["metrics"])
                 health_s = metrics.get("health_seconds")
@@ -332,6 +336,7 @@ class Sweep:
                                       judge_model=self.judge_model, health_timeout=j.health_timeout,
                                       predict_timeout=j.local_predict_timeout, health_seconds=health_s)
                 metrics = measurement.metrics
+                metrics["cold_start"] = 1.0 if cold else 0.0
                 if cached is not None:  # same config measured before: keep its answers for accuracy
                     metrics.update({k: v for k, v in cached["metrics"].items() if k.startswith(ACCURACY_KEYS)})
                     trial.set_user_attr("cache", "answers")

@@ -2,22 +2,62 @@
 
 Only the API shared by vLLM 0.10 (the MetaX judge) and current releases is used (docs/judge.md):
 LLM(model, dtype, quantization, gpu_memory_utilization, enforce_eager, max_model_len,
-max_num_seqs, max_num_batched_tokens, enable_prefix_caching, kv_cache_dtype, seed),
-SamplingParams(temperature, top_p, top_k, max_tokens, stop, repetition_penalty,
-frequency_penalty, seed) and token-id prompts. Prompts are tokenized here and cut from the left
-to fit max_model_len - max_tokens, so one over-long question cannot fail a whole batch.
+max_num_seqs, max_num_batched_tokens, enable_prefix_caching, kv_cache_dtype, seed,
+compilation_config), SamplingParams(temperature, top_p, top_k, max_tokens, stop,
+repetition_penalty, frequency_penalty, seed) and token-id prompts. Prompts are tokenized here and
+cut from the left to fit max_model_len - max_tokens, so one over-long question cannot fail a whole
+batch. `compilation_config` (a dict, only when set) goes through `portable_compilation_config`:
+its keys differ between versions (`level` in 0.10, `mode` since 0.11; `cudagraph_mode` since
+0.10.2, where 0.10.0/0.10.1 had `use_cudagraph` / `full_cuda_graph`), and vLLM 0.10 drops a key it
+does not know without a word, so a key the installed vLLM lacks stops the server here instead.
 vLLM has no public shutdown: one engine configuration per process (the sweep starts a new
 server for each engine setting)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from tournament.serving.config import DecodeSettings, EngineSettings, ModelRef
 
 log = logging.getLogger(__name__)
+
+# CompilationConfig.mode (vLLM >= 0.11) and .level (vLLM 0.10) take the same numbers.
+_MODE_NAMES = {"NONE": 0, "NO_COMPILATION": 0, "STOCK_TORCH_COMPILE": 1, "DYNAMO_AS_IS": 1,
+               "DYNAMO_TRACE_ONCE": 2, "DYNAMO_ONCE": 2, "VLLM_COMPILE": 3, "PIECEWISE": 3}
+
+
+def portable_compilation_config(cfg: dict[str, Any], fields: set[str], version: str = "?") -> dict[str, Any]:
+    """`cfg` with `mode`/`level` renamed to whichever of the two `fields` (the installed vLLM's
+    CompilationConfig fields) holds; a ValueError naming the key and `version` for any other key
+    that vLLM lacks. A named mode ("NONE", "VLLM_COMPILE", ...) becomes its number when renamed."""
+    out = dict(cfg)
+    if "mode" in out and "level" in out:
+        raise ValueError("compilation_config: give `mode` or `level`, not both (the same setting: `level` "
+                         "in vLLM 0.10, `mode` since 0.11)")
+    for given, other in (("mode", "level"), ("level", "mode")):
+        if given in out and given not in fields and other in fields:
+            v = out.pop(given)
+            out[other] = _MODE_NAMES.get(v.upper(), v) if isinstance(v, str) else v
+    missing = sorted(k for k in out if k not in fields)
+    if missing:
+        hint = ""
+        if "cudagraph_mode" in missing and {"use_cudagraph", "full_cuda_graph"} & fields:
+            hint = " (vLLM before 0.10.2 has use_cudagraph / full_cuda_graph instead of cudagraph_mode)"
+        raise ValueError(f"compilation_config: vLLM {version} has no {', '.join(missing)}{hint}; "
+                         f"its CompilationConfig takes: {', '.join(sorted(fields))}")
+    return out
+
+
+def compilation_config_fields(cls: type) -> set[str]:
+    """The keyword arguments a CompilationConfig class takes: its dataclass fields (a plain
+    dataclass in vLLM 0.10, a pydantic dataclass in current releases) or a pydantic model's fields."""
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls) if f.init}
+    return set(getattr(cls, "model_fields", {}))
 
 
 class VLLMEngine:
@@ -47,6 +87,13 @@ class VLLMEngine:
             kwargs["quantization"] = settings.quantization
         if settings.max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens
+        if settings.compilation_config is not None:
+            import vllm
+            from vllm.config import CompilationConfig
+
+            kwargs["compilation_config"] = portable_compilation_config(
+                settings.compilation_config, compilation_config_fields(CompilationConfig),
+                getattr(vllm, "__version__", "?"))
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
