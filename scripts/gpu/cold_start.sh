@@ -9,14 +9,19 @@
 #   eager                       {"engine":{"enforce_eager":true}}: no compile, no CUDA graphs
 #   nocompile-fullgraph-decode  {"engine":{"compilation_config":{"mode":0,"cudagraph_mode":"FULL_DECODE_ONLY"}}}
 #   nocompile-fullgraph         {"engine":{"compilation_config":{"mode":0,"cudagraph_mode":"FULL"}}}
-#   compile-piecewise           {"engine":{"compilation_config":{"cudagraph_mode":"PIECEWISE"}}}
+#   compile-eager-backend       {"engine":{"compilation_config":{"backend":"eager"}}}: Dynamo's trace and
+#                               the piecewise CUDA graphs, without Inductor's code generation (the key
+#                               exists in vLLM 0.10 too, unlike cudagraph_mode)
+#   compile-piecewise           {"engine":{"compilation_config":{"cudagraph_mode":"PIECEWISE"}}} (only
+#                               when named in COLD_VARIANTS)
 # Inputs (environment):
 #   COLD_CONFIG     required: a ServeConfig JSON or a winner.json (file or inline JSON; a relative
 #                   model path is relative to the file), or a candidate YAML (built first if needed)
 #   COLD_QUESTIONS  data/build/pmpp-docx/eval.jsonl (the 192 held-out questions; built when missing)
 #   COLD_REPEAT_TO  358 (the questions cycled to the bonus set's size)
 #   COLD_REPEATS    3 (judge runs per server start; chars/s is their median)
-#   COLD_VARIANTS   the four above, by name; "" runs the default alone (plus the shared pair)
+#   COLD_VARIANTS   by name; default: eager nocompile-fullgraph-decode nocompile-fullgraph
+#                   compile-eager-backend; "" runs the default alone (plus the shared pair)
 #   COLD_WARM       1: the shared-cache pair; 0 skips it
 #   COLD_ENGINE     overrides the config's engine (transformers: the CPU dry run)
 #   COLD_WORK       /tmp/work/cold (server logs, the shared cache)      OUT  /tmp/work/out
@@ -73,11 +78,12 @@ echo "config: $(cat "$W/base.json")"
 ARGS=(--config "$W/base.json" --questions "$Q" --repeat-to "${COLD_REPEAT_TO:-358}"
       --repeats "${COLD_REPEATS:-3}" --skip-raw)
 VARIANT_ARGS=()
-for v in ${COLD_VARIANTS-eager nocompile-fullgraph-decode nocompile-fullgraph compile-piecewise}; do
+for v in ${COLD_VARIANTS-eager nocompile-fullgraph-decode nocompile-fullgraph compile-eager-backend}; do
   case "$v" in
   eager) VARIANT_ARGS+=(--variant 'eager={"engine":{"enforce_eager":true}}') ;;
   nocompile-fullgraph-decode) VARIANT_ARGS+=(--variant 'nocompile-fullgraph-decode={"engine":{"compilation_config":{"mode":0,"cudagraph_mode":"FULL_DECODE_ONLY"}}}') ;;
   nocompile-fullgraph) VARIANT_ARGS+=(--variant 'nocompile-fullgraph={"engine":{"compilation_config":{"mode":0,"cudagraph_mode":"FULL"}}}') ;;
+  compile-eager-backend) VARIANT_ARGS+=(--variant 'compile-eager-backend={"engine":{"compilation_config":{"backend":"eager"}}}') ;;
   compile-piecewise) VARIANT_ARGS+=(--variant 'compile-piecewise={"engine":{"compilation_config":{"cudagraph_mode":"PIECEWISE"}}}') ;;
   *) echo "unknown variant $v (COLD_VARIANTS)" >&2; exit 2 ;;
   esac

@@ -131,7 +131,8 @@ compare)
   # the cold-start table of the winner. Both at once (32 cores: the CPU is not the bottleneck).
   wait_for prepare 900 || exit 1
   (
-    export CUDA_VISIBLE_DEVICES=0 VLLM_CACHE_ROOT=$W/vcache-one
+    export CUDA_VISIBLE_DEVICES=0 VLLM_CACHE_ROOT=$W/vcache-one TORCHINDUCTOR_CACHE_DIR=$W/vcache-one/inductor \
+      TRITON_CACHE_DIR=$W/vcache-one/triton
     t0=$SECONDS
     $T sweep --config "${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}" --trials "${COMPARE_TRIALS:-12}" \
       --study one-worker --runs-dir "$W/mlruns-one" --json > "$OUT/one-worker.json" 2> "$OUT/one-worker.err"
