@@ -136,14 +136,18 @@ compare)
     t0=$SECONDS
     $T sweep --config "${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}" --trials "${COMPARE_TRIALS:-12}" \
       --study one-worker --runs-dir "$W/mlruns-one" --json > "$OUT/one-worker.json" 2> "$OUT/one-worker.err"
-    echo "one worker: exit $? after $((SECONDS - t0)) s"; tail -3 "$OUT/one-worker.err"
+    rc=$?; echo "one worker: exit $rc after $((SECONDS - t0)) s"; tail -3 "$OUT/one-worker.err"; exit $rc
   ) &
+  one=$!
   (
     export CUDA_VISIBLE_DEVICES=1
     COLD_CONFIG=${COLD_CONFIG:-$W/winner.json} bash scripts/gpu/cold_start.sh > "$OUT/cold.log" 2>&1
-    echo "cold start: exit $?"; tail -12 "$OUT/cold.log"
+    rc=$?; echo "cold start: exit $rc"; tail -12 "$OUT/cold.log"; exit $rc
   ) &
-  wait
+  cold=$!
+  wait "$one"; rc_one=$?
+  wait "$cold"; rc_cold=$?
+  [ "$rc_one" = 0 ] && [ "$rc_cold" = 0 ]
   ;;
 *)
   echo "unknown phase $PHASE" >&2

@@ -16,15 +16,15 @@ T="python3 -m tournament.cli"
 CONFIG=${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}
 t0=$SECONDS
 ST=(${SWEEP_STORAGE:+--storage "$SWEEP_STORAGE"})
-$T sweep --config "$CONFIG" ${SWEEP_TRIALS:+--trials $SWEEP_TRIALS} ${SWEEP_GPUS:+--gpus $SWEEP_GPUS} "${ST[@]}" \
+$T sweep --config "$CONFIG" ${SWEEP_TRIALS:+--trials $SWEEP_TRIALS} ${SWEEP_GPUS:+--gpus $SWEEP_GPUS} ${ST[@]+"${ST[@]}"} \
   --runs-dir "$RUNS" --json > "$OUT/sweep.json" 2> "$OUT/sweep.err"
 rc=$?; echo "sweep wall $((SECONDS - t0)) s"; tail -3 "$OUT/sweep.err"
 [ $rc = 0 ] || { echo "sweep failed (exit $rc)"; tail -40 "$OUT/sweep.err"; exit 1; }
-$T board --runs-dir "$RUNS" "${ST[@]}" --json > "$OUT/board.json"
-COLUMNS=200 $T board --runs-dir "$RUNS" "${ST[@]}" --limit 60 > "$OUT/board.txt" 2>&1
+$T board --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --json > "$OUT/board.json"
+COLUMNS=200 $T board --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --limit 60 > "$OUT/board.txt" 2>&1
 cp "$RUNS"/studies/*/pareto.png "$OUT/" 2>/dev/null
 t1=$SECONDS
-$T pick --auto --local --runs-dir "$RUNS" "${ST[@]}" --out /tmp/work/winner.json | tee "$OUT/pick.txt"
+$T pick --auto --local --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --out /tmp/work/winner.json | tee "$OUT/pick.txt"
 cp /tmp/work/winner.json "$OUT/winner.json"
 python3 scripts/gpu/judge_winner.py /tmp/work/winner.json "$OUT/final.json"
 echo "pick + serve winner.json + judge: $((SECONDS - t1)) s"

@@ -94,14 +94,16 @@ def test_cold_start_servers_get_their_own_empty_compile_cache(tmp_path, tiny_mod
     cache = study / "compile-cache"
     config = {"model": {"path": str(tiny_model_dir)}, "warmup": False,
               "engine": {"engine": "transformers", "device": "cpu", "compilation_config": CC}}
-    servers = GroupServers(study / "servers", PidFile(tmp_path), 120, str, together=False, compile_cache=cache)
+    monkeypatch.chdir(tmp_path)  # a relative runs folder (the default, mlruns): the server runs elsewhere
+    servers = GroupServers(study / "servers", PidFile(tmp_path), 120, str, together=False,
+                           compile_cache=cache.relative_to(tmp_path))
     try:
         assert servers.ensure("g1", {"ship": config, "unseen": config})
         roots = {}
         for role, s in servers.servers.items():
             env = _environ(s.proc.proc.pid)
             root = Path(env["VLLM_CACHE_ROOT"])
-            assert root.parent == cache and root.is_dir() and root == s.cache_dir
+            assert root.is_absolute() and root.parent == cache and root.is_dir() and root == s.cache_dir
             assert env["TRITON_CACHE_DIR"].startswith(str(root)) and env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(root))
             roots[role] = root
         assert roots["ship"] != roots["unseen"]  # one cache per server, never shared

@@ -13,9 +13,14 @@ import sys
 import pytest
 
 from tests.study.test_two_builds import _files
-from tournament.study.workers import parse_gpus, summarize, WorkerRun
+from tournament.study.workers import WorkerRun, all_gpus, parse_gpus, summarize
 
 pytestmark = pytest.mark.slow
+
+
+def _env() -> dict:
+    """The workers' GPUs are named by --gpus alone (an inherited CUDA_VISIBLE_DEVICES would remap them)."""
+    return {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
 
 
 def test_two_workers_one_per_gpu_share_a_journal_study(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
@@ -32,7 +37,7 @@ def test_two_workers_one_per_gpu_share_a_journal_study(tmp_path, tiny_model_dir,
     journal = tmp_path / "optuna.journal"
     out = subprocess.run([sys.executable, "-m", "tournament.cli", "sweep", "-c", str(cfg), "--gpus", "0,1",
                           "--storage", f"journal:{journal}", "--runs-dir", str(runs_dir), "--no-track", "--json"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env())
     assert out.returncode == 0, out.stdout + out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -57,6 +62,7 @@ def test_two_workers_one_per_gpu_share_a_journal_study(tmp_path, tiny_model_dir,
     measured = [t for t in trials if "duplicate_of" not in t.user_attrs]
     assert 5 <= len(measured) <= 6  # the target; at most one more from the race between two workers
     assert summary["trials_per_minute"] > 0 and summary["sweep_seconds"] > 0 and summary["build_seconds"] > 0
+    assert summary["complete"] == len(trials) and summary["failed"] == 0  # read after both workers ended
 
     # board and pick read the journal like any storage
     r = subprocess.run([sys.executable, "-m", "tournament.cli", "board", "--storage", f"journal:{journal}",
@@ -66,22 +72,39 @@ def test_two_workers_one_per_gpu_share_a_journal_study(tmp_path, tiny_model_dir,
     assert {row["trial"] for row in json.loads(r.stdout)["trials"]} == {t.number for t in trials}
 
 
-def test_a_first_worker_that_fails_stops_the_rest(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
-    """A worker that cannot run (here: an unreachable MLflow store) is reported with its own error,
-    and the second worker is never started."""
+def test_bad_storage_or_mlflow_stops_before_any_build(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    """A journal URL without its file, or an MLflow store that cannot open, stops `--gpus` with its
+    reason before the builds (minutes on a GPU) and before any worker."""
     cfg = _files(tmp_path, tiny_model_dir, tiny_qa_file, study="bad", build_workers=1)
+    base = [sys.executable, "-m", "tournament.cli", "sweep", "-c", str(cfg), "--gpus", "0,1"]
+    out = subprocess.run(base + ["--storage", "journal:", "--runs-dir", str(runs_dir)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_env())
+    assert out.returncode == 2 and "journal storage needs a file" in out.stderr
     bad_runs = tmp_path / "runs-file"
     bad_runs.write_text("not a folder")
+    out = subprocess.run(base + ["--storage", f"journal:{tmp_path / 'j.journal'}", "--runs-dir", str(bad_runs)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_env())
+    assert out.returncode == 2 and "MLflow could not open" in out.stderr and "--no-track" in out.stderr
+    assert "building first" not in out.stdout + out.stderr and not (tmp_path / "builds").exists()
+
+
+def test_a_first_worker_that_fails_stops_the_rest(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    """A worker that cannot run (here: a corrupt ledger, read by each worker) is reported with its
+    own error, and the second worker is never started."""
+    cfg = _files(tmp_path, tiny_model_dir, tiny_qa_file, study="bad", build_workers=1)
+    ledger = tmp_path / "ledger.json"
+    ledger.write_text("{ not json")
     out = subprocess.run([sys.executable, "-m", "tournament.cli", "sweep", "-c", str(cfg), "--gpus", "0,1",
-                          "--storage", f"journal:{tmp_path / 'j.journal'}", "--runs-dir", str(bad_runs), "--json"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                         env={**os.environ, "TOURNAMENT_RUNS_DIR": ""})
+                          "--storage", f"journal:{tmp_path / 'j.journal'}", "--runs-dir", str(runs_dir),
+                          "--ledger", str(ledger), "--no-track", "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env())
     assert out.returncode != 0
-    assert "worker on GPU 0 exited with code" in out.stderr
+    assert "worker on GPU 0 exited with code" in out.stderr and "ledger" in out.stderr.lower()
     assert "worker on GPU 1 started" not in out.stderr
 
 
-def test_gpu_lists_and_the_summary():
+def test_gpu_lists_and_the_summary(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert parse_gpus("0, 1,3") == ["0", "1", "3"]
     with pytest.raises(ValueError, match="twice"):
         parse_gpus("0,0")
@@ -91,6 +114,105 @@ def test_gpu_lists_and_the_summary():
                                "distinct": 4, "seconds": 60.0}),
             WorkerRun("1", 0, {"study": "s", "ran": [1, 4], "repeats": [], "complete": 5, "failed": 0,
                                "distinct": 4, "seconds": 58.0})]
-    s = summarize(runs, build_seconds=30.0, sweep_seconds=60.0)
-    assert s["ran"] == [0, 1, 2, 3, 4] and s["gpus"] == ["0", "1"]
+    s = summarize(runs, build_seconds=30.0, sweep_seconds=60.0, counts={"complete": 5, "failed": 0, "distinct": 4})
+    assert s["ran"] == [0, 1, 2, 3, 4] and s["gpus"] == ["0", "1"] and s["complete"] == 5
     assert s["trials_per_minute"] == pytest.approx(4.0)  # 5 ran, 1 repeat (not measured), in one minute
+    runs[1].summary["build_seconds"] = 15.0  # a build the launcher could not make, retried by a worker
+    assert summarize(runs, 30.0, 60.0, {})["trials_per_minute"] == pytest.approx(4 / 0.75)
+
+    # indices count within an inherited CUDA_VISIBLE_DEVICES, as CUDA's own do
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert parse_gpus("0,1") == ["2", "3"] and all_gpus() == ["2", "3"]
+    with pytest.raises(ValueError, match="shows 2 GPU"):
+        parse_gpus("2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match="empty"):
+        all_gpus()
+
+
+def test_builds_take_one_slot_per_gpu_whichever_finishes_first():
+    """`build_workers` per GPU is a limit on each GPU: a build waits for a free slot of some GPU,
+    so a fast build on GPU 0 never sends the next one to a busy GPU 1."""
+    import threading
+    import time
+
+    from tournament.study.inputs import Build, ResolvedCandidate, prebuild
+
+    lock = threading.Lock()
+    busy: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    seen: list[str] = []
+
+    class TimedBuild(Build):  # the scheduler is what is under test: each "build" only takes time
+        def model_dir(self, log=print, gpu=None):
+            with lock:
+                busy[gpu] = busy.get(gpu, 0) + 1
+                peak[gpu] = max(peak.get(gpu, 0), busy[gpu])
+                seen.append(gpu)
+            time.sleep(0.3 if self.role == "slow" else 0.05)
+            with lock:
+                busy[gpu] -= 1
+            return None
+
+    builds = {f"b{i}": TimedBuild(role="slow" if i in (1, 3) else "fast", config_hash=str(i), candidate_obj=object())
+              for i in range(6)}
+    cand = ResolvedCandidate(id="c", prompt={}, engine={}, info={}, builds=builds)
+    assert prebuild({"c": cand}, workers=1, echo=lambda s: None, gpus=["0", "1"]) == {}
+    assert set(seen) == {"0", "1"}
+    assert len(seen) == 6 and peak == {"0": 1, "1": 1}, (seen, peak)
+
+
+def test_ctrl_c_lets_each_worker_end_its_trial(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    """Ctrl-C (SIGINT to the terminal's process group) mid-study: each worker marks its running
+    trial FAIL and queues it again, stops its servers and exits; the launcher exits 130; no trial
+    is left RUNNING and no worker is left alive."""
+    import signal
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from tournament.study.storage import make_storage
+
+    cfg = _files(tmp_path, tiny_model_dir, tiny_qa_file, study="stop", build_workers=1, trials=60,
+                 decode_trials_per_engine=3, speed_repeats=3)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("max_tokens:\n    - 6\n    - 10",
+                                                           "max_tokens: {low: 4, high: 40}"), encoding="utf-8")
+    journal = tmp_path / "optuna.journal"
+    proc = subprocess.Popen([sys.executable, "-m", "tournament.cli", "sweep", "-c", str(cfg), "--gpus", "0,1",
+                             "--storage", f"journal:{journal}", "--runs-dir", str(runs_dir), "--no-track"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=_env(),
+                            start_new_session=True)  # its own process group, as a terminal's foreground job
+    try:
+        deadline = time.monotonic() + 300
+        trials = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists():
+                try:
+                    trials = optuna.load_study(study_name="stop", storage=make_storage(f"journal:{journal}")).get_trials()
+                except KeyError:
+                    trials = []
+                workers = {t.user_attrs.get("worker") for t in trials if t.state == TrialState.RUNNING}
+                if sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and len(workers) == 2:
+                    break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stdout.read()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the launcher and both workers
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert "run the same command again to resume" in out
+    trials = optuna.load_study(study_name="stop", storage=make_storage(f"journal:{journal}")).get_trials()
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], out
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all("interrupted" in str(t.user_attrs.get("fail_reason", "")) for t in stopped), \
+        [(t.number, t.user_attrs.get("fail_reason")) for t in stopped]
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(queued) >= len(stopped)  # each interrupted trial waits to run again on resume
+    for w in {t.user_attrs["worker"] for t in trials if "worker" in t.user_attrs}:
+        pid = int(w.rsplit(":", 1)[1])
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

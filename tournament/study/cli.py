@@ -27,9 +27,14 @@ def _runs(runs_dir: Optional[Path]) -> Path:
 
 
 def _storage(storage: Optional[str], runs: Path) -> str:
-    from tournament.study.storage import default_storage
+    from tournament.study.storage import default_storage, journal_path
 
-    return storage or default_storage(runs)
+    url = storage or default_storage(runs)
+    try:
+        journal_path(url)  # a journal URL names its file
+    except ValueError as e:
+        _fail(str(e), 2)
+    return url
 
 
 def _fail(msg: str, code: int = 1) -> None:
@@ -99,7 +104,7 @@ def register(app: typer.Typer) -> None:
         runs = _runs(runs_dir)
         track = not (no_track or no_mlflow)
         if gpus is not None:
-            _sweep_on_gpus(gpus, config, cfg, trials or cfg.trials, study or cfg.study, _storage(storage, runs), runs,
+            _sweep_on_gpus(gpus, config, trials or cfg.trials, study or cfg.study, _storage(storage, runs), runs,
                            no_cache_speed, track, ledger, json_out)
             return
         opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
@@ -133,15 +138,20 @@ def register(app: typer.Typer) -> None:
                            f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})")
             typer.echo(f"next: tournament board --study {res.study}" + (f" --runs-dir {runs_dir}" if runs_dir else ""))
 
-    def _sweep_on_gpus(gpus: str, config: Path, cfg, trials: int, study: str, storage: str, runs: Path,
+    def _sweep_on_gpus(gpus: str, config: Path, trials: int, study: str, storage: str, runs: Path,
                        no_cache_speed: bool, track: bool, ledger: Path, json_out: bool) -> None:
-        from tournament.study.workers import (all_gpus, parse_gpus, prebuild_on_gpus, run_workers, summarize,
-                                              worker_failures)
+        from tournament.study.workers import (all_gpus, open_storage, parse_gpus, prebuild_on_gpus, run_workers,
+                                              study_counts, summarize, worker_failures)
+        from tournament.tracking import Tracker, TrackingError, scrub_text
 
         try:
             gpu_list = all_gpus() if gpus.strip() == "all" else parse_gpus(gpus)
+            shared = open_storage(storage)  # a bad URL stops here, before any build
+            Tracker(runs, enabled=track, required=True)  # and an MLflow that cannot start
         except ValueError as e:
             _fail(f"sweep: {e}", 2)
+        except TrackingError as e:
+            _fail(f"sweep: {e}, or pass --no-track", 2)
         echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
         echo(f"{len(gpu_list)} worker(s), GPUs {', '.join(gpu_list)}; building first")
         try:
@@ -156,21 +166,21 @@ def register(app: typer.Typer) -> None:
         args += ["--no-cache-speed"] if no_cache_speed else []
         args += [] if track else ["--no-track"]
         try:
-            workers, sweep_s = run_workers(gpu_list, args, storage, study, echo)
+            workers, sweep_s = run_workers(gpu_list, args, shared, study, echo)
         except KeyboardInterrupt:
             typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
             raise typer.Exit(130)
-        summary = summarize(workers, build_s, sweep_s)
+        summary = summarize(workers, build_s, sweep_s, study_counts(shared, study))
         if json_out:
             typer.echo(json.dumps(summary))
         else:
             for w in summary["workers"]:
                 typer.echo(f"GPU {w['gpu']}: ran {len(w['ran'])} trial(s) (exit {w['returncode']})")
             tpm = summary["trials_per_minute"]
-            typer.echo(f"study {study}: {summary['complete']} complete ({summary['distinct']} distinct), "
-                       f"{summary['failed']} failed; builds {build_s:.0f} s, sweep {sweep_s:.0f} s"
+            typer.echo(f"study {study}: {summary.get('complete')} complete ({summary.get('distinct')} distinct), "
+                       f"{summary.get('failed')} failed; builds {build_s:.0f} s, sweep {sweep_s:.0f} s"
                        + (f", {tpm:.2f} trials/min" if tpm else ""))
-            typer.echo(f"next: tournament board --study {study} --storage {storage}")
+            typer.echo(scrub_text(f"next: tournament board --study {study} --storage {storage}"))
         if problems := worker_failures(workers):
             _fail("\n".join(problems))
 

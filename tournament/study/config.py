@@ -113,7 +113,7 @@ class JudgeTrack(_Strict):
     # Triton caches, in a folder under the study's, removed when the server stops), so the time to
     # healthy that the `health` constraint checks is the cold start of the judge's fresh container.
     # Off: servers share this machine's cache, and a group started before starts warm (faster than
-    # the judge will see). Costs the compile again on every group start (~20 s for gemma-3-270m on
+    # the judge will see). Costs the compile again on every server start (~45 s for gemma-3-270m on
     # an H200); turn it on when `compilation_config` (or anything else that changes the compile)
     # is in the space, or when the health limit is close.
     cold_start: bool = False

@@ -87,29 +87,35 @@ class ResolvedCandidate:
 def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Callable[[str], None] = _progress,
              gpus: list[str] | None = None) -> dict[str, str]:
     """Build every trained build before the first trial, `workers` child processes at a time (on
-    a GPU, small models train side by side faster than one after another). The first build runs
-    alone: it may import the shared base model. `gpus`: the builds take these GPUs in turn (each
-    child sees one). Returns {build: error} for builds that failed; their trials fail with that
-    reason, without training again; the others go on."""
+    each of `gpus` when given: a build takes a free slot of a GPU and its child sees only that
+    GPU). The first build runs alone: it may import the shared base model. Returns {build: error}
+    for builds that failed; their trials fail with that reason, without training again; the
+    others go on."""
+    import queue
     from concurrent.futures import ThreadPoolExecutor
 
     todo = [(c.id, b) for c in candidates.values() for b in c.builds.values() if b.candidate_obj is not None]
     failed: dict[str, str] = {}
+    slots: queue.Queue[str | None] = queue.Queue()
+    for _ in range(max(1, workers)):
+        for gpu in gpus or [None]:
+            slots.put(gpu)
 
     def one(item):
-        i, (cid, b) = item
+        cid, b = item
         name = f"{cid}/{b.role}"
-        gpu = gpus[i % len(gpus)] if gpus else None
+        gpu = slots.get()  # never more than `workers` builds on one GPU, whichever finishes first
         try:
             b.model_dir(log=lambda line: echo(f"[{name}] {line}"), gpu=gpu)
         except Exception as e:  # the trial that needs it reports it; the other builds go on
             failed[name] = b._error = f"{type(e).__name__}: {e}"
+        finally:
+            slots.put(gpu)
 
     if todo:
-        items = list(enumerate(todo))
-        one(items[0])
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(one, items[1:]))
+        one(todo[0])
+        with ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
+            list(pool.map(one, todo[1:]))
     return failed
 
 

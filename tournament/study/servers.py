@@ -48,7 +48,9 @@ class GroupServers:
                  together: bool = True, compile_cache: Path | None = None):
         self.log_dir, self.pidfile, self.start_timeout, self.reason = log_dir, pidfile, start_timeout, reason
         self.together = together
-        self.compile_cache = compile_cache  # None: servers share this machine's compile caches
+        # absolute: the server runs in another folder (and mkdtemp keeps a relative dir relative)
+        self.compile_cache = Path(compile_cache).resolve() if compile_cache is not None else None
+        # None: servers share this machine's compile caches
         self.key: str | None = None
         self.servers: dict[str, GroupServer] = {}
         self.bad_groups: dict[str, str] = {}

@@ -7,7 +7,8 @@ to its GPU) that ask one Optuna study for trials. What this adds over starting t
 1. the builds first, here, spread over the GPUs (each training child sees one), so no worker
    waits for another's training and none trains while another measures speed;
 2. the first worker alone until the study exists with its enqueued trials (two workers creating
-   it at once would enqueue the baseline twice), then the others;
+   it at once would enqueue the baseline twice), then the others; the storage and MLflow are
+   checked before any build, so a bad URL stops the run at once;
 3. their output, each line prefixed ``[gpu N]``, and one summary: trials per worker, wall time,
    trials per minute.
 
@@ -30,7 +31,7 @@ from typing import Callable
 from tournament.machine import die_with_parent
 from tournament.paths import REPO_ROOT
 
-STUDY_READY_TIMEOUT_S = 600  # the first worker builds the eval split, loads candidates, creates the study
+STOP_GRACE_S = 60  # Ctrl-C: a worker ends its trial (FAIL, queued again) and stops its servers first
 
 
 @dataclass
@@ -43,32 +44,72 @@ class WorkerRun:
 
 
 def parse_gpus(text: str) -> list[str]:
-    """``"0,1"`` -> ["0", "1"]; each a CUDA device index or UUID, no repeats."""
+    """``"0,1"`` -> ["0", "1"]; each a CUDA device index or UUID, no repeats. Indices count within
+    an inherited CUDA_VISIBLE_DEVICES (as CUDA does): with ``CUDA_VISIBLE_DEVICES=2,3``, ``0,1``
+    means devices 2 and 3."""
     gpus = [g.strip() for g in text.split(",") if g.strip()]
     if not gpus:
         raise ValueError("--gpus needs at least one GPU, e.g. --gpus 0,1")
     if len(set(gpus)) != len(gpus):
         raise ValueError(f"--gpus names a GPU twice: {text}")
-    return gpus
+    visible = gpus_from_env()
+    if visible is None:
+        return gpus
+    out = []
+    for g in gpus:
+        if not g.isdigit():
+            out.append(g)  # a UUID names one device wherever it is
+        elif int(g) < len(visible):
+            out.append(visible[int(g)])
+        else:
+            raise ValueError(f"--gpus {g}: CUDA_VISIBLE_DEVICES={','.join(visible)} shows {len(visible)} GPU(s)")
+    return out
 
 
-def _study_ready(storage_url: str, study: str) -> bool:
-    import optuna
-
+def open_storage(storage_url: str):
+    """The shared storage, opened (and its tables created) before any build or worker, so a bad URL
+    or an unreachable database stops the run with its reason at once."""
     from tournament.study.storage import make_storage, quiet_optuna
 
     quiet_optuna()
     try:
-        s = optuna.load_study(study_name=study, storage=make_storage(storage_url))
+        return make_storage(storage_url)
+    except Exception as e:
+        from tournament.tracking import scrub_text
+
+        raise ValueError(scrub_text(f"cannot open the storage {storage_url}: {type(e).__name__}: {e}")) from None
+
+
+def _study_ready(storage, study: str) -> bool:
+    import optuna
+
+    try:
+        s = optuna.load_study(study_name=study, storage=storage)
     except Exception:  # not created yet (or the store is busy): ask again
         return False
     return bool(s.user_attrs.get("enqueued"))
 
 
+def study_counts(storage, study: str) -> dict:
+    """complete / failed / distinct of the study once every worker has ended."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    except Exception:
+        return {}
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    return {"complete": len(done), "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "distinct": sum("duplicate_of" not in t.user_attrs for t in done)}
+
+
 def _pump_stderr(proc: subprocess.Popen, run: WorkerRun, echo: Callable[[str], None]) -> None:
+    from tournament.tracking import scrub_text
+
     assert proc.stderr is not None
     for line in proc.stderr:
-        line = line.rstrip("\n")
+        line = scrub_text(line.rstrip("\n"))  # a traceback may quote a storage URL's password
         if line.strip():
             run.tail = (run.tail + [line])[-30:]
             echo(f"[gpu {run.gpu}] {line}")
@@ -80,10 +121,10 @@ def _pump_stdout(proc: subprocess.Popen, run: WorkerRun) -> None:
         run.stdout.append(line.rstrip("\n"))
 
 
-def run_workers(gpus: list[str], worker_args: list[str], storage_url: str, study: str,
+def run_workers(gpus: list[str], worker_args: list[str], storage, study: str,
                 echo: Callable[[str], None] = print) -> tuple[list[WorkerRun], float]:
     """Start `tournament sweep WORKER_ARGS --json` once per GPU; return the runs and the wall time.
-    `worker_args` must name the shared storage and the study (the caller builds them)."""
+    `worker_args` must name the shared storage (`storage`, opened) and the study."""
     runs = [WorkerRun(g) for g in gpus]
     procs: list[subprocess.Popen] = []
     pumps: list[threading.Thread] = []
@@ -96,6 +137,9 @@ def run_workers(gpus: list[str], worker_args: list[str], storage_url: str, study
         proc = subprocess.Popen([sys.executable, "-m", "tournament.cli", "sweep", *worker_args, "--json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                                 bufsize=1, env=env,
+                                # a session of its own: Ctrl-C reaches the launcher alone, which passes
+                                # exactly one SIGINT on (a second would cut the worker's clean-up short)
+                                start_new_session=True,
                                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         procs.append(proc)
         for target, args in ((_pump_stderr, (proc, run, echo)), (_pump_stdout, (proc, run))):
@@ -106,10 +150,9 @@ def run_workers(gpus: list[str], worker_args: list[str], storage_url: str, study
 
     try:
         start(runs[0])
-        deadline = time.monotonic() + STUDY_READY_TIMEOUT_S
-        while len(runs) > 1 and not _study_ready(storage_url, study):
-            if procs[0].poll() is not None or time.monotonic() > deadline:
-                break  # the first worker ended early, or is very slow to create the study
+        while len(runs) > 1 and not _study_ready(storage, study):
+            if procs[0].poll() is not None:
+                break  # the first worker ended before the study was ready
             time.sleep(1.0)
         if procs[0].poll() in (None, 0):  # a first worker that failed would fail the others alike
             for run in runs[1:]:
@@ -125,47 +168,68 @@ def run_workers(gpus: list[str], worker_args: list[str], storage_url: str, study
                     run.summary = json.loads(last[-1])
                 except ValueError:
                     pass
-    finally:  # interrupted: the workers stop with us (their trials are recovered on resume)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    finally:  # interrupted: each worker ends its trial and stops its servers, then we make sure
+        _stop(procs)
     return runs, time.monotonic() - t0
 
 
-def summarize(runs: list[WorkerRun], build_seconds: float, sweep_seconds: float) -> dict:
-    """One summary of N workers: what each ran, and the trials measured per minute of sweeping."""
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGINT (what Ctrl-C sends a sweep: it marks its trial FAIL, queues it again, stops its
+    servers), a grace period, then SIGTERM, then SIGKILL."""
+    import signal
+
+    alive = [p for p in procs if p.poll() is None]
+    for p in alive:
+        try:
+            p.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in alive:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def summarize(runs: list[WorkerRun], build_seconds: float, sweep_seconds: float, counts: dict) -> dict:
+    """One summary of N workers: what each ran, the study's counts (`study_counts`, read after the
+    last worker ended), and the trials measured per minute of sweeping: the workers' wall time less
+    the longest build phase of a worker (a build the launcher could not make is retried there)."""
     ran = sorted(n for r in runs for n in r.summary.get("ran", []))
     repeats = sum(len(r.summary.get("repeats", [])) for r in runs)
     measured = len(ran) - repeats
+    worker_builds = max((r.summary.get("build_seconds") or 0.0 for r in runs), default=0.0)
+    sweeping = sweep_seconds - worker_builds
     last = next((r.summary for r in reversed(runs) if r.summary), {})
     return {
         "study": last.get("study"), "gpus": [r.gpu for r in runs],
         "workers": [{"gpu": r.gpu, "returncode": r.returncode, "ran": r.summary.get("ran", []),
                      "repeats": r.summary.get("repeats", []), "seconds": r.summary.get("seconds"),
+                     "build_seconds": r.summary.get("build_seconds"),
                      "trials_per_minute": r.summary.get("trials_per_minute")} for r in runs],
-        "ran": ran, "complete": last.get("complete"), "failed": last.get("failed"),
-        "distinct": last.get("distinct"), "build_seconds": round(build_seconds, 1),
-        "sweep_seconds": round(sweep_seconds, 1),
-        "trials_per_minute": measured / (sweep_seconds / 60) if sweep_seconds > 0 and measured else None,
+        "ran": ran, **counts, "build_seconds": round(build_seconds, 1),
+        "sweep_seconds": round(sweep_seconds, 1), "worker_build_seconds": round(worker_builds, 1),
+        "trials_per_minute": measured / (sweeping / 60) if sweeping > 0 and measured else None,
         "plots": last.get("plots", []),
     }
 
 
 def prebuild_on_gpus(config: Path, gpus: list[str], echo: Callable[[str], None]) -> tuple[dict[str, str], float]:
-    """Every trained build of the sweep file, `build_workers` at a time on each GPU. Returns the
-    failed builds ({build: error}) and the seconds it took."""
+    """Every trained build of the sweep file, `build_workers` (at least 1) at a time on each GPU.
+    Returns the failed builds ({build: error}) and the seconds it took."""
     from tournament.study.config import load_sweep_config
     from tournament.study.inputs import load_eval, prebuild, resolve_candidates
 
     cfg = load_sweep_config(config)
     t0 = time.monotonic()
     load_eval(cfg)  # first: it may build the split that trained candidates hash
-    failed = prebuild(resolve_candidates(cfg), max(1, cfg.build_workers) * len(gpus), echo, gpus=gpus)
+    failed = prebuild(resolve_candidates(cfg), max(1, cfg.build_workers), echo, gpus=gpus)
     return failed, time.monotonic() - t0
 
 
@@ -175,15 +239,19 @@ def worker_failures(runs: list[WorkerRun]) -> list[str]:
 
 
 def gpus_from_env() -> list[str] | None:
-    """The GPUs CUDA_VISIBLE_DEVICES names, if any (for `--gpus all`)."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    return parse_gpus(env) if env else None
+    """The GPUs an inherited CUDA_VISIBLE_DEVICES names; None when it is unset."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is None:
+        return None
+    return [g.strip() for g in env.split(",") if g.strip()]
 
 
 def all_gpus() -> list[str]:
     """`--gpus all`: CUDA_VISIBLE_DEVICES when set, else every GPU nvidia-smi lists."""
     found = gpus_from_env()
-    if found:
+    if found is not None:
+        if not found:
+            raise ValueError("--gpus all: CUDA_VISIBLE_DEVICES is empty (no GPU visible)")
         return found
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
