@@ -138,3 +138,41 @@ def test_unnamed_trial_of_a_dead_worker_is_recovered_and_a_live_ones_is_not(tmp_
     retry = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == orphan.number]
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING
     assert retry[0].system_attrs["fixed_params"] == {"x": orphan.params["x"]}  # what it had chosen is kept
+
+
+def test_config_changes_name_what_differs():
+    from tournament.study.config import config_changes
+
+    stored = {"trials": 4, "base_dir": "/a", "judge": {"track": "basic"}, "space": {"decode": {"max_tokens": [8]}}}
+    assert config_changes(stored, {**stored, "trials": 9, "base_dir": "/b"}) == []  # the target, the file's folder
+    # a setting a later version added (at its default) is no change
+    assert config_changes(stored, {**stored, "judge": {"track": "basic", "cold_start": False}}) == []
+    changed = {**stored, "space": {"decode": {"max_tokens": [8, 16]}}, "judge": {}}
+    assert config_changes(stored, changed) == ["judge.track", "space.decode.max_tokens"]
+
+
+def test_resuming_warns_only_when_a_setting_changed(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    """A study resumed by a newer tournament (its stored config lacks a setting added since) is the
+    same sweep: no warning. A changed setting is named in the warning."""
+    import optuna
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    cfg = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file, trials=1, enqueue=[],
+                     candidates=[{"id": "tiny", "model_path": str(tiny_model_dir),
+                                  "engine": {"engine": "transformers", "device": "cpu", "batch_size": 8}}],
+                     space={"decode": {"max_tokens": [8, 16]}})
+    args = ["sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--no-track"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
+    old = dict(study.user_attrs["sweep_config"])
+    old["judge"] = {k: v for k, v in old["judge"].items() if k != "cold_start"}  # as an older version stored it
+    study.set_user_attr("sweep_config", old)
+    study.set_user_attr("fingerprint", "0123456789abcdef")
+    r = CliRunner().invoke(app, args + ["--trials", "2"])
+    assert r.exit_code == 0 and "another sweep file" not in r.output, r.output
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("- 16", "- 24"), encoding="utf-8")
+    r = CliRunner().invoke(app, args + ["--trials", "3"])
+    assert r.exit_code == 0 and "(space.decode.max_tokens differ); trials are mixed" in r.output, r.output

@@ -297,6 +297,25 @@ class SweepConfig(_Strict):
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def config_changes(stored: Any, current: Any, path: str = "") -> list[str]:
+    """The settings (dotted paths) where `current` differs from the `stored` sweep config of a
+    study. A key the stored one lacks is a setting added by a later tournament version, at its
+    default then: not a change. `trials` (the target) and `base_dir` (where the file lies) are
+    not settings of the trials."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for k in sorted(set(stored) | set(current)):
+            sub = f"{path}.{k}" if path else str(k)
+            if sub in ("trials", "base_dir") or k not in stored:
+                continue
+            if k not in current:
+                out.append(sub)
+            else:
+                out += config_changes(stored[k], current[k], sub)
+        return out
+    return [] if stored == current else [path or "(the whole file)"]
+
+
 def load_sweep_config(path: str | Path) -> SweepConfig:
     import yaml
 

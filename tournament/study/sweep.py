@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tournament.files import json_hash
-from tournament.study.config import SweepConfig
+from tournament.study.config import SweepConfig, config_changes
 from tournament.study.inputs import load_eval, prebuild, resolve_candidates
 from tournament.study.judge_model import JudgeModel
 from tournament.study.measure import Measurement, measure
@@ -166,8 +166,11 @@ class Sweep:
             study.set_user_attr("judge_model", self.judge_model.to_dict())
             study.set_user_attr("eval", {"path": self.eval.path, "hash": self.eval.hash, "n": len(self.eval.questions)})
         elif attrs.get("fingerprint") != self.cfg.fingerprint():
-            self.echo(f"warning: study {self.opts.study!r} was started with another sweep file "
-                      f"(fingerprint {attrs.get('fingerprint')} != {self.cfg.fingerprint()}); trials are mixed")
+            current = _scrubbed(json.loads(self.cfg.model_dump_json()))
+            changed = config_changes(attrs.get("sweep_config") or {}, current)
+            if changed:  # else only settings a later version added, at their defaults: the same sweep
+                self.echo(f"warning: study {self.opts.study!r} was started with another sweep file "
+                          f"({', '.join(changed[:8])}{' …' if len(changed) > 8 else ''} differ); trials are mixed")
         if not attrs.get("enqueued"):
             entries = [(enqueue_params(e, self.cfg, self.candidates), e) for e in self.cfg.enqueue]
             # grouped order: one server start per group of known-good configs
