@@ -97,6 +97,19 @@ def ensure_built(
     if not candidate.needs_build():
         return resolve_base(candidate, models_dir, log)
     build = candidate.build_dir(builds_dir, max_steps)
+
+    def train() -> Path:
+        tracker = training_tracker(mlflow_uri) if candidate.recipe.method != "none" else None
+        base_dir = resolve_base(candidate, models_dir, log)
+        return build_candidate(candidate, base_dir, build, resume=resume, max_steps=max_steps, device=device,
+                               tracker=tracker, log=log)
+
+    return _reuse_or_build(build, force, log, train)
+
+
+def _reuse_or_build(build: Path, force: bool, log: Callable[[str], None], train: Callable[[], Path]) -> Path:
+    """`build/model` when the build is complete (unless `force`); else `train()` under the build's
+    lock, unless another process completed the build while we waited for it."""
     if not force and _complete(build):
         log(f"reusing {build}")
         return build / "model"
@@ -104,10 +117,7 @@ def ensure_built(
         if not force and _complete(build):  # another process built it while we waited
             log(f"reusing {build}")
             return build / "model"
-        tracker = training_tracker(mlflow_uri) if candidate.recipe.method != "none" else None
-        base_dir = resolve_base(candidate, models_dir, log)
-        return build_candidate(candidate, base_dir, build, resume=resume, max_steps=max_steps, device=device,
-                               tracker=tracker, log=log)
+        return train()
 
 
 # A child that `build_in_subprocess` started builds under its parent's lock: this names that build.
@@ -243,15 +253,9 @@ def build_in_subprocess(
     if not candidate.needs_build():
         return resolve_base(candidate, models_dir, log)
     build = candidate.build_dir(builds_dir, max_steps)
-    if not force and _complete(build):
-        log(f"reusing {build}")
-        return build / "model"
-    with build_lock(build, log):
-        if not force and _complete(build):  # another process built it while we waited
-            log(f"reusing {build}")
-            return build / "model"
-        return _train_in_child(candidate, build, builds_dir, resume=resume, force=force, max_steps=max_steps,
-                               device=device, models_dir=models_dir, mlflow_uri=mlflow_uri, gpu=gpu, log=log)
+    return _reuse_or_build(build, force, log, lambda: _train_in_child(
+        candidate, build, builds_dir, resume=resume, force=force, max_steps=max_steps, device=device,
+        models_dir=models_dir, mlflow_uri=mlflow_uri, gpu=gpu, log=log))
 
 
 def _train_in_child(candidate: Candidate, build: Path, builds_dir: Path, *, resume: bool, force: bool,
