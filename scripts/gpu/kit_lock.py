@@ -254,26 +254,34 @@ def cmd_pack(a) -> None:
     """Spread the wheels over DEST/w00, w01, ... of at most MB MiB each (largest first, first fit)."""
     limit = a.mb * 1024 * 1024
     wheels = sorted(Path(a.src).glob("*.whl"), key=lambda p: (-p.stat().st_size, p.name))
-    bins: list[list[Path]] = []
-    sizes: list[int] = []
-    for w in wheels:
-        s = w.stat().st_size
+    sized = [(w, w.stat().st_size) for w in wheels]
+    for w, s in sized:
         if s > limit:
             sys.exit(f"pack: {w.name} alone is {s / 2**20:.1f} MiB > {a.mb} MiB")
-        for i, used in enumerate(sizes):
-            if used + s <= limit:
-                bins[i].append(w)
-                sizes[i] += s
-                break
-        else:
-            bins.append([w])
-            sizes.append(s)
-    for i, files in enumerate(bins):
+    size = dict(sized)
+    for i, files in enumerate(first_fit(sized, limit)):
         d = Path(a.dest) / f"w{i:02d}"
         d.mkdir(parents=True)
         for w in files:
             shutil.move(str(w), d / w.name)
-        print(f"{d}: {len(files)} wheels, {sizes[i] / 2**20:.1f} MiB")
+        print(f"{d}: {len(files)} wheels, {sum(size[w] for w in files) / 2**20:.1f} MiB")
+
+
+def first_fit(items, limit: int) -> list[list]:
+    """(item, size) pairs, in order -> bins of at most `limit` bytes: each item goes into the first
+    bin with room for it (an item larger than `limit` gets a bin of its own)."""
+    bins: list[list] = []
+    used: list[int] = []
+    for item, size in items:
+        for i, u in enumerate(used):
+            if u + size <= limit:
+                bins[i].append(item)
+                used[i] += size
+                break
+        else:
+            bins.append([item])
+            used.append(size)
+    return bins
 
 
 def folder_bytes(d: Path) -> int:
@@ -283,18 +291,7 @@ def folder_bytes(d: Path) -> int:
 def upload_calls(folders: list[tuple[str, int]], limit: int) -> list[list[str]]:
     """Folders (in upload order) -> calls of at most `limit` bytes each: a folder goes into the
     first call with room for it, so small ones ride along with an earlier call."""
-    calls: list[list[str]] = []
-    used: list[int] = []
-    for name, size in folders:
-        for i, u in enumerate(used):
-            if u + size <= limit:
-                calls[i].append(name)
-                used[i] += size
-                break
-        else:
-            calls.append([name])
-            used.append(size)
-    return calls
+    return first_fit(folders, limit)
 
 
 def cmd_readme(a) -> None:
