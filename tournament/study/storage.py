@@ -302,6 +302,15 @@ def counted(trials) -> int:
     return n
 
 
+def finished_counts(trials) -> dict[str, int]:
+    """complete, failed, and distinct (complete trials that are not a repeat of another)."""
+    from optuna.trial import TrialState
+
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    return {"complete": len(done), "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "distinct": sum("duplicate_of" not in t.user_attrs for t in done)}
+
+
 # A live worker names itself (user attr "worker") milliseconds after `ask`; a trial still unnamed
 # after this long was asked by a worker that died in between.
 UNNAMED_GRACE_S = 5.0

@@ -62,6 +62,7 @@ from tournament.study.storage import (
     PidFile,
     TrialHeartbeat,
     counted,
+    finished_counts,
     make_sampler,
     make_storage,
     quiet_optuna,
@@ -263,12 +264,9 @@ class Sweep:
             self.servers.stop()
             self.pidfile.close()
             self.tracker.end_study()
-        trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        return SweepResult(self.opts.study, self.opts.storage, self.ran, len(done),
-                           sum(t.state == TrialState.FAIL for t in trials), self.overhead,
-                           distinct=sum("duplicate_of" not in t.user_attrs for t in done),
-                           repeats=self.repeats, exhausted=exhausted, seconds=time.monotonic() - t_start,
+        n = finished_counts(study.get_trials(deepcopy=False))
+        return SweepResult(self.opts.study, self.opts.storage, self.ran, n["complete"], n["failed"], self.overhead,
+                           distinct=n["distinct"], repeats=self.repeats, exhausted=exhausted, seconds=time.monotonic() - t_start,
                            build_seconds=build_s)
 
     # -- one trial --------------------------------------------------------------------------

@@ -93,15 +93,14 @@ def _study_ready(storage, study: str) -> bool:
 def study_counts(storage, study: str) -> dict:
     """complete / failed / distinct of the study once every worker has ended."""
     import optuna
-    from optuna.trial import TrialState
+
+    from tournament.study.storage import finished_counts
 
     try:
         trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     except Exception:
         return {}
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    return {"complete": len(done), "failed": sum(t.state == TrialState.FAIL for t in trials),
-            "distinct": sum("duplicate_of" not in t.user_attrs for t in done)}
+    return finished_counts(trials)
 
 
 def _pump_stderr(proc: subprocess.Popen, run: WorkerRun, echo: Callable[[str], None]) -> None:
