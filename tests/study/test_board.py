@@ -90,9 +90,9 @@ def test_demo_prints_the_exact_next_commands():
 
 
 def _data(tmp_path, specs, name="s"):
-    from tournament.study.board import board_data
+    from tournament.study.board import board_records
 
-    return board_data(make_study(tmp_path / "mlruns", name, specs), name, None)
+    return board_records(make_study(tmp_path / "mlruns", name, specs), name, None)
 
 
 def test_plots_colour_by_candidate_and_build_and_mark_a_front_without_feasible_trials(tmp_path):

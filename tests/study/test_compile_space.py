@@ -48,10 +48,10 @@ def test_a_dict_valued_engine_choice_round_trips_into_the_serve_config(tiny_mode
         plan = suggest_plan(trial, cfg, cands)
         # Optuna holds the dict as JSON text; the plan and the server's config hold the dict
         assert trial.params["engine.compilation_config"] == (json.dumps(want, sort_keys=True) if want else None)
-        assert plan.engine["compilation_config"] == want
+        assert plan.engine.compilation_config == want  # the plan carries validated settings (models)
         sc = serve_config(plan, cfg, cands["tiny"], str(tiny_model_dir))
-        assert sc["engine"]["compilation_config"] == want
-        assert ServeConfig.model_validate(json.loads(json.dumps(sc))).engine.compilation_config == want
+        assert sc.engine.compilation_config == want
+        assert ServeConfig.model_validate(json.loads(sc.model_dump_json())).engine.compilation_config == want
         plans.append(plan)
     assert plans[0].group_key != plans[1].group_key
     # the same dict written in another key order is the same categorical value

@@ -94,9 +94,12 @@ def test_calibration_uses_seen_unseen_and_accuracy_only_results():
 
 
 def _row(n, acc, speed, spread=0.0, sd=0.01, sc=None):
-    return {"trial": n, "state": "COMPLETE", "feasible": True, "accuracy": acc, "predicted_accuracy": acc,
-            "predicted_accuracy_sd": sd, "chars_per_s": speed, "chars_per_s_score": speed * (1 - spread),
-            "chars_per_s_rel_spread": spread, "serve_config": sc or {}, "duplicate_of": None}
+    from tournament.study.record import TrialRecord
+
+    return TrialRecord.from_row({"trial": n, "state": "COMPLETE", "feasible": True, "accuracy": acc,
+                                 "predicted_accuracy": acc, "predicted_accuracy_sd": sd, "chars_per_s": speed,
+                                 "chars_per_s_score": speed * (1 - spread), "chars_per_s_rel_spread": spread,
+                                 "serve_config": sc or {}, "duplicate_of": None})
 
 
 def test_pick_passes_over_noisy_speed_unless_nothing_else_qualifies():
@@ -124,7 +127,7 @@ def test_pick_never_takes_a_repeat():
     from tournament.study.winner import auto_pick
 
     rep = _row(2, 0.6, 99999)
-    rep["duplicate_of"] = 0
+    rep.duplicate_of = 0
     assert auto_pick([_row(0, 0.6, 5000), rep], 0.35)[0] == 0
 
 

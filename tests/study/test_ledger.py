@@ -146,8 +146,10 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
 
 
 def _row(n, acc, se, speed, feasible=True, state="COMPLETE", predicted=None):
-    return {"trial": n, "state": state, "accuracy": acc, "accuracy_stderr": se, "chars_per_s": speed,
-            "feasible": feasible, "predicted": predicted}
+    from tournament.study.record import TrialRecord
+
+    return TrialRecord.from_row({"trial": n, "state": state, "accuracy": acc, "accuracy_stderr": se,
+                                 "chars_per_s": speed, "feasible": feasible, "predicted": predicted})
 
 
 def test_auto_pick_rule():

@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
                            no_cache_speed, track, ledger, json_out)
             return
         opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
-                            runs_dir=runs, cache_speed=not no_cache_speed, tracking=track, ledger=ledger)
+                            runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger)
         echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
         try:
             res = run_sweep(cfg, opts, echo=echo)
@@ -196,12 +196,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
         from tournament.study import ledger as L
-        from tournament.study.board import board_data, render
+        from tournament.study.board import as_json, board_records, render
 
         runs = _runs(runs_dir)
         st = _storage(storage, runs)
         try:
-            data = board_data(st, study, ledger)
+            data = board_records(st, study, ledger)
         except LookupError as e:
             _lookup_failed("board", e, runs, storage, runs_dir)
         except L.LedgerError as e:
@@ -209,7 +209,7 @@ def register(app: typer.Typer) -> None:
         if plots:  # an untracked study gets no MLflow run from the board either
             data["plots"] = [str(p) for p in _plots(st, data["study"], runs, data.get("tracked", True), data)]
         if json_out:
-            typer.echo(json.dumps(data, default=str))
+            typer.echo(json.dumps(as_json(data), default=str))
         else:
             render(data, limit=limit)
             if data.get("plots"):
@@ -248,7 +248,8 @@ def register(app: typer.Typer) -> None:
         Repeats are never picked. An honest build of a trained recipe is refused
         unless --allow-honest: the build you submit is its refit."""
         from tournament.study import ledger as L
-        from tournament.study.board import board_data, load_study
+        from tournament.study.board import board_records, load_study
+        from tournament.study.objectives import stored_objectives
         from tournament.study.winner import auto_pick, build_winner, write_winner
 
         if (trial is None) == (not auto):
@@ -256,9 +257,10 @@ def register(app: typer.Typer) -> None:
         runs = _runs(runs_dir)
         st = _storage(storage, runs)
         try:
-            data = board_data(st, study, ledger)
+            data = board_records(st, study, ledger)
             if auto:
-                trial_n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK), margin)
+                trial_n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK), margin,
+                                          stored_objectives(data["objectives"]))
             else:
                 trial_n, rule = trial, "manual: --trial"
             doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
@@ -421,11 +423,11 @@ def register(app: typer.Typer) -> None:
 
 def _plots(storage: str, study: str, runs: Path, log_mlflow: bool, data=None) -> list[Path]:
     try:
-        from tournament.study.board import board_data
+        from tournament.study.board import board_records
         from tournament.study.plots import write_plots
         from tournament.study.storage import study_dir
 
-        data = data or board_data(storage, study, None)
+        data = data or board_records(storage, study, None)
         paths = write_plots(data, study_dir(runs, study))
         if log_mlflow and paths:
             from tournament.tracking import Tracker

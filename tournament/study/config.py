@@ -36,6 +36,10 @@ space:
   mode: batch
 enqueue:                        # known-good configurations, run first (Optuna enqueue_trial)
   - {candidate: gemma-base, prompt: one-shot, decode: {max_tokens: 96}}
+objectives:                     # optional; default: predicted judge accuracy and chars/s, both maximised
+  - {name: accuracy, metric: predicted_accuracy}
+  - {name: chars_per_s, metric: chars_per_s}
+  - {name: health, metric: health_seconds, direction: minimize}   # a third axis: the front and pick use it
 ```
 """
 
@@ -59,6 +63,8 @@ from tournament.judge.rules import PASS_MARK, judge_set, limits
 from tournament.paths import project_root
 from tournament.prompting import PromptSpec
 from tournament.serving.config import DecodeSettings, EngineSettings
+from tournament.study.objectives import DEFAULT_OBJECTIVES, Objective
+from tournament.study.record import known_metric
 
 EMBEDDED_PREFIX = "embedded:"
 
@@ -156,9 +162,6 @@ class Range(_Strict):
 
 class Choices(_Strict):
     choices: list[Any] = Field(min_length=1)
-
-
-ParamSpec = Union[Range, Choices, Any]
 
 
 def normalize_param(name: str, spec: Any) -> Range | Choices | None:
@@ -263,6 +266,9 @@ class SweepConfig(_Strict):
     # (0: build each when a trial first needs it). 6 builds of gemma-3-270m took 12 of a 20-minute
     # H200 sweep one after another.
     build_workers: int = Field(0, ge=0)
+    # What the sweep optimises (objectives.py): each an Optuna objective over a trial metric. The
+    # default is the judge's ranking: predicted judge accuracy, then chars/s.
+    objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
     # Folder that relative paths in this file start from (set by load_sweep_config).
     base_dir: str = "."
 
@@ -281,6 +287,14 @@ class SweepConfig(_Strict):
                         model.model_validate({name: v})
                     except ValidationError as e:
                         raise ValueError(f"space.{section}.{name}: value {v!r} is invalid: {e.errors()[0]['msg']}")
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives: two share a name ({names})")
+        if len(self.objectives) < 2:
+            raise ValueError("objectives: give at least two (the board's front and the plots have two axes)")
+        unknown = [o.metric for o in self.objectives if not known_metric(o.metric)]
+        if unknown:
+            raise ValueError(f"objectives: unknown metric(s) {unknown} (tournament/study/record.py lists them)")
         for i, e in enumerate(self.enqueue):
             bad = sorted(set(e) - {"candidate", "prompt", "engine", "decode", "mode"})
             if bad:

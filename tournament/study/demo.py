@@ -24,12 +24,12 @@ SPLIT_EVAL = REPO_ROOT / "data" / "build" / "pmpp-docx" / "eval.jsonl"
 
 def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12, config: Path | None = None,
              write_winner: bool = False, fresh: bool = False, echo: Callable[[str], None] = print) -> dict:
-    from tournament.study import board as B
+    from tournament.study import board
     from tournament.study.config import load_sweep_config
     from tournament.study.plots import write_plots
     from tournament.study.storage import default_storage, study_dir
     from tournament.study.sweep import SweepOptions, run_sweep
-    from tournament.study.winner import auto_pick, build_winner
+    from tournament.study.winner import DEFAULT_MARGIN, auto_pick, build_winner
     from tournament.study.winner import write_winner as _write
 
     t0 = time.time()
@@ -43,8 +43,8 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
     opts = SweepOptions(trials=trials, study=study, storage=default_storage(runs), runs_dir=runs)
     echo(f"demo: {trials} trials x {questions} questions on {cfg.eval.path}; store {runs}")
     res = run_sweep(cfg, opts, echo=echo)
-    data = B.board_data(opts.storage, study, REPO_ROOT / "ledger.json")
-    B.render(data, limit=20)
+    data = board.board_records(opts.storage, study, REPO_ROOT / "ledger.json")
+    board.render(data, limit=20)
     plots = write_plots(data, study_dir(runs, study))
     try:
         from tournament.tracking import Tracker
@@ -55,8 +55,9 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
                 t.log_study_artifact(p)
     except Exception:
         pass
-    n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK))
-    st = B.load_study(opts.storage, study)
+    n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK), margin=DEFAULT_MARGIN,
+                        objectives=cfg.objectives)
+    st = board.load_study(opts.storage, study)
     doc, _ = build_winner(st, n, rule=rule, local=True)
     demo_winner = _write(doc, out / "winner.json")
     echo(f"winner: trial {n} ({rule}) -> {demo_winner}")

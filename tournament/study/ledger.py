@@ -176,16 +176,10 @@ def _number(v: Any, lo: float, hi: float) -> float | None:
 
 def _local_sets(metrics: dict[str, Any], prov: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The submitted trial's seen/unseen accuracy per judge set (what the judge model blends)."""
-    out = {}
-    for s in JUDGE_SETS:
-        if metrics.get(f"seen_accuracy_{s}") is not None:
-            out[s] = {k: metrics.get(f"{k}_{s}") for k in ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
-                                                           "unseen_accuracy_stderr")}
-    track = (prov.get("judge") or {}).get("track", "basic")
-    if not out and metrics.get("seen_accuracy") is not None:
-        out[track] = {k: metrics.get(k) for k in ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
-                                                  "unseen_accuracy_stderr")}
-    return out
+    from tournament.study.record import set_accuracies
+
+    judge = prov.get("judge") or {}
+    return set_accuracies(metrics, JUDGE_SETS, judge.get("set") or judge.get("track") or "basic")
 
 
 def calibration_points(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -67,7 +67,7 @@ def track_trial(tracker, run_id: str | None, trial, plan, serve_config, metrics:
     params: dict[str, Any] = dict(trial.params)
     if plan is not None:
         params.update({"candidate": plan.candidate, "prompt_variant": plan.prompt_variant,
-                       "engine": plan.engine, "decode": plan.decode, "mode": plan.mode})
+                       "engine": plan.engine.model_dump(), "decode": plan.decode.model_dump(), "mode": plan.mode})
     tags = dict(tags)
     if reason:
         tags["fail_reason"] = keep_end(reason, 4000)

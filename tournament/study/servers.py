@@ -23,7 +23,6 @@ fresh container pays. Without it every server shares this machine's caches.
 
 from __future__ import annotations
 
-import copy
 import shutil
 import tempfile
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tournament.serving.config import DecodeSettings, ServeConfig
 from tournament.study.storage import PidFile
 
 
@@ -80,8 +80,11 @@ class GroupServers:
             self.bad_groups.setdefault(self.key, f"server died: {reason}")
             self.stop()
 
-    def ensure(self, key: str, configs: dict[str, dict[str, Any]]) -> bool:
-        """Servers for `configs` (role -> ServeConfig dict) of group `key`; True if started now."""
+    def ensure(self, key: str, configs: dict[str, ServeConfig | dict[str, Any]]) -> bool:
+        """Servers for `configs` (role -> ServeConfig) of group `key`; True if started now (then
+        they already run the configs' decode settings and mode)."""
+        # a ServeConfig passes as it is (no second validation); a plain dict is validated here
+        configs = {role: ServeConfig.model_validate(c) for role, c in configs.items()}
         if self.running(key, configs):
             return False
         self.stop()
@@ -114,7 +117,7 @@ class GroupServers:
         self.key = key
         return True
 
-    def _start(self, key: str, role: str, config: dict[str, Any]):
+    def _start(self, key: str, role: str, config: ServeConfig):
         from tournament.serving.process import ServerProcess, compile_cache_env
 
         log_path = self.log_dir / f"{key}-{role}-{int(time.time())}.log"
@@ -122,7 +125,7 @@ class GroupServers:
         if self.compile_cache is not None:
             self.compile_cache.mkdir(parents=True, exist_ok=True)
             cache_dir = Path(tempfile.mkdtemp(prefix=f"{key}-{role}-", dir=self.compile_cache))
-        proc = ServerProcess(config, sweep_mode=True, log_path=log_path,
+        proc = ServerProcess(config.model_dump(), sweep_mode=True, log_path=log_path,
                              env=compile_cache_env(cache_dir) if cache_dir else None)
         try:
             proc.start()
@@ -132,12 +135,14 @@ class GroupServers:
         self.pidfile.add(proc.proc.pid)
         return proc, log_path, cache_dir
 
-    def configure(self, decode: dict[str, Any], mode: str) -> None:
+    def configure(self, decode: DecodeSettings, mode: str) -> None:
+        """Running servers take a decode-only trial's settings (freshly started ones have them)."""
         from tournament.judge.emulator import http_client
 
+        body = {"decode": decode.model_dump(), "mode": mode}
         with http_client() as client:
             for s in self.servers.values():
-                r = client.post(s.proc.url + "/admin/config", json={"decode": decode, "mode": mode}, timeout=30)
+                r = client.post(s.proc.url + "/admin/config", json=body, timeout=30)
                 if r.status_code != 200:
                     raise RuntimeError(f"POST /admin/config ({s.role}) answered {r.status_code}: {r.text[:300]}")
 
@@ -154,11 +159,10 @@ def _remove(cache_dir: Path | None) -> None:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
 
-def _share_gpu(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _share_gpu(configs: dict[str, ServeConfig]) -> dict[str, ServeConfig]:
     """Two vLLM servers: each asks for half the GPU memory fraction."""
-    if len(configs) < 2 or any((c.get("engine") or {}).get("engine", "vllm") != "vllm" for c in configs.values()):
+    if len(configs) < 2 or any(c.engine.engine != "vllm" for c in configs.values()):
         return configs
-    out = copy.deepcopy(configs)
-    for c in out.values():
-        c["engine"]["gpu_memory_utilization"] = round(c["engine"]["gpu_memory_utilization"] / 2, 4)
-    return out
+    return {role: c.model_copy(update={"engine": c.engine.model_copy(
+        update={"gpu_memory_utilization": round(c.engine.gpu_memory_utilization / 2, 4)})})
+        for role, c in configs.items()}

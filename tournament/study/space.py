@@ -1,6 +1,7 @@
 """The search space: what a trial chooses (candidate, prompt variant, engine settings, decode
-settings, mode), what it is scored on (the objectives) and which hard limits it must keep (the
-constraints, feasible when <= 0)."""
+settings, mode). A drawn trial is validated once, here (`suggest_plan`), and travels as models
+(`TrialPlan`) to the server config it becomes (`serve_config`). What a trial is scored on and the
+limits it must keep are in objectives.py."""
 
 from __future__ import annotations
 
@@ -16,25 +17,26 @@ from tournament.study.config import (
     encode_choice,
     normalize_param,
 )
+from tournament.serving.config import DecodeSettings, EngineSettings, ServeConfig
 from tournament.study.inputs import ResolvedCandidate
+from tournament.study.objectives import CONSTRAINTS  # noqa: F401  (read by storage.py)
 
 log = logging.getLogger(__name__)
-
-OBJECTIVES = ["accuracy", "chars_per_s"]
-CONSTRAINTS = ["accuracy", "predict_time", "health"]
 
 
 @dataclass
 class TrialPlan:
+    """What one trial serves, validated: the settings travel as models from here on."""
+
     candidate: str
     prompt_variant: str | None
-    engine: dict[str, Any]
-    decode: dict[str, Any]
+    engine: EngineSettings
+    decode: DecodeSettings
     mode: str
 
     @property
     def group(self) -> dict[str, Any]:
-        return {"candidate": self.candidate, "prompt": self.prompt_variant, "engine": self.engine}
+        return {"candidate": self.candidate, "prompt": self.prompt_variant, "engine": self.engine.model_dump()}
 
     @property
     def group_key(self) -> str:
@@ -65,9 +67,8 @@ def group_param_names(cfg: SweepConfig, candidates: dict[str, ResolvedCandidate]
 
 
 def suggest_plan(trial, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate]) -> TrialPlan:
-    """Define-by-run: group parameters first, then decode settings and mode."""
-    from tournament.serving.config import DecodeSettings, EngineSettings
-
+    """Define-by-run: group parameters first, then decode settings and mode. The one validation of
+    a drawn trial's settings."""
     ids = cfg.space.candidate or list(candidates)
     unknown = [i for i in ids if i not in candidates]
     if unknown:
@@ -85,22 +86,20 @@ def suggest_plan(trial, cfg: SweepConfig, candidates: dict[str, ResolvedCandidat
     for k, spec in cfg.space.decode.items():
         decode[k] = _suggest(trial, f"decode.{k}", spec)
     mode = _suggest(trial, "mode", cfg.space.mode)
-    engine = EngineSettings.model_validate(engine).model_dump()
-    decode = DecodeSettings.model_validate(decode).model_dump()
-    return TrialPlan(cand, pv, engine, decode, mode)
+    return TrialPlan(cand, pv, EngineSettings.model_validate(engine), DecodeSettings.model_validate(decode), mode)
 
 
-def serve_config(plan: TrialPlan, cfg: SweepConfig, rc: ResolvedCandidate, model_dir: str) -> dict[str, Any]:
+def serve_config(plan: TrialPlan, cfg: SweepConfig, rc: ResolvedCandidate, model_dir: str) -> ServeConfig:
+    """The ServeConfig a trial's server runs for one build (`model_dir`)."""
     from tournament.prompting import PromptSpec
-    from tournament.serving.config import ServeConfig, deep_merge
+    from tournament.serving.config import ModelRef, deep_merge
 
     prompt = dict(rc.prompt)
     if plan.prompt_variant is not None and cfg.space.prompt:
         prompt = deep_merge(prompt, cfg.space.prompt[plan.prompt_variant] or {})
-    model = {"path": model_dir, "gguf_file": rc.gguf_file, "modelscope_id": rc.modelscope_id, "revision": rc.revision}
-    sc = ServeConfig.model_validate({"model": model, "prompt": PromptSpec.model_validate(prompt).model_dump(),
-                                     "engine": plan.engine, "decode": plan.decode, "mode": plan.mode})
-    return sc.model_dump()
+    model = ModelRef(path=model_dir, gguf_file=rc.gguf_file, modelscope_id=rc.modelscope_id, revision=rc.revision)
+    return ServeConfig(model=model, prompt=PromptSpec.model_validate(prompt), engine=plan.engine,
+                       decode=plan.decode, mode=plan.mode)
 
 
 def enqueue_params(entry: dict[str, Any], cfg: SweepConfig, candidates) -> dict[str, Any]:

@@ -4,14 +4,10 @@ Each trial serves a configuration with the real serve.py (`ServerProcess`es, see
 the build that ships (the refit of a trained recipe, or a single build) and, for a trained recipe,
 its honest build. The judge emulator measures both on the eval questions (measure.py): seen
 accuracy (refit), unseen accuracy (honest), chars/s of the shipped build. The judge model
-(judge_model.py) blends seen and unseen into a predicted judge accuracy. Two objectives, both
-maximised: predicted judge accuracy and characters/s. Hard limits are Optuna constraints
-(`trial.set_constraint`, feasible when <= 0), set on every path, failures included:
-
-- ``accuracy``: pass_mark - predicted accuracy
-- ``predict_time``: predict seconds scaled to the judge's question count - the predict limit
-- ``health``: seconds until the shipped server's GET / answered - the health limit (a start from
-  an empty compile cache, as in the judge's fresh container, with ``judge.cold_start``)
+(judge_model.py) blends seen and unseen into a predicted judge accuracy. The objectives (by
+default predicted judge accuracy and characters/s, both maximised) and the hard limits (Optuna
+constraints, feasible when <= 0, set on every path, failures included) are declared in
+objectives.py; what a trial recorded is read back through record.py.
 
 Repeats: a trial whose parameters equal a finished trial's is not measured again; it takes that
 trial's results (user attr ``duplicate_of``) and does not count towards ``--trials``. After
@@ -28,8 +24,8 @@ old servers (their port and GPU memory are freed) before starting.
 Resume: trials live in the Optuna storage. A RUNNING trial whose worker process is gone (same
 host, pid dead; or a stale heartbeat from another host) is marked FAIL and its parameters are
 enqueued again; ``--trials N`` counts finished trials, so re-running the same command finishes
-the study. Server pids are kept in ``<runs>/servers/<worker pid>.json``; a new sweep kills the
-servers of dead workers (servers also die with their parent through PR_SET_PDEATHSIG).
+the study. Server pids are kept in ``<runs>/servers/<host>-<worker pid>.json``; a new sweep kills
+the servers of dead workers (servers also die with their parent through PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -50,8 +46,8 @@ from tournament.study.judge_model import JudgeModel
 from tournament.study.measure import Measurement, measure
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.servers import GroupServers
+from tournament.study.objectives import constraint_values, same_objectives, stored_objectives
 from tournament.study.space import (
-    OBJECTIVES,
     TrialPlan,
     enqueue_params,
     group_param_names,
@@ -82,7 +78,7 @@ class SweepOptions:
     study: str
     storage: str
     runs_dir: Path
-    cache_speed: bool = True  # re-measure speed on a cache hit (False: reuse everything)
+    reuse_cached_speed: bool = False  # on an answer-cache hit, reuse the stored speed too (no server start)
     tracking: bool = True
     ledger: Path | None = None  # judge results calibrate the predicted accuracy
 
@@ -119,9 +115,9 @@ class SweepResult:
 def judge_model_from_ledger(path: Path | None) -> JudgeModel:
     """The judge model, calibrated by the ledger's judge results when there are any."""
     if path is not None and Path(path).exists():
-        from tournament.study import ledger as L
+        from tournament.study import ledger
 
-        cal = L.calibration(L.load(path))
+        cal = ledger.calibration(ledger.load(path))
         if cal is not None:
             return cal.judge_model
     return JudgeModel.from_points()
@@ -156,11 +152,18 @@ class Sweep:
         quiet_optuna()
         self.storage = make_storage(self.opts.storage)
         self.base_sampler = make_sampler(self.cfg.seed)
+        objectives = self.cfg.objectives
         study = optuna.create_study(study_name=self.opts.study, storage=self.storage, sampler=self.base_sampler,
-                                    directions=["maximize", "maximize"], load_if_exists=True)
+                                    directions=[o.direction for o in objectives], load_if_exists=True)
         attrs = study.user_attrs
+        if "sweep_config" in attrs and not same_objectives(stored_objectives(attrs.get("objectives")), objectives):
+            had = ", ".join(f"{o.name} ({o.direction})" for o in stored_objectives(attrs.get("objectives")))
+            raise ValueError(f"study {self.opts.study!r} was started with the objectives {had}; this sweep file "
+                             f"declares {', '.join(f'{o.name} ({o.direction})' for o in objectives)}. Optuna's "
+                             "values would mean other things: use another --study name")
         if "sweep_config" not in attrs:
-            study.set_metric_names(OBJECTIVES)
+            study.set_metric_names([o.name for o in objectives])
+            study.set_user_attr("objectives", [o.model_dump() for o in objectives])
             study.set_user_attr("sweep_config", _scrubbed(json.loads(self.cfg.model_dump_json())))
             study.set_user_attr("fingerprint", self.cfg.fingerprint())
             study.set_user_attr("judge", self.cfg.judge.model_dump())
@@ -282,109 +285,123 @@ class Sweep:
     def _run_trial(self, study, trial, t_ask: float) -> str:
         """Run one trial to its end (tell). Returns "new group", "same group" or "repeat"."""
         tdir = self.sdir / "trials" / f"{trial.number:04d}"
-        plan: TrialPlan | None = None
-        sc: dict[str, Any] | None = None
-        started = False
-        health_s: float | None = None
-        run_id: str | None = None
+        attempt = _Attempt()
         try:
-            plan = suggest_plan(trial, self.cfg, self.candidates)
+            attempt.plan = plan = suggest_plan(trial, self.cfg, self.candidates)
             earlier = self._earlier(study, trial)
             if earlier is not None:
                 return self._repeat(study, trial, earlier)
             tdir.mkdir(parents=True, exist_ok=True)
-            run_id = self.tracker.start_trial(self.opts.study, trial.number, {"worker": worker_id()})
-            if run_id:
-                trial.set_user_attr("mlflow_run_id", run_id)
-            rc = self.candidates[plan.candidate]
-            trial.set_user_attr("candidate", _scrubbed(rc.info))
+            attempt.run_id = self.tracker.start_trial(self.opts.study, trial.number, {"worker": worker_id()})
+            if attempt.run_id:
+                trial.set_user_attr("mlflow_run_id", attempt.run_id)
+            candidate = self.candidates[plan.candidate]
+            trial.set_user_attr("candidate", _scrubbed(candidate.info))
             trial.set_user_attr("group_key", plan.group_key)
-            key_doc = {"builds": {r: b.config_hash for r, b in rc.builds.items()}, "prompt": plan.prompt_variant,
-                       "engine": plan.engine, "decode": plan.decode, "mode": plan.mode, "eval": self.eval.hash,
-                       "sets": self.cfg.judge.sets}
-            cache_key = json_hash(key_doc, 24)
+            cache_key = json_hash({"builds": {r: b.config_hash for r, b in candidate.builds.items()},
+                                   "prompt": plan.prompt_variant, "engine": plan.engine.model_dump(),
+                                   "decode": plan.decode.model_dump(), "mode": plan.mode, "eval": self.eval.hash,
+                                   "sets": self.cfg.judge.sets}, 24)
             trial.set_user_attr("cache_key", cache_key)
             cached = self.cache.get(cache_key)
-            measurement = None
-            cold = self.cfg.judge.cold_start
-            # a stored health time counts only if it was a cold start too (when cold ones are asked for)
-            if cached is not None and not self.opts.cache_speed and (not cold or cached["metrics"].get("cold_start")):
-                sc = cached["serve_config"]
-                metrics = dict(cached["metrics"])
-                health_s = metrics.get("health_seconds")
-                metrics["cached_speed"] = 1.0
-                measurement = Measurement(metrics, cached.get("questions", []), cached.get("references", []),
-                                          cached.get("answers", []), cached.get("scores", []),
-                                          cached.get("unseen_answers", []), cached.get("unseen_scores", []))
-                trial.set_user_attr("cache", "answers+speed")
+            if self._speed_reusable(cached):
+                measurement = self._from_cache(trial, cached, attempt)
             else:
-                t_build = time.monotonic()  # builds are not trial overhead: timed apart
-                configs = {"ship": serve_config(plan, self.cfg, rc, str(rc.ship.model_dir().resolve()))}
-                if rc.unseen is not None:
-                    configs["unseen"] = serve_config(plan, self.cfg, rc, str(rc.unseen.model_dir().resolve()))
-                build_s = time.monotonic() - t_build
-                sc = configs["ship"]
-                t_srv = time.monotonic()
-                started = self.servers.ensure(plan.group_key, configs)
-                health_s = self.servers.ship.health_seconds
-                t_after_start = time.monotonic()
-                self.servers.configure(plan.decode, plan.mode)
-                j = self.cfg.judge
-                unseen = self.servers.servers.get("unseen")
-                measurement = measure(self.servers.ship.proc.url, unseen.proc.url if unseen else None,
-                                      self.eval.questions, self.eval.references, self.eval.sets, sets=j.sets,
-                                      track=j.track, speed_repeats=self.cfg.speed_repeats,
-                                      judge_model=self.judge_model, health_timeout=j.health_timeout,
-                                      predict_timeout=j.local_predict_timeout, health_seconds=health_s)
-                metrics = measurement.metrics
-                metrics["cold_start"] = 1.0 if cold else 0.0
-                if cached is not None:  # same config measured before: keep its answers for accuracy
-                    metrics.update({k: v for k, v in cached["metrics"].items() if k.startswith(ACCURACY_KEYS)})
-                    trial.set_user_attr("cache", "answers")
-                else:
-                    self.cache.put(cache_key, sc, metrics, measurement)
-                start_cost = (t_after_start - t_srv) if started else 0.0
-                metrics["build_seconds"], metrics["start_seconds"] = build_s, start_cost
-                elapsed = time.monotonic() - t_ask - start_cost - build_s
-                metrics["overhead_seconds"] = max(0.0, elapsed - metrics["predict_seconds_total"])
-                metrics["overhead_ratio"] = metrics["overhead_seconds"] / max(metrics["predict_seconds_total"], 1e-9)
-                self.overhead.append({"trial": trial.number, "decode_only": not started,
-                                      "overhead_seconds": metrics["overhead_seconds"],
-                                      "overhead_ratio": metrics["overhead_ratio"]})
-            cons = self._tell(study, trial, sc, metrics, health_s)
-            write_trial_files(tdir, measurement, sc, metrics)
-            feasible = all(v <= 0 for v in cons.values())
+                measurement = self._measure(trial, plan, candidate, cached, cache_key, attempt, t_ask)
+            metrics = measurement.metrics
+            feasible = self._tell(study, trial, attempt.serve_config, metrics, attempt.health_seconds)
+            write_trial_files(tdir, measurement, attempt.serve_config, metrics)
             self.echo(f"trial {trial.number}: {plan.candidate}/{plan.prompt_variant or '-'} "
-                      f"max_tokens={plan.decode['max_tokens']} seen={metrics['seen_accuracy']:.3f} "
+                      f"max_tokens={plan.decode.max_tokens} seen={metrics['seen_accuracy']:.3f} "
                       f"unseen={metrics['unseen_accuracy']:.3f} predicted={metrics['predicted_accuracy']:.3f}"
                       f"±{metrics['predicted_accuracy_sd']:.3f} chars/s={metrics['chars_per_s']:.0f} "
-                      f"{'feasible' if feasible else 'infeasible'}{' (new servers)' if started else ''}")
-            self._track(run_id, trial, plan, sc, metrics, tdir, "FINISHED", None)
-            return "new group" if started else "same group"
+                      f"{'feasible' if feasible else 'infeasible'}{' (new servers)' if attempt.started else ''}")
+            self._track(trial, attempt, metrics, tdir, "FINISHED", None)
+            return "new group" if attempt.started else "same group"
         except KeyboardInterrupt:
-            self._fail(study, trial, "interrupted (Ctrl-C)", health_s, run_id, plan, sc, tdir)
+            self._fail(study, trial, "interrupted (Ctrl-C)", attempt, tdir)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
         except Exception as e:
             reason = _reason(e)
             self.servers.mark_bad_if_dead(reason)
-            self._fail(study, trial, reason, health_s, run_id, plan, sc, tdir)
-            return "new group" if started else "same group"
+            self._fail(study, trial, reason, attempt, tdir)
+            return "new group" if attempt.started else "same group"
 
-    def _tell(self, study, trial, sc, metrics: dict[str, Any], health_s: float | None) -> dict[str, float]:
-        j = self.cfg.judge
-        scaled = metrics["predict_seconds"] * j.questions / max(1.0, metrics.get("n_questions") or 1.0)
-        metrics["predict_seconds_scaled"] = scaled
-        cons = {"accuracy": j.pass_mark - metrics["accuracy"],
-                "predict_time": scaled - j.predict_timeout,
-                "health": (health_s or 0.0) - j.health_timeout}
+    def _speed_reusable(self, cached: dict[str, Any] | None) -> bool:
+        """A cached configuration whose speed may stand for this trial: asked for, and, when cold
+        starts are, its health time was a cold start too."""
+        return (cached is not None and self.opts.reuse_cached_speed
+                and (not self.cfg.judge.cold_start or bool(cached["metrics"].get("cold_start"))))
+
+    def _from_cache(self, trial, cached: dict[str, Any], attempt: "_Attempt") -> Measurement:
+        """The cached path: everything from an earlier measurement of this configuration."""
+        attempt.serve_config = cached["serve_config"]
+        metrics = dict(cached["metrics"])
+        attempt.health_seconds = metrics.get("health_seconds")
+        metrics["cached_speed"] = 1.0
+        trial.set_user_attr("cache", "answers+speed")
+        return Measurement(metrics, cached.get("questions", []), cached.get("references", []),
+                           cached.get("answers", []), cached.get("scores", []),
+                           cached.get("unseen_answers", []), cached.get("unseen_scores", []))
+
+    def _measure(self, trial, plan: TrialPlan, candidate, cached: dict[str, Any] | None, cache_key: str,
+                 attempt: "_Attempt", t_ask: float) -> Measurement:
+        """The measured path: the group's servers (started when the group changes), then the judge
+        emulator on them. A started server already runs the trial's decode settings and mode; a
+        running one is told them (POST /admin/config)."""
+        t_build = time.monotonic()  # builds are not trial overhead: timed apart
+        configs = {"ship": serve_config(plan, self.cfg, candidate, str(candidate.ship.model_dir().resolve()))}
+        if candidate.unseen is not None:
+            configs["unseen"] = serve_config(plan, self.cfg, candidate, str(candidate.unseen.model_dir().resolve()))
+        build_s = time.monotonic() - t_build
+        attempt.serve_config = configs["ship"].model_dump()
+        t_servers = time.monotonic()
+        attempt.started = self.servers.ensure(plan.group_key, configs)
+        attempt.health_seconds = self.servers.ship.health_seconds
+        start_cost = (time.monotonic() - t_servers) if attempt.started else 0.0
+        if not attempt.started:
+            self.servers.configure(plan.decode, plan.mode)
+        judge = self.cfg.judge
+        unseen = self.servers.servers.get("unseen")
+        measurement = measure(self.servers.ship.proc.url, unseen.proc.url if unseen else None,
+                              self.eval.questions, self.eval.references, self.eval.sets, sets=judge.sets,
+                              track=judge.track, speed_repeats=self.cfg.speed_repeats,
+                              judge_model=self.judge_model, health_timeout=judge.health_timeout,
+                              predict_timeout=judge.local_predict_timeout, health_seconds=attempt.health_seconds)
+        metrics = measurement.metrics
+        metrics["cold_start"] = 1.0 if judge.cold_start else 0.0
+        if cached is not None:  # same config measured before: keep its answers for accuracy
+            metrics.update({k: v for k, v in cached["metrics"].items() if k.startswith(ACCURACY_KEYS)})
+            trial.set_user_attr("cache", "answers")
+        else:
+            self.cache.put(cache_key, attempt.serve_config, metrics, measurement)
+        metrics["build_seconds"], metrics["start_seconds"] = build_s, start_cost
+        elapsed = time.monotonic() - t_ask - start_cost - build_s
+        metrics["overhead_seconds"] = max(0.0, elapsed - metrics["predict_seconds_total"])
+        metrics["overhead_ratio"] = metrics["overhead_seconds"] / max(metrics["predict_seconds_total"], 1e-9)
+        self.overhead.append({"trial": trial.number, "decode_only": not attempt.started,
+                              "overhead_seconds": metrics["overhead_seconds"],
+                              "overhead_ratio": metrics["overhead_ratio"]})
+        return measurement
+
+    def _tell(self, study, trial, serve_config, metrics: dict[str, Any], health_s: float | None) -> bool:
+        """Constraints, the record's attributes, and the objectives' values to Optuna; True if feasible."""
+        judge = self.cfg.judge
+        metrics["predict_seconds_scaled"] = (metrics["predict_seconds"] * judge.questions
+                                             / max(1.0, metrics.get("n_questions") or 1.0))
+        cons = constraint_values(metrics, health_s, judge)
         for k, v in cons.items():
             trial.set_constraint(k, v)
+        missing = [o.metric for o in self.cfg.objectives if not isinstance(metrics.get(o.metric), (int, float))]
+        if missing:
+            raise ValueError(f"objective metric(s) {missing} were not measured")
+        feasible = all(v <= 0 for v in cons.values())
         trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("serve_config", _scrubbed(sc))
-        trial.set_user_attr("feasible", all(v <= 0 for v in cons.values()))
-        study.tell(trial, [metrics["accuracy"], metrics["chars_per_s"]])
-        return cons
+        trial.set_user_attr("serve_config", _scrubbed(serve_config))
+        trial.set_user_attr("feasible", feasible)
+        study.tell(trial, [float(metrics[o.metric]) for o in self.cfg.objectives])
+        return feasible
 
     def _repeat(self, study, trial, earlier) -> str:
         """Same parameters as a finished trial: take its results, measure nothing."""
@@ -402,37 +419,46 @@ class Sweep:
         self.echo(f"trial {trial.number}: repeats trial {earlier.number}; its results reused, nothing measured")
         return "repeat"
 
-    def _fail(self, study, trial, reason, health_s, run_id, plan, sc, tdir) -> None:
+    def _fail(self, study, trial, reason: str, attempt: "_Attempt", tdir: Path) -> None:
         from optuna.trial import TrialState
 
-        j = self.cfg.judge
-        cons = {"accuracy": j.pass_mark, "predict_time": j.predict_timeout,
-                "health": (health_s - j.health_timeout) if health_s is not None else j.health_timeout}
-        try:
-            for k, v in cons.items():
-                trial.set_constraint(k, v)
-            from tournament.tracking import keep_end
+        from tournament.tracking import keep_end
 
+        try:
+            for k, v in constraint_values(None, attempt.health_seconds, self.cfg.judge).items():
+                trial.set_constraint(k, v)
             trial.set_user_attr("fail_reason", keep_end(reason, 2000))  # the cause is at the end
             trial.set_user_attr("feasible", False)
-            if sc is not None:
-                trial.set_user_attr("serve_config", _scrubbed(sc))
+            if attempt.serve_config is not None:
+                trial.set_user_attr("serve_config", _scrubbed(attempt.serve_config))
             study.tell(trial, state=TrialState.FAIL)
         except Exception:
             log.exception("could not record the failure of trial %d", trial.number)
         self.echo(f"trial {trial.number}: FAIL: {reason.splitlines()[0][:300]}")
-        self._track(run_id, trial, plan, sc, {}, tdir, "FAILED", reason)
+        self._track(trial, attempt, {}, tdir, "FAILED", reason)
 
-    def _track(self, run_id, trial, plan, sc, metrics, tdir: Path, status: str, reason: str | None) -> None:
+    def _track(self, trial, attempt: "_Attempt", metrics, tdir: Path, status: str, reason: str | None) -> None:
         tags = dict(self.env_tags)
         tags["eval_hash"] = self.eval.hash
+        plan = attempt.plan
         if plan is not None:
-            rc = self.candidates[plan.candidate]
-            tags["candidate_hash"] = rc.config_hash
-            tags["build"] = rc.ship.role
+            candidate = self.candidates[plan.candidate]
+            tags["candidate_hash"] = candidate.config_hash
+            tags["build"] = candidate.ship.role
             tags["group_key"] = plan.group_key
-        track_trial(self.tracker, run_id, trial, plan, sc, metrics, tdir, status, reason, tags,
-                    self.servers.log_path())
+        track_trial(self.tracker, attempt.run_id, trial, plan, attempt.serve_config, metrics, tdir, status, reason,
+                    tags, self.servers.log_path())
+
+
+@dataclass
+class _Attempt:
+    """What a trial got to before it ended (a failure records as much as there was)."""
+
+    plan: TrialPlan | None = None
+    run_id: str | None = None
+    serve_config: dict[str, Any] | None = None  # the shipped server's, as started
+    health_seconds: float | None = None
+    started: bool = False  # this trial started the group's servers
 
 
 def _scrubbed(sc: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -9,7 +9,8 @@ the winner on this machine without a download); such a file is not for a judge i
 The ``--auto`` rule (see docs/tournament.md): among COMPLETE trials that satisfy every constraint,
 take those whose accuracy lower bound clears the pass mark with a margin — lower bound = accuracy
 - 2 x standard error over the eval questions, or, once judge results exist, the calibrated judge
-accuracy - 2 sd — and of those the fastest (chars/s). If none clears it, the most accurate
+accuracy - 2 sd — and of those the fastest (chars/s); near-ties go to the study's further
+objectives (beyond accuracy and speed), then to the simplest configuration. If none clears it, the most accurate
 feasible trial; if nothing is feasible, the most accurate trial that finished.
 """
 
@@ -18,7 +19,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from tournament.study.objectives import DEFAULT_OBJECTIVES, PICK_RULE_METRICS, Objective
+from tournament.study.record import TrialRecord, build_of, provenance_metrics
 
 SCHEMA = 1
 DEFAULT_MODEL_DEST = "models/winner"
@@ -51,28 +55,41 @@ def non_default_settings(serve_config: dict[str, Any] | None) -> int:
     return n
 
 
-def _accuracy(r: dict[str, Any]) -> tuple[float, float, str]:
-    """(predicted judge accuracy, its sd, where it comes from) of a board row."""
-    p = r.get("predicted")
-    if p:
-        return p["accuracy"], p["accuracy_sd"], "calibrated judge accuracy - 2 sd"
-    if r.get("predicted_accuracy") is not None:
-        return r["predicted_accuracy"], r.get("predicted_accuracy_sd") or 0.0, "predicted judge accuracy - 2 sd"
-    return r["accuracy"], r.get("accuracy_stderr") or 0.0, "accuracy - 2 stderr"
+def _accuracy(r: TrialRecord) -> tuple[float, float, str]:
+    """(predicted judge accuracy, its sd, where it comes from) of a record."""
+    if r.predicted:
+        return r.predicted["accuracy"], r.predicted["accuracy_sd"], "calibrated judge accuracy - 2 sd"
+    if r.predicted_accuracy is not None:
+        return r.predicted_accuracy, r.predicted_accuracy_sd or 0.0, "predicted judge accuracy - 2 sd"
+    return r.accuracy, r.accuracy_stderr or 0.0, "accuracy - 2 stderr"
 
 
-def speed_score(r: dict[str, Any]) -> float:
+def speed_score(r: TrialRecord) -> float:
     """Noise-aware speed: median - 1.4826 MAD of the repeats (the median alone without repeats)."""
-    s = r.get("chars_per_s_score")
-    return s if s is not None else (r.get("chars_per_s") or 0.0)
+    return r.chars_per_s_score if r.chars_per_s_score is not None else (r.chars_per_s or 0.0)
 
 
-def auto_pick(rows: list[dict[str, Any]], pass_mark: float, margin: float = DEFAULT_MARGIN) -> tuple[int, str]:
-    done = [r for r in rows if r["state"] == "COMPLETE" and r.get("accuracy") is not None
-            and r.get("duplicate_of") is None]
+def _tie_break(objectives: Sequence[Objective]):
+    """Among near-ties: the objectives beyond accuracy and speed, in their declared order (better
+    first; a missing value last), then the fewest non-default settings, then speed."""
+    extra = [o for o in objectives if o.metric not in PICK_RULE_METRICS]
+
+    def key(r: TrialRecord):
+        ranks = []
+        for o in extra:
+            v = r.value(o.metric)
+            ranks.append(float("inf") if v is None else (-v if o.direction == "maximize" else v))
+        return (*ranks, non_default_settings(r.serve_config), -speed_score(r))
+
+    return key, extra
+
+
+def auto_pick(records: list[TrialRecord], pass_mark: float, margin: float = DEFAULT_MARGIN,
+              objectives: Sequence[Objective] = DEFAULT_OBJECTIVES) -> tuple[int, str]:
+    done = [r for r in records if r.state == "COMPLETE" and r.accuracy is not None and r.duplicate_of is None]
     if not done:
         raise LookupError("no finished trial to pick from")
-    feasible = [r for r in done if r["feasible"]]
+    feasible = [r for r in done if r.feasible]
 
     def lower(r) -> tuple[float, str]:
         acc, sd, how = _accuracy(r)
@@ -80,33 +97,35 @@ def auto_pick(rows: list[dict[str, Any]], pass_mark: float, margin: float = DEFA
 
     clear = [r for r in feasible if lower(r)[0] >= pass_mark + margin]
     if clear:
-        steady = [r for r in clear if (r.get("chars_per_s_rel_spread") or 0.0) <= MAX_REL_SPREAD]
+        steady = [r for r in clear if (r.chars_per_s_rel_spread or 0.0) <= MAX_REL_SPREAD]
         pool = steady or clear
         top = max(speed_score(r) for r in pool)
         near = [r for r in pool if speed_score(r) >= top * (1 - SIMPLER_WITHIN)]
-        best = min(near, key=lambda r: (non_default_settings(r.get("serve_config")), -speed_score(r)))
+        tie_key, extra = _tie_break(objectives)
+        best = min(near, key=tie_key)
         lb, how = lower(best)
         rule = (f"auto: fastest feasible trial (median - 1.4826 MAD of chars/s) whose {how} ({lb:.3f}) clears "
                 f"pass mark {pass_mark} + margin {margin}")
         if not steady:
             rule += f"; every such trial's speed spread is above {MAX_REL_SPREAD:.0%}"
         if len(near) > 1:
-            rule += (f"; the simplest of {len(near)} within {SIMPLER_WITHIN:.0%} of the fastest "
-                     f"({non_default_settings(best.get('serve_config'))} non-default settings)")
-        return best["trial"], rule
+            by = "".join(f"the best {o.name}, then " for o in extra)
+            rule += (f"; of {len(near)} within {SIMPLER_WITHIN:.0%} of the fastest, {by}the simplest "
+                     f"({non_default_settings(best.serve_config)} non-default settings)")
+        return best.trial, rule
     if feasible:
         # accuracies this close are one accuracy: among them the noise-aware speed rule decides
         top = max(_accuracy(r)[0] for r in feasible)
         tied = [r for r in feasible if _accuracy(r)[0] >= top - ACCURACY_TIE]
-        steady = [r for r in tied if (r.get("chars_per_s_rel_spread") or 0.0) <= MAX_REL_SPREAD] or tied
+        steady = [r for r in tied if (r.chars_per_s_rel_spread or 0.0) <= MAX_REL_SPREAD] or tied
         best = max(steady, key=speed_score)
         rule = "auto: no trial clears the pass mark with margin; the most accurate feasible trial"
         if len(tied) > 1:
             rule += (f" (of {len(tied)} within {ACCURACY_TIE} of the best, the fastest by median - 1.4826 MAD "
                      "with a steady speed)")
-        return best["trial"], rule
+        return best.trial, rule
     best = max(done, key=lambda r: (_accuracy(r)[0], speed_score(r)))
-    return best["trial"], "auto: no feasible trial; most accurate finished trial (check the board!)"
+    return best.trial, "auto: no feasible trial; most accurate finished trial (check the board!)"
 
 
 class HonestBuildError(LookupError):
@@ -117,8 +136,6 @@ def build_winner(study, number: int, *, rule: str, local: bool = False, allow_ho
                  model_dest: str = DEFAULT_MODEL_DEST) -> tuple[dict[str, Any], list[str]]:
     """winner.json document for trial `number` of `study`; also returns warnings for the user."""
     from optuna.trial import TrialState
-
-    from tournament.study.board import build_of
 
     t = next((x for x in study.get_trials(deepcopy=False) if x.number == number), None)
     if t is None:
@@ -151,26 +168,10 @@ def build_winner(study, number: int, *, rule: str, local: bool = False, allow_ho
         "candidate": cand,
         "provenance": {
             "study": study.study_name, "trial": number, "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            "metrics": _provenance_metrics(metrics),
+            "metrics": provenance_metrics(metrics),
             "constraints": dict(t.constraints), "judge": judge, "eval_set": ev,
             "config_hash": cand.get("config_hash"), "local_model_path": local_path,
             "picked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rule": rule,
         },
     }
     return doc, warnings
-
-
-def _provenance_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What winner.json (and the ledger, at submit) keeps of a trial's metrics: the judge model's
-    parts for every measured set, speed with its noise, and the limits' numbers."""
-    keys = ["accuracy", "accuracy_stderr", "seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
-            "unseen_accuracy_stderr", "predicted_accuracy", "predicted_accuracy_sd", "zh_rougeL", "chars_per_s",
-            "chars_per_s_min", "chars_per_s_max", "chars_per_s_mad", "chars_per_s_score", "predict_seconds",
-            "predict_seconds_scaled", "health_seconds", "n_questions"]
-    out = {k: metrics.get(k) for k in keys}
-    if out["seen_accuracy"] is None:  # a study from before the judge model: one measured accuracy
-        out["seen_accuracy"] = out["unseen_accuracy"] = out["predicted_accuracy"] = metrics.get("accuracy")
-        out["predicted_accuracy_sd"] = metrics.get("accuracy_stderr")
-    out.update({k: v for k, v in metrics.items() if k.startswith(("seen_accuracy_", "unseen_accuracy_",
-                                                                   "predicted_accuracy_"))})
-    return out
