@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--mlflow", action="store_true", help="also log to MLflow (background thread)")
     args = ap.parse_args()
 
-    from tournament.study.storage import default_storage
+    from tournament.study.optuna_storage import default_storage
     from tournament.study.sweep import SweepOptions, run_sweep
     from tournament.study.config import load_sweep_config, parse_sweep_config
 

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Sequence
 STALE_TEMP_S = 3600
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has that pid (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -37,7 +38,7 @@ def remove_stale_temps(p: Path) -> list[Path]:
     for t in p.parent.glob(f".{p.name}.tmp-*"):
         pid = t.name[len(f".{p.name}.tmp-"):].split("-", 1)[0]
         try:
-            if pid.isdigit() and not _pid_alive(int(pid)) and time.time() - t.stat().st_mtime > STALE_TEMP_S:
+            if pid.isdigit() and not pid_alive(int(pid)) and time.time() - t.stat().st_mtime > STALE_TEMP_S:
                 t.unlink()
                 gone.append(t)
         except OSError:

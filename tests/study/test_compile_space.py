@@ -85,8 +85,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc/<pid>/environ (Linux)")
 def test_cold_start_servers_get_their_own_empty_compile_cache(tmp_path, tiny_model_dir, monkeypatch):
-    from tournament.study.servers import GroupServers
-    from tournament.study.storage import PidFile
+    from tournament.study.servers import GroupServers, PidFile
 
     for var in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
@@ -124,8 +123,7 @@ def test_cold_start_servers_get_their_own_empty_compile_cache(tmp_path, tiny_mod
 
 
 def test_a_failed_cold_start_leaves_no_cache_behind(tmp_path, monkeypatch):
-    from tournament.study.servers import GroupServers
-    from tournament.study.storage import PidFile
+    from tournament.study.servers import GroupServers, PidFile
 
     cache = tmp_path / "compile-cache"
     servers = GroupServers(tmp_path / "servers", PidFile(tmp_path), 60, lambda e: str(e)[-200:], compile_cache=cache)

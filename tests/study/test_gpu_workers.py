@@ -27,7 +27,7 @@ def test_two_workers_one_per_gpu_share_a_journal_study(tmp_path, tiny_model_dir,
     import optuna
     from optuna.trial import TrialState
 
-    from tournament.study.storage import make_storage
+    from tournament.study.optuna_storage import make_storage
 
     cfg = _files(tmp_path, tiny_model_dir, tiny_qa_file, study="gpus", build_workers=1, trials=5,
                  decode_trials_per_engine=3, speed_repeats=1)
@@ -172,7 +172,7 @@ def test_ctrl_c_lets_each_worker_end_its_trial(tmp_path, tiny_model_dir, tiny_qa
     import optuna
     from optuna.trial import TrialState
 
-    from tournament.study.storage import make_storage
+    from tournament.study.optuna_storage import make_storage
 
     cfg = _files(tmp_path, tiny_model_dir, tiny_qa_file, study="stop", build_workers=1, trials=60,
                  decode_trials_per_engine=3, speed_repeats=3)

@@ -83,7 +83,7 @@ def test_two_workers_share_one_study(tmp_path, tiny_model_dir, tiny_qa_file, pos
     import optuna
     from optuna.trial import TrialState
 
-    from tournament.study.storage import make_storage
+    from tournament.study.optuna_storage import make_storage
 
     cfg = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file, trials=5, enqueue=[], study="pg",
                      candidates=[{"id": "tiny", "model_path": str(tiny_model_dir),

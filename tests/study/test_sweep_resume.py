@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,10 +107,11 @@ def test_unnamed_trial_of_a_dead_worker_is_recovered_and_a_live_ones_is_not(tmp_
     import optuna
     from optuna.trial import TrialState
 
-    from tournament.study import storage as sweep
+    from tournament.study import recovery
+    from tournament.study.servers import PidFile
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    monkeypatch.setattr(sweep, "UNNAMED_GRACE_S", 0.6)
+    monkeypatch.setattr(recovery, "UNNAMED_GRACE_S", 0.6)
     runs = tmp_path / "runs"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -117,17 +119,17 @@ def test_unnamed_trial_of_a_dead_worker_is_recovered_and_a_live_ones_is_not(tmp_
                                 directions=["maximize", "maximize"])
     before = study.ask()  # asked before the dead worker started: never its trial
     (runs / "servers").mkdir(parents=True)
-    (runs / "servers" / f"{sweep.socket.gethostname()}-{dead.pid}.json").write_text(json.dumps(
-        {"owner": dead.pid, "host": sweep.socket.gethostname(), "started_at": time.time(), "servers": []}))
+    (runs / "servers" / f"{socket.gethostname()}-{dead.pid}.json").write_text(json.dumps(
+        {"owner": dead.pid, "host": socket.gethostname(), "started_at": time.time(), "servers": []}))
     orphan = study.ask()
     orphan.suggest_int("x", 0, 9)  # the dead worker got as far as one suggest
     live = study.ask()
     threading.Timer(0.2, lambda: live.set_user_attr("worker", "elsewhere:1")).start()
 
-    killed, dead_started = sweep.PidFile(runs).kill_stale()
+    killed, dead_started = PidFile(runs).kill_stale()
     assert killed == [] and len(dead_started) == 1
     assert not list((runs / "servers").glob("*.json"))  # the dead worker's record is gone
-    recovered = sweep.recover_local_stale(study, dead_started)
+    recovered = recovery.recover_local_stale(study, dead_started)
 
     assert recovered == [orphan.number]
     by_number = {t.number: t for t in study.get_trials()}

@@ -27,7 +27,8 @@ def load_study(storage: str, study: str | None):
     LookupError, and so is an unknown study name (with the names the store holds)."""
     import optuna
 
-    from tournament.study.storage import journal_path, make_storage, quiet_optuna
+    from tournament.study.optuna_private import summary_study_id
+    from tournament.study.optuna_storage import journal_path, make_storage, quiet_optuna
 
     db = sqlite_file(storage) or journal_path(storage)
     if db is not None and not db.is_file():
@@ -39,7 +40,7 @@ def load_study(storage: str, study: str | None):
         summaries = optuna.get_all_study_summaries(st, include_best_trial=False)
         if not summaries:
             raise LookupError(f"no study in {db or storage}; run `tournament sweep` first")
-        study = max(summaries, key=lambda s: s._study_id).study_name
+        study = max(summaries, key=summary_study_id).study_name
     try:
         return optuna.load_study(study_name=study, storage=st)
     except KeyError:  # optuna says only 'Record does not exist.'

@@ -27,7 +27,7 @@ def _runs(runs_dir: Optional[Path]) -> Path:
 
 
 def _storage(storage: Optional[str], runs: Path) -> str:
-    from tournament.study.storage import default_storage, journal_path
+    from tournament.study.optuna_storage import default_storage, journal_path
 
     url = storage or default_storage(runs)
     try:
@@ -374,7 +374,7 @@ def register(app: typer.Typer) -> None:
         import subprocess
 
         from tournament.serving.process import stop_group
-        from tournament.study.storage import default_storage
+        from tournament.study.optuna_storage import default_storage
         from tournament.tracking import ui_command
 
         runs = _runs(runs_dir)
@@ -425,7 +425,7 @@ def _plots(storage: str, study: str, runs: Path, log_mlflow: bool, data=None) ->
     try:
         from tournament.study.board import board_records
         from tournament.study.plots import write_plots
-        from tournament.study.storage import study_dir
+        from tournament.study.optuna_storage import study_dir
 
         data = data or board_records(storage, study, None)
         paths = write_plots(data, study_dir(runs, study))

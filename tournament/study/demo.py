@@ -27,7 +27,7 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
     from tournament.study import board
     from tournament.study.config import load_sweep_config
     from tournament.study.plots import write_plots
-    from tournament.study.storage import default_storage, study_dir
+    from tournament.study.optuna_storage import default_storage, study_dir
     from tournament.study.sweep import SweepOptions, run_sweep
     from tournament.study.winner import DEFAULT_MARGIN, auto_pick, build_winner
     from tournament.study.winner import write_winner as _write

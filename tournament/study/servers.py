@@ -19,11 +19,20 @@ Cold starts (``judge.cold_start``): each server gets a new, empty compile cache 
 ``compile_cache`` (vLLM's VLLM_CACHE_ROOT and the inductor / Triton caches, see
 ``compile_cache_env``), removed when the server stops, so its time to healthy is what the judge's
 fresh container pays. Without it every server shares this machine's caches.
+
+The pid file (`PidFile`, ``<runs>/servers/<host>-<pid>.json``): the worker records itself when it
+starts and each server as it starts or stops it, so the next sweep on this host kills the servers
+a dead worker left running (`kill_stale`) and learns when that worker started (to claim the trial
+it asked for but had not named, recovery.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,7 +40,73 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tournament.serving.config import DecodeSettings, ServeConfig
-from tournament.study.storage import PidFile
+from tournament.files import pid_alive, write_json_atomic
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class PidFile:
+    """``<runs>/servers/<host>-<pid>.json``: this worker, when it started, and the servers it
+    started (for stale cleanup and for claiming the trials a dead worker left behind)."""
+
+    def __init__(self, runs_dir: Path):
+        self.dir = Path(runs_dir) / "servers"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / f"{socket.gethostname()}-{os.getpid()}.json"
+        self.servers: list[int] = []
+        self.started_at = time.time()
+
+    def _write(self) -> None:
+        write_json_atomic(self.path, {"owner": os.getpid(), "host": socket.gethostname(),
+                                      "started_at": self.started_at, "servers": self.servers})
+
+    def open(self) -> None:
+        """Record this worker before it asks for its first trial."""
+        self._write()
+
+    def add(self, pid: int) -> None:
+        self.servers.append(pid)
+        self._write()
+
+    def remove(self, pid: int) -> None:
+        self.servers = [p for p in self.servers if p != pid]
+        self._write()
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def kill_stale(self) -> tuple[list[int], list[float]]:
+        """Kill servers recorded by dead workers of this host; return their pids and the start
+        times of those dead workers."""
+        killed: list[int] = []
+        dead_started: list[float] = []
+        host = socket.gethostname()
+        for f in self.dir.glob("*.json"):
+            try:
+                doc = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if doc.get("host") != host or doc.get("owner") == os.getpid() or pid_alive(int(doc.get("owner", 0))):
+                continue
+            if isinstance(doc.get("started_at"), (int, float)):
+                dead_started.append(float(doc["started_at"]))
+            for pid in doc.get("servers", []):
+                if pid_alive(pid) and "serve:app" in _cmdline(pid):
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    killed.append(pid)
+            f.unlink(missing_ok=True)
+        return killed, dead_started
 
 
 @dataclass

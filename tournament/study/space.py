@@ -19,7 +19,6 @@ from tournament.study.config import (
 )
 from tournament.serving.config import DecodeSettings, EngineSettings, ServeConfig
 from tournament.study.inputs import ResolvedCandidate
-from tournament.study.objectives import CONSTRAINTS  # noqa: F401  (read by storage.py)
 
 log = logging.getLogger(__name__)
 

@@ -45,26 +45,17 @@ from tournament.study.inputs import load_eval, prebuild, resolve_candidates
 from tournament.study.judge_model import JudgeModel
 from tournament.study.measure import Measurement, measure
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
-from tournament.study.servers import GroupServers
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives
+from tournament.study.optuna_private import trial_id
+from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
+from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
+from tournament.study.servers import GroupServers, PidFile
 from tournament.study.space import (
     TrialPlan,
     enqueue_params,
     group_param_names,
     serve_config,
     suggest_plan,
-)
-from tournament.study.storage import (
-    PidFile,
-    TrialHeartbeat,
-    counted,
-    finished_counts,
-    make_sampler,
-    make_storage,
-    quiet_optuna,
-    recover_local_stale,
-    study_dir,
-    worker_id,
 )
 
 log = logging.getLogger(__name__)
@@ -190,7 +181,7 @@ class Sweep:
         import optuna
         from optuna.trial import TrialState
 
-        from tournament.study.storage import note_tracking
+        from tournament.study.run_repair import note_tracking
         from tournament.tracking import Tracker, environment_tags
 
         t_start = time.monotonic()
@@ -240,7 +231,7 @@ class Sweep:
                     trial.set_user_attr("gpu", gpu)
                 t_ask = time.monotonic()
                 try:  # the sampler stays fixed while the trial suggests (define-by-run)
-                    with TrialHeartbeat(self.storage, trial._trial_id):
+                    with TrialHeartbeat(self.storage, trial_id(trial)):
                         outcome = self._run_trial(study, trial, t_ask)
                 finally:
                     study.sampler = self.base_sampler

@@ -69,7 +69,7 @@ def parse_gpus(text: str) -> list[str]:
 def open_storage(storage_url: str):
     """The shared storage, opened (and its tables created) before any build or worker, so a bad URL
     or an unreachable database stops the run with its reason at once."""
-    from tournament.study.storage import make_storage, quiet_optuna
+    from tournament.study.optuna_storage import make_storage, quiet_optuna
 
     quiet_optuna()
     try:
@@ -94,7 +94,7 @@ def study_counts(storage, study: str) -> dict:
     """complete / failed / distinct of the study once every worker has ended."""
     import optuna
 
-    from tournament.study.storage import finished_counts
+    from tournament.study.recovery import finished_counts
 
     try:
         trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)

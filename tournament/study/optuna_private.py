@@ -1,0 +1,26 @@
+"""The only place that reads Optuna's private attributes, so an Optuna upgrade that renames them
+breaks here and nowhere else (a test keeps every other module off them).
+
+Optuna's public API lacks these: a trial's storage id (for the storage calls and the heartbeat of
+ask-and-tell, which the public `Trial` does not expose), a study's storage object (to end a dead
+worker's trial from outside `study.optimize`), and a study summary's id (to open the newest study).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def trial_id(trial: Any) -> int:
+    """The storage's id of a `Trial` or `FrozenTrial` (not its `number`, which counts per study)."""
+    return trial._trial_id
+
+
+def study_storage(study: Any) -> Any:
+    """The storage object a `Study` reads and writes through."""
+    return study._storage
+
+
+def summary_study_id(summary: Any) -> int:
+    """The storage's id of a `StudySummary`: the newest study has the largest."""
+    return summary._study_id
