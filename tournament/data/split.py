@@ -4,8 +4,9 @@ Eval comes from (a) given files (the docx samples): every group they touch leave
 (b) a seeded fraction of the remaining groups of the sources. Then an independent leakage check
 (:mod:`leakage`, always with the default rules) must come back empty, or the build refuses
 unless ``allow_leakage``. ``refit`` trains on everything, eval included (for the final winner),
-and says so in the manifest. Output: ``train.jsonl``, ``eval.jsonl``, ``manifest.json``,
-written atomically.
+and says so in the manifest. ``speed_pool: N`` holds whole variant groups out of train (the refit
+too) for the sweep's judge-sized speed workload (speed_pool.py). Output: ``train.jsonl``,
+``eval.jsonl``, ``manifest.json`` (and ``speed_pool.jsonl``), written atomically.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +22,7 @@ from tournament.data.augment import DEFAULT_TEMPLATES, augment_rows
 from tournament.data.groups import Grouping, GroupingRules, group_rows
 from tournament.data.ingest import QARow, read_qa
 from tournament.data.leakage import LeakageReport, check_leakage
+from tournament.data.speed_pool import hold_out_pool
 from tournament.data.store import atomic_dir, write_json
 from tournament.files import sha256_file, write_jsonl_atomic
 from tournament.judge.rules import set_from_name
@@ -51,6 +53,7 @@ class SplitResult:
     manifest: dict[str, Any]
     grouping: Grouping
     leakage: LeakageReport
+    pool: list[dict[str, Any]] = field(default_factory=list)  # the speed pool (speed_pool.jsonl)
 
 
 def _row_ids(rows: Sequence[QARow]) -> list[str]:
@@ -96,6 +99,7 @@ def build_split(
     augment_templates: Sequence[str] | None = None,
     rules: GroupingRules | None = None,
     name: str | None = None,
+    speed_pool: int = 0,
 ) -> SplitResult:
     """Build a split; write it to ``out`` when given. Raises LeakageError / DataFormatError."""
     rules = rules or GroupingRules()
@@ -145,10 +149,17 @@ def build_split(
         eval_idx += sorted(by_core.values())
         eval_groups |= held
 
-    if refit:
-        train_idx = list(range(len(rows)))  # everything, eval included, on purpose
+    pool_groups: set[str] = set()
+    pool_idx: list[int] = []
+    if speed_pool:  # held out of every build, the refit too: questions no build has seen
+        free = [i for i in range(len(rows)) if role[i] == "train" and groups[i] not in eval_groups]
+        pool_groups, pool_idx = hold_out_pool(groups, grouping.cores, free, speed_pool, seed)
+
+    if refit:  # everything, eval included, on purpose (but never the speed pool)
+        train_idx = [i for i in range(len(rows)) if groups[i] not in pool_groups]
     else:
-        train_idx = [i for i in range(len(rows)) if role[i] == "train" and groups[i] not in eval_groups]
+        train_idx = [i for i in range(len(rows))
+                     if role[i] == "train" and groups[i] not in eval_groups and groups[i] not in pool_groups]
     removed = sum(1 for i in range(len(rows)) if role[i] == "train") - sum(1 for i in train_idx if role[i] == "train")
 
     def as_dict(i: int) -> dict[str, Any]:
@@ -158,6 +169,7 @@ def build_split(
 
     train = [as_dict(i) for i in train_idx]
     evals = [as_dict(i) for i in eval_idx]
+    pool = [as_dict(i) for i in pool_idx]
 
     aug_record = None
     if augment:
@@ -174,6 +186,9 @@ def build_split(
     report = check_leakage(_Rows(train), _Rows(evals))
     if not report.clean and not allow_leakage and not refit:
         raise LeakageError(report)
+    pool_report = check_leakage(_Rows(train), _Rows(pool)) if pool else None
+    if pool_report is not None and not pool_report.clean and not allow_leakage:
+        raise LeakageError(pool_report)  # the speed pool must be new to every build, the refit too
 
     n_groups_train = len({r["group"] for r in train})
     manifest: dict[str, Any] = {
@@ -196,6 +211,9 @@ def build_split(
             "held_out_groups": len(held_out),
             "train_groups": n_groups_train,
             "eval_by_set": dict(Counter(r["set"] or "none" for r in evals)),
+            "speed_pool_questions": len(pool),
+            "speed_pool_groups": len(pool_groups),
+            "speed_pool_rows_removed": sum(1 for i in range(len(rows)) if groups[i] in pool_groups),
         },
         "rules": {
             "grouping": rules.to_dict(),
@@ -203,10 +221,13 @@ def build_split(
                       if refit else
                       "every variant group touched by an eval row is removed from train"),
             "eval_from_fraction": "one row per distinct core question of each held-out group",
+            "speed_pool": ("whole variant groups no eval row touches, seeded, held out of train (refit too) until "
+                           "the pool holds the asked number of distinct core questions; one row per core question"),
             "leakage_standard": "default GroupingRules (question, answer, template, near-duplicate, group)",
         },
         "grouping": grouping.summary(),
         "leakage": report.to_dict(max_items=50),
+        "speed_pool_leakage": pool_report.to_dict(max_items=20) if pool_report is not None else None,
         "augmentation": aug_record,
     }
 
@@ -215,10 +236,12 @@ def build_split(
         def fill(tmp: Path) -> None:
             write_jsonl_atomic(tmp / "train.jsonl", train)
             write_jsonl_atomic(tmp / "eval.jsonl", evals)
+            if pool:
+                write_jsonl_atomic(tmp / "speed_pool.jsonl", pool)
             write_json(tmp / "manifest.json", manifest)
 
         written = atomic_dir(out, fill)
-    return SplitResult(written, train, evals, manifest, grouping, report)
+    return SplitResult(written, train, evals, manifest, grouping, report, pool)
 
 
 class _Rows(list):
@@ -232,7 +255,7 @@ class _Rows(list):
 # split definition files (data/splits/*.yaml)
 
 _SPEC_KEYS = {"name", "description", "sources", "eval", "out", "seed", "eval_fraction", "allow_leakage",
-              "refit", "augment", "augment_templates", "grouping"}
+              "refit", "augment", "augment_templates", "grouping", "speed_pool"}
 
 
 def load_split_spec(path: str | Path) -> dict[str, Any]:
@@ -276,6 +299,7 @@ def load_split_spec(path: str | Path) -> dict[str, Any]:
         "augment": int(spec.get("augment", 0)),
         "augment_templates": spec.get("augment_templates"),
         "rules": rules,
+        "speed_pool": int(spec.get("speed_pool") or 0),
     }
 
 

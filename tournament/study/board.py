@@ -150,10 +150,9 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
     # objectives beyond accuracy and speed get a column of their own
     extra = [o for o in stored_objectives(board.get("objectives")) if o.metric not in PICK_RULE_METRICS]
     cols = ["#", "", "candidate", "build", "params", "seen", "unseen",
-            "judge acc (pred.)" if cal else "pred. acc (prior)", "zh_rougeL", "chars/s", "spread", f"pred. s/{nq}",
+            "judge acc (pred.)" if cal else "pred. acc (prior)", "zh_rougeL", "POST", "chars/s", "spread",
+            "cycled", "judge chars/s (pred.)" if cal else "judge chars/s (prior)", f"pred. s/{nq}",
             "health s"] + [o.name for o in extra]
-    if cal:
-        cols.append("judge chars/s (pred.)")
     cols.append("status")
     for c in cols:
         table.add_column(c, overflow="fold")
@@ -168,15 +167,16 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
         pred = "-"
         if r.predicted_accuracy is not None:
             pred = f"{r.predicted_accuracy:.3f}±{r.predicted_accuracy_sd or 0:.3f}"
+        post = "-" if r.speed_n_questions is None else f"{r.speed_n_questions}{' distinct' if r.speed_distinct else ''}"
+        judge_speed = "-"
+        if r.predicted_chars_per_s is not None:
+            judge_speed = (f"{r.predicted_chars_per_s:.0f} ({r.predicted_chars_per_s_lo:.0f}–"
+                           f"{r.predicted_chars_per_s_hi:.0f})" + (" cycled" if r.speed_hypothesis == "cycled" else ""))
         cells = [str(r.trial), mark, str(r.candidate), r.build or "-", params[:70],
-                 _f(r.seen_accuracy), _f(r.unseen_accuracy), pred, _f(r.zh_rougeL),
-                 _f(r.chars_per_s, "{:.0f}"), spread, _f(r.predict_seconds_scaled, "{:.1f}"),
-                 _f(r.health_seconds, "{:.1f}")]
+                 _f(r.seen_accuracy), _f(r.unseen_accuracy), pred, _f(r.zh_rougeL), post,
+                 _f(r.chars_per_s, "{:.0f}"), spread, _f(r.chars_per_s_cycled, "{:.0f}"), judge_speed,
+                 _f(r.predict_seconds_scaled, "{:.1f}"), _f(r.health_seconds, "{:.1f}")]
         cells += [_f(r.value(o.metric), "{:.4g}") for o in extra]
-        if cal:
-            p = r.predicted
-            cells.append(f"{p['chars_per_s']:.0f} ({p['chars_per_s_lo']:.0f}–{p['chars_per_s_hi']:.0f})"
-                         if p and p.get("chars_per_s") is not None else "-")
         status = r.state if r.state != "FAIL" else f"FAIL: {(r.fail_reason or '')[-80:]}"
         if r.duplicate_of is not None:
             status = f"repeat of #{r.duplicate_of}"
@@ -184,9 +184,11 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
         table.add_row(*cells)
     console.print(table)
     foot = ("★ Pareto front (feasible trials)  ✓ feasible  ·  seen: the refit build on the public samples; "
-            "unseen: the honest build on them; pred.: the judge model's blend ± sd")
+            "unseen: the honest build on them; pred.: the judge model's blend ± sd  ·  POST: the speed POST's "
+            "questions (chars/s: on it; cycled: the samples repeated to its size; judge chars/s: 2-sd band)")
     if board.get("submissions_left") is not None:
         foot += f"  ·  submissions left: {board['submissions_left']} (used {board['submissions_used']})"
     if not cal:
-        foot += "  ·  no judge results yet: the prior blend; `tournament judge-result` calibrates it"
+        foot += ("  ·  no judge results yet: the prior blend and speed ratio 1 (log-sd 0.5); "
+                 "`tournament judge-result` calibrates them")
     console.print(foot)

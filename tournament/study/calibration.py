@@ -8,22 +8,21 @@ accuracy; it stands for both seen and unseen.
 - Accuracy: the judge model (`judge_model.py`), per judge set: the prior blend of seen and unseen,
   then an offset (1-2 results), a fitted w (>= 3 results), or the full linear map (>= 5).
   A result with an accuracy and no speed feeds it too.
-- Speed: ``judge = local * ratio``; ratio = geometric mean of judge/local over the results that
-  have both (other hardware, other question count, network). Uncertainty as a log-normal spread:
-  the standard deviation of log ratios with >= 2 results (inflated by sqrt(1 + 1/n), floored at
-  0.05), a wide prior of 0.5 (a factor of ~1.65) with one; no speed prediction without one.
+- Speed: ``judge = local * ratio`` (speed_model.py): ratio = geometric mean of judge/local over
+  the results that have both, for the local figure of the hypothesis the results support
+  (distinct questions, or the samples cycled). Uncertainty as a log-normal spread: the standard
+  deviation of log ratios with >= 2 results (inflated by sqrt(1 + 1/n), floored at 0.05), a wide
+  prior of 0.5 (a factor of ~1.65) with one; `speed_ratio` is None without one (the board then
+  shows speed_model's prior: ratio 1).
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tournament.study.judge_model import JudgeModel, SetModel
-
-SPEED_PRIOR_LOG_SD = 0.5
+from tournament.study.speed_model import SpeedModel
 
 
 @dataclass
@@ -32,6 +31,7 @@ class Calibration:
     speed_ratio: float | None
     speed_log_sd: float | None
     judge_model: JudgeModel
+    speed_model: SpeedModel = field(default_factory=SpeedModel)
 
     @property
     def accuracy(self) -> dict[str, SetModel]:
@@ -40,21 +40,19 @@ class Calibration:
 
     def predict(self, local_accuracy: float | None, local_speed: float | None, judge_set: str = "basic", *,
                 seen: float | None = None, unseen: float | None = None, seen_se: float = 0.0,
-                unseen_se: float = 0.0) -> dict[str, Any]:
+                unseen_se: float = 0.0, local_speed_cycled: float | None = None) -> dict[str, Any]:
         seen = local_accuracy if seen is None else seen
         unseen = seen if unseen is None else unseen
         acc, sd = self.judge_model.predict(judge_set, seen, unseen, seen_se, unseen_se)
         out: dict[str, Any] = {"accuracy": acc, "accuracy_sd": sd, "accuracy_lo": acc - 2 * sd,
                                "chars_per_s": None, "chars_per_s_lo": None, "chars_per_s_hi": None}
-        if self.speed_ratio is not None and local_speed:
-            speed = local_speed * self.speed_ratio
-            f = math.exp(2 * self.speed_log_sd)
-            out.update(chars_per_s=speed, chars_per_s_lo=speed / f, chars_per_s_hi=speed * f)
+        if self.speed_ratio is not None:
+            out.update(self.speed_model.predict(local_speed, local_speed_cycled))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "speed_ratio": self.speed_ratio, "speed_log_sd": self.speed_log_sd,
-                "accuracy": self.judge_model.to_dict()}
+                "speed": self.speed_model.to_dict(), "accuracy": self.judge_model.to_dict()}
 
 
 def fit(results: list[dict[str, Any]]) -> Calibration | None:
@@ -69,12 +67,9 @@ def fit(results: list[dict[str, Any]]) -> Calibration | None:
             acc_pts.append({"set": r.get("set"), "seen": seen, "unseen": unseen, "judge": r["judge_accuracy"]})
     if not speed_pts and not acc_pts:
         return None
-    ratio = log_sd = None
-    if speed_pts:
-        logs = [math.log(r["judge_speed"] / r["local_speed"]) for r in speed_pts]
-        ratio = math.exp(statistics.mean(logs))
-        n = len(logs)
-        log_sd = SPEED_PRIOR_LOG_SD if n == 1 else max(statistics.stdev(logs) * math.sqrt(1 + 1 / n), 0.05)
+    speed = SpeedModel.fit(speed_pts)
+    chosen = speed.fits.get(speed.hypothesis)
+    ratio, log_sd = (chosen.ratio, chosen.log_sd) if chosen else (None, None)
     # n counts the results with a speed; the judge model counts its accuracy points per set
     return Calibration(n=len(speed_pts), speed_ratio=ratio, speed_log_sd=log_sd,
-                       judge_model=JudgeModel.from_points(acc_pts))
+                       judge_model=JudgeModel.from_points(acc_pts), speed_model=speed)

@@ -18,6 +18,8 @@ eval:
   limit: 16                               # optional: first N questions after the filter
 judge: {track: basic, sets: [basic, bonus]}  # 292 q (bonus: 358), 180 s / 360 s, pass 0.35; sets measured
                                              # cold_start: true -> each server starts with an empty compile cache
+speed: {questions: 292, seed: 0}  # the speed POST: the samples + distinct unseen questions (default pool:
+                                  # the refit dataset's speed_pool.jsonl), 292 / 358 by default
 refit: {dataset: data/build/pmpp-refit, split: data/splits/pmpp-refit.yaml}  # the build you submit
 build_workers: 3                # train the builds 3 at a time before the first trial (0: on demand)
 space:
@@ -233,6 +235,23 @@ class SearchSpace(_Strict):
         return {"engine": self.engine, "decode": self.decode}[section]
 
 
+class SpeedSpec(_Strict):
+    """The speed POST (study/workload.py): the track's public samples plus distinct questions from
+    a pool no build was trained on, up to the judge's count."""
+
+    # A QA file of questions no build has seen. Default: the refit dataset's speed_pool.jsonl (the
+    # split's ``speed_pool``). None there (an untrained model, a test): the POST is the set's eval
+    # questions alone, and the board says how many it held.
+    pool: str | None = None
+    # Questions in the POST (default: the judge's count for the track's set, 292 / 358). The CPU
+    # demo uses fewer.
+    questions: int | None = Field(None, ge=1)
+    seed: int = 0
+    # Also time one POST of the samples cycled up to the same count (serve.py's dedup makes the
+    # repeats free): the other hypothesis about the judge's set, checked against the ledger.
+    cycled: bool = True
+
+
 class RefitSpec(_Strict):
     """The build you submit: every trained candidate's recipe, trained once more on every row.
 
@@ -256,6 +275,7 @@ class SweepConfig(_Strict):
     space: SearchSpace = Field(default_factory=SearchSpace)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     refit: RefitSpec = Field(default_factory=RefitSpec)
+    speed: SpeedSpec = Field(default_factory=SpeedSpec)
     # Consecutive draws of an already measured configuration before the sweep stops: the search
     # space is exhausted (a repeat is never measured again, and it does not count as a trial).
     max_repeat_draws: int = Field(25, ge=1)

@@ -214,3 +214,29 @@ def load_eval(cfg: SweepConfig) -> EvalSet:
     qs, refs = [r.question for r in rows], [r.answer for r in rows]
     sets = [(r.meta or {}).get("set") or set_from_name(r.source or path) for r in rows]
     return EvalSet(qs, refs, str(path), json_hash([qs, refs]), sets)
+
+
+def load_speed_pool(cfg: SweepConfig) -> tuple[list[tuple[str, str]], str | None]:
+    """(question, answer) rows of the speed pool and its path; empty when the sweep has none."""
+    from tournament.data.ingest import load_qa_rows
+
+    if cfg.speed.pool:
+        path = cfg.resolve_path(cfg.speed.pool)
+        if not path.exists():
+            raise FileNotFoundError(f"speed.pool {path} not found")
+    else:
+        path = cfg.resolve_path(cfg.refit.dataset) / "speed_pool.jsonl"
+        if not (cfg.refit.enabled and path.exists()):
+            return [], None
+    return [(r.question, r.answer) for r in load_qa_rows(path)], str(path)
+
+
+def speed_plan(cfg: SweepConfig):
+    """(how the track's speed POST is built, the pool's path); (None, None) without a speed pool:
+    the POST is then the set's eval questions alone."""
+    from tournament.study.workload import SpeedPlan
+
+    pool, path = load_speed_pool(cfg)
+    if not pool:
+        return None, None
+    return SpeedPlan(pool, cfg.speed.questions or cfg.judge.questions, cfg.speed.seed, cfg.speed.cycled), path

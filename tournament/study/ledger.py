@@ -121,6 +121,9 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
         "study": prov.get("study"),
         "trial": prov.get("trial"),
         "local": {"accuracy": metrics.get("accuracy"), "chars_per_s": metrics.get("chars_per_s"),
+                  # the speed POST it was timed on (distinct questions) and the samples cycled to its size
+                  "chars_per_s_cycled": metrics.get("chars_per_s_cycled"),
+                  "speed_n_questions": metrics.get("speed_n_questions"),
                   "accuracy_stderr": metrics.get("accuracy_stderr"), "eval_set": prov.get("eval_set"),
                   "build": (wdoc.get("candidate") or {}).get("build"), "sets": _local_sets(metrics, prov)},
         "results": [],
@@ -194,10 +197,11 @@ def calibration_points(doc: dict[str, Any]) -> list[dict[str, Any]]:
             except ValueError:  # a label no command writes: read it as the default set
                 judged = "basic"
             part = (loc.get("sets") or {}).get(judged) or {}
-            speeds = [_number(x, 0.0, math.inf) for x in (loc.get("chars_per_s"), r.get("speed"))]
+            speeds = [_number(x, 0.0, math.inf) for x in (loc.get("chars_per_s"), r.get("speed"),
+                                                          loc.get("chars_per_s_cycled"))]
             pt = {"local_accuracy": _number(loc.get("accuracy"), 0.0, 1.0), "local_speed": speeds[0] or None,
                   "judge_accuracy": _number(r.get("accuracy"), 0.0, 1.0), "judge_speed": speeds[1] or None,
-                  "set": judged}
+                  "local_speed_cycled": speeds[2] or None, "set": judged}
             seen = _number(part.get("seen_accuracy"), 0.0, 1.0)
             if seen is not None:
                 unseen = _number(part.get("unseen_accuracy"), 0.0, 1.0)

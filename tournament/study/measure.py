@@ -2,8 +2,12 @@
 
 Per judge set of the sweep (the track's set first), on the running servers:
 
-- the **ship** server (the refit build, or a single build) answers the set's questions: its first
-  run is scored (seen accuracy); on the track's set it runs ``speed_repeats`` times for chars/s;
+- the **ship** server (the refit build, or a single build) answers the set's questions, scored
+  (seen accuracy). On the track's set, when the sweep has a speed pool, its questions are part of
+  the **speed POST** (workload.py: the samples plus distinct unseen questions, the judge's count):
+  that POST runs ``speed_repeats`` times for chars/s, its first run's sample answers are the seen
+  accuracy, and one more POST of the samples cycled to the same count gives ``chars_per_s_cycled``.
+  Without a pool the set's questions alone are the speed POST, ``speed_repeats`` times;
 - the **unseen** server (the honest build of a trained recipe) answers the same questions once,
   scored (unseen accuracy). Its time never enters chars/s. A single build's seen and unseen
   accuracy are the same run.
@@ -21,6 +25,7 @@ from typing import Any, Sequence
 
 from tournament.judge.rules import judge_set, row_in_set
 from tournament.study.judge_model import JudgeModel
+from tournament.study.workload import SpeedPlan, cycled
 
 MAD_TO_SD = 1.4826
 
@@ -35,6 +40,9 @@ class Measurement:
     scores: list[float] = field(default_factory=list)
     unseen_answers: list[str] = field(default_factory=list)
     unseen_scores: list[float] = field(default_factory=list)
+    # the speed POST (the track's set) as sent, and the first run's answers
+    speed_questions: list[str] = field(default_factory=list)
+    speed_answers: list[str] = field(default_factory=list)
 
 
 def set_indices(labels: Sequence[str | None], sets: Sequence[str], track: str) -> dict[str, list[int]]:
@@ -55,6 +63,28 @@ def speed_stats(speeds: Sequence[float]) -> dict[str, float]:
             "chars_per_s_rel_spread": mad / med if med > 0 else 0.0}
 
 
+@dataclass
+class _Part:
+    """The answers of some positions of a judged POST, with their accuracy."""
+
+    answers: list[str]
+    scores: list[float]
+    zh_rougeL: float | None
+
+    @property
+    def accuracy(self) -> float:
+        return statistics.mean(self.scores) if self.scores else 0.0
+
+
+def _part(report, references: Sequence[str], positions: Sequence[int]) -> _Part:
+    """The samples' (or the pool's) part of one scored POST."""
+    from tournament.judge.scoring import zh_rougeL
+
+    answers = [report.answers[i] for i in positions]
+    refs = [references[i] for i in positions]
+    return _Part(answers, [report.scores[i] for i in positions], zh_rougeL(answers, refs) if refs else None)
+
+
 def _accuracy(report) -> tuple[float, float]:
     """(accuracy, its standard error over the questions)."""
     n = len(report.scores)
@@ -66,7 +96,7 @@ def _accuracy(report) -> tuple[float, float]:
 def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], references: Sequence[str],
             labels: Sequence[str | None], *, sets: Sequence[str], track: str, speed_repeats: int,
             judge_model: JudgeModel, health_timeout: float, predict_timeout: float,
-            health_seconds: float | None) -> Measurement:
+            health_seconds: float | None, speed: SpeedPlan | None = None) -> Measurement:
     from tournament.judge.emulator import judge
 
     def run(url, qs, refs, score):
@@ -88,10 +118,19 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
     for s, rows in idx.items():
         qs, refs = [questions[i] for i in rows], [references[i] for i in rows]
         unseen_rep = run(unseen_url, qs, refs, True) if unseen_url else None
+        workload = speed.workload(qs, refs) if speed is not None and s == track else None
         # Only the first ship run is scored: greedy repeats answer alike, and scoring is CPU time
         # that would count as decode-only trial overhead.
-        reports = [run(ship_url, qs, refs, i == 0) for i in range(speed_repeats if s == track else 1)]
-        predict_total += sum(r.predict_seconds for r in reports) + (unseen_rep.predict_seconds if unseen_rep else 0.0)
+        if workload is not None:
+            speed_reports = [run(ship_url, workload.questions, workload.references, i == 0)
+                             for i in range(speed_repeats)]
+            first = _part(speed_reports[0], workload.references, workload.sample_positions)
+            reports = [first]
+            predict_total += sum(r.predict_seconds for r in speed_reports)
+        else:
+            reports = speed_reports = [run(ship_url, qs, refs, i == 0) for i in range(speed_repeats if s == track else 1)]
+            predict_total += sum(r.predict_seconds for r in reports)
+        predict_total += unseen_rep.predict_seconds if unseen_rep else 0.0
         seen, seen_se = _accuracy(reports[0])
         unseen, unseen_se = _accuracy(unseen_rep) if unseen_rep else (seen, seen_se)
         pred, pred_sd = judge_model.predict(s, seen, unseen, seen_se, unseen_se, one_run=unseen_rep is None)
@@ -107,15 +146,26 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
             out.unseen_answers += list(unseen_rep.answers)
             out.unseen_scores += list(unseen_rep.scores)
         if s == track:
-            first = reports[0]
+            first = speed_reports[0]
+            out.speed_questions = list(workload.questions if workload else qs)
+            out.speed_answers = list(first.answers)
             lens = [len(a) for a in first.answers]
-            m.update(speed_stats([r.chars_per_s for r in reports]))
+            m.update(speed_stats([r.chars_per_s for r in speed_reports]))
+            m.update({"speed_n_questions": float(len(first.answers)),
+                      "speed_distinct": 1.0 if len(set(workload.questions if workload else qs)) == len(first.answers)
+                      else 0.0})
+            if workload is not None:
+                m["speed_pool_accuracy"] = _part(first, workload.references, workload.pool_positions).accuracy
+                if speed.cycled:
+                    rep = run(ship_url, cycled(qs, len(workload)), [], False)
+                    predict_total += rep.predict_seconds
+                    m["chars_per_s_cycled"] = rep.chars_per_s
             m.update({"seen_accuracy": seen, "unseen_accuracy": unseen, "seen_accuracy_stderr": seen_se,
                       "unseen_accuracy_stderr": unseen_se, "predicted_accuracy": pred, "predicted_accuracy_sd": pred_sd,
                       # the objective: the predicted judge accuracy of the build that ships
-                      "accuracy": pred, "accuracy_stderr": pred_sd, "zh_rougeL": first.zh_rougeL,
-                      "predict_seconds": statistics.median(r.predict_seconds for r in reports),
-                      "n_questions": float(len(rows)), "speed_repeats": float(len(reports)),
+                      "accuracy": pred, "accuracy_stderr": pred_sd, "zh_rougeL": reports[0].zh_rougeL,
+                      "predict_seconds": statistics.median(r.predict_seconds for r in speed_reports),
+                      "n_questions": float(len(rows)), "speed_repeats": float(len(speed_reports)),
                       "answer_chars_mean": statistics.mean(lens), "answer_chars_median": statistics.median(lens),
                       "answer_chars_max": float(max(lens)), "answer_chars_min": float(min(lens)),
                       "empty_answers": float(sum(1 for a in first.answers if not a))})

@@ -21,12 +21,13 @@ from typing import Any
 PROVENANCE_KEYS = ("accuracy", "accuracy_stderr", "seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
                    "unseen_accuracy_stderr", "predicted_accuracy", "predicted_accuracy_sd", "zh_rougeL",
                    "chars_per_s", "chars_per_s_min", "chars_per_s_max", "chars_per_s_mad", "chars_per_s_score",
-                   "predict_seconds", "predict_seconds_scaled", "health_seconds", "n_questions")
+                   "predict_seconds", "predict_seconds_scaled", "health_seconds", "n_questions",
+                   "speed_n_questions", "speed_distinct", "chars_per_s_cycled", "speed_pool_accuracy")
 PER_SET_PREFIXES = ("seen_accuracy_", "unseen_accuracy_", "predicted_accuracy_")
 # Every metric a measured trial records beside the record's own fields (measure.py, sweep.py); with
 # the per-set ones (``seen_accuracy_basic``, ``zh_rougeL_bonus``, ``n_questions_basic``, ...) these
 # are the names an objective's ``metric`` may take.
-OTHER_METRICS = ("chars_per_s_std", "n_questions", "answer_chars_mean", "answer_chars_median", "answer_chars_max",
+OTHER_METRICS = ("chars_per_s_std", "n_questions", "speed_pool_accuracy", "answer_chars_mean", "answer_chars_median", "answer_chars_max",
                  "answer_chars_min", "empty_answers", "predict_seconds_total", "two_builds", "cold_start",
                  "cached_speed", "build_seconds", "start_seconds", "overhead_seconds")
 PER_SET_METRICS = ("seen_accuracy", "seen_accuracy_stderr", "unseen_accuracy", "unseen_accuracy_stderr",
@@ -105,6 +106,16 @@ class TrialRecord:
     chars_per_s_score: float | None = None
     chars_per_s_rel_spread: float | None = None
     speed_repeats: float | None = None
+    # the speed POST: how many questions it held, whether none repeats (the objective's workload),
+    # and the other hypothesis' figure (the samples cycled to the same count)
+    speed_n_questions: int | None = None
+    speed_distinct: bool | None = None
+    chars_per_s_cycled: float | None = None
+    # predicted judge chars/s (speed_model.py: the ledger's fit, or its prior) with its 2-sd band
+    predicted_chars_per_s: float | None = None
+    predicted_chars_per_s_lo: float | None = None
+    predicted_chars_per_s_hi: float | None = None
+    speed_hypothesis: str | None = None
     predict_seconds: float | None = None
     predict_seconds_scaled: float | None = None
     health_seconds: float | None = None
@@ -139,7 +150,9 @@ class TrialRecord:
             max_tokens=(sc.get("decode") or {}).get("max_tokens"), mode=sc.get("mode"), serve_config=sc,
             fail_reason=t.user_attrs.get("fail_reason"), mlflow_run_id=t.user_attrs.get("mlflow_run_id"),
             cache=t.user_attrs.get("cache"), metrics=m, candidate_info=dict(cand),
-            **{k: v for k, v in m.items() if k in own and k not in ("metrics", "trial", "state")},
+            **{k: v for k, v in m.items() if k in own and k not in _TYPED},
+            speed_n_questions=int(m["speed_n_questions"]) if m.get("speed_n_questions") is not None else None,
+            speed_distinct=bool(m["speed_distinct"]) if m.get("speed_distinct") is not None else None,
         )
 
     @classmethod
@@ -159,11 +172,19 @@ class TrialRecord:
         return self.state == "COMPLETE" and self.duplicate_of is None
 
     def calibrate(self, calibration, track: str) -> None:
-        """Replace the predicted judge accuracy by the ledger's calibrated one."""
+        """The judge's predicted speed (the ledger's speed fit, else its prior) and, with judge
+        results, the calibrated predicted accuracy."""
+        from tournament.study.speed_model import SpeedModel
+
+        speed = calibration.speed_model if calibration is not None else SpeedModel()
+        p = speed.predict(self.chars_per_s, self.chars_per_s_cycled)
+        self.predicted_chars_per_s, self.predicted_chars_per_s_lo = p["chars_per_s"], p["chars_per_s_lo"]
+        self.predicted_chars_per_s_hi, self.speed_hypothesis = p["chars_per_s_hi"], p["hypothesis"]
         if calibration is None or self.seen_accuracy is None:
             return
         p = calibration.predict(None, self.chars_per_s, track, seen=self.seen_accuracy, unseen=self.unseen_accuracy,
-                                seen_se=self.seen_accuracy_stderr or 0.0, unseen_se=self.unseen_accuracy_stderr or 0.0)
+                                seen_se=self.seen_accuracy_stderr or 0.0, unseen_se=self.unseen_accuracy_stderr or 0.0,
+                                local_speed_cycled=self.chars_per_s_cycled)
         self.predicted = p
         self.predicted_accuracy, self.predicted_accuracy_sd = p["accuracy"], p["accuracy_sd"]
 
@@ -191,4 +212,5 @@ def known_metric(name: str) -> bool:
 _FIELD_NAMES = {f.name for f in fields(TrialRecord)} - {"metrics", "params", "constraints", "serve_config",
                                                         "predicted", "candidate_info"}
 _NOT_IN_ROW = {"metrics", "candidate_info"}
+_TYPED = {"metrics", "trial", "state", "speed_n_questions", "speed_distinct"}  # set apart in from_trial
 _ROW_KEYS = {f.name for f in fields(TrialRecord)} - _NOT_IN_ROW

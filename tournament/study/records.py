@@ -5,7 +5,8 @@
   questions, judge sets). A repeated configuration in a later study reuses the answers (greedy
   decoding answers alike) and, with ``--no-cache-speed``, the speed too.
 - Files: ``<runs>/studies/<study>/trials/<n>/``: ``answers.jsonl`` (the shipped build's answers),
-  ``answers_unseen.jsonl`` (the honest build's, when measured), ``serve_config.json``,
+  ``answers_unseen.jsonl`` (the honest build's, when measured), ``speed_post.jsonl`` (the speed
+  POST as sent, with the first run's answers), ``serve_config.json``,
   ``metrics.json``, ``server.log``.
 - Every config written here or logged is scrubbed of secrets (`tournament.tracking.scrub`).
 """
@@ -16,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tournament.files import write_answer_table, write_json_atomic
+from tournament.files import write_answer_table, write_json_atomic, write_jsonl_atomic
 from tournament.tracking import keep_end
 
 
@@ -40,7 +41,8 @@ class AnswerCache:
                           {"serve_config": scrub(serve_config), "metrics": metrics,
                            "questions": measurement.questions, "references": measurement.references,
                            "answers": measurement.answers, "scores": measurement.scores,
-                           "unseen_answers": measurement.unseen_answers, "unseen_scores": measurement.unseen_scores},
+                           "unseen_answers": measurement.unseen_answers, "unseen_scores": measurement.unseen_scores,
+                           "speed_questions": measurement.speed_questions, "speed_answers": measurement.speed_answers},
                           indent=None)
 
 
@@ -53,6 +55,9 @@ def write_trial_files(tdir: Path, measurement, serve_config: dict[str, Any] | No
         if m.unseen_answers:
             write_answer_table(tdir / "answers_unseen.jsonl", m.questions, m.references, m.unseen_answers,
                                m.unseen_scores)
+    if m is not None and m.speed_questions:
+        write_jsonl_atomic(tdir / "speed_post.jsonl", [{"question": q, "answer": a}
+                                                       for q, a in zip(m.speed_questions, m.speed_answers)])
     if serve_config is not None:
         write_json_atomic(tdir / "serve_config.json", scrub(serve_config))
     if metrics:

@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.study.config import SweepConfig, config_changes
-from tournament.study.inputs import load_eval, prebuild, resolve_candidates
+from tournament.study.inputs import load_eval, prebuild, resolve_candidates, speed_plan
 from tournament.study.judge_model import JudgeModel
 from tournament.study.measure import Measurement, measure
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
@@ -124,7 +124,10 @@ class Sweep:
         self.sdir = study_dir(self.runs_dir, opts.study)
         self.sdir.mkdir(parents=True, exist_ok=True)
         self.eval = load_eval(cfg)  # first: it may build the split that trained candidates hash
-        self.candidates = resolve_candidates(cfg)
+        self.candidates = resolve_candidates(cfg)  # may build the refit dataset and its speed pool
+        self.speed_plan, self.speed_pool_path = speed_plan(cfg)
+        sp = self.speed_plan
+        self.speed_key = json_hash([sp.pool, sp.size, sp.seed, sp.cycled], 16) if sp else None
         self.judge_model = judge_model_from_ledger(opts.ledger)
         self.pidfile = PidFile(self.runs_dir)
         self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, _reason,
@@ -160,6 +163,9 @@ class Sweep:
             study.set_user_attr("judge", self.cfg.judge.model_dump())
             study.set_user_attr("judge_model", self.judge_model.to_dict())
             study.set_user_attr("eval", {"path": self.eval.path, "hash": self.eval.hash, "n": len(self.eval.questions)})
+            if self.speed_plan is not None:
+                study.set_user_attr("speed", {"pool": self.speed_pool_path, "questions": self.speed_plan.size,
+                                              "seed": self.speed_plan.seed, "hash": self.speed_key})
         elif attrs.get("fingerprint") != self.cfg.fingerprint():
             current = _scrubbed(json.loads(self.cfg.model_dump_json()))
             changed = config_changes(attrs.get("sweep_config") or {}, current)
@@ -214,6 +220,12 @@ class Sweep:
         gnames = group_param_names(self.cfg, self.candidates)
         self.echo(f"study {self.opts.study!r}: {len(self.eval.questions)} eval questions, target {self.opts.trials} "
                   f"trials, storage {_safe_url(self.opts.storage)}")
+        if self.speed_plan is not None:
+            self.echo(f"speed POST: {self.speed_plan.size} distinct questions (the {self.cfg.judge.track} samples + "
+                      f"questions no build saw, from {self.speed_pool_path})")
+        else:
+            self.echo("speed POST: the eval questions alone (no speed pool: see `speed` in docs/tournament.md); "
+                      "the board's speed_n_questions says how many")
         try:
             while True:
                 optuna.storages.fail_stale_trials(study)
@@ -292,7 +304,8 @@ class Sweep:
             cache_key = json_hash({"builds": {r: b.config_hash for r, b in candidate.builds.items()},
                                    "prompt": plan.prompt_variant, "engine": plan.engine.model_dump(),
                                    "decode": plan.decode.model_dump(), "mode": plan.mode, "eval": self.eval.hash,
-                                   "sets": self.cfg.judge.sets}, 24)
+                                   "sets": self.cfg.judge.sets, **({"speed": self.speed_key} if self.speed_key else {})},
+                                  24)
             trial.set_user_attr("cache_key", cache_key)
             cached = self.cache.get(cache_key)
             if self._speed_reusable(cached):
@@ -334,7 +347,8 @@ class Sweep:
         trial.set_user_attr("cache", "answers+speed")
         return Measurement(metrics, cached.get("questions", []), cached.get("references", []),
                            cached.get("answers", []), cached.get("scores", []),
-                           cached.get("unseen_answers", []), cached.get("unseen_scores", []))
+                           cached.get("unseen_answers", []), cached.get("unseen_scores", []),
+                           cached.get("speed_questions", []), cached.get("speed_answers", []))
 
     def _measure(self, trial, plan: TrialPlan, candidate, cached: dict[str, Any] | None, cache_key: str,
                  attempt: "_Attempt", t_ask: float) -> Measurement:
@@ -359,7 +373,8 @@ class Sweep:
                               self.eval.questions, self.eval.references, self.eval.sets, sets=judge.sets,
                               track=judge.track, speed_repeats=self.cfg.speed_repeats,
                               judge_model=self.judge_model, health_timeout=judge.health_timeout,
-                              predict_timeout=judge.local_predict_timeout, health_seconds=attempt.health_seconds)
+                              predict_timeout=judge.local_predict_timeout, health_seconds=attempt.health_seconds,
+                              speed=self.speed_plan)
         metrics = measurement.metrics
         metrics["cold_start"] = 1.0 if judge.cold_start else 0.0
         if cached is not None:  # same config measured before: keep its answers for accuracy
@@ -379,8 +394,9 @@ class Sweep:
     def _tell(self, study, trial, serve_config, metrics: dict[str, Any], health_s: float | None) -> bool:
         """Constraints, the record's attributes, and the objectives' values to Optuna; True if feasible."""
         judge = self.cfg.judge
-        metrics["predict_seconds_scaled"] = (metrics["predict_seconds"] * judge.questions
-                                             / max(1.0, metrics.get("n_questions") or 1.0))
+        # the speed POST's time, scaled to the judge's count (the same when the POST is judge-sized)
+        posted = metrics.get("speed_n_questions") or metrics.get("n_questions") or 1.0
+        metrics["predict_seconds_scaled"] = metrics["predict_seconds"] * judge.questions / max(1.0, posted)
         cons = constraint_values(metrics, health_s, judge)
         for k, v in cons.items():
             trial.set_constraint(k, v)
