@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tournament.judge.rules import PASS_MARK
+from tournament.study.config import stored_judge_set
 
 
 def sqlite_file(storage: str) -> Path | None:
@@ -70,7 +71,7 @@ def trial_rows(study, calibration=None) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
     judge = study.user_attrs.get("judge", {})
-    track = judge.get("track", "basic")
+    track = stored_judge_set(judge)
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state not in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING):
@@ -165,7 +166,7 @@ def render(data: dict[str, Any], console=None, limit: int = 50) -> None:
         console = Console(width=max(180, shutil.get_terminal_size((180, 40)).columns))
     judge = data.get("judge", {})
     nq = judge.get("questions", "?")
-    title = (f"study {data['study']} · eval n={data.get('eval', {}).get('n', '?')} · judge {judge.get('track', '?')} "
+    title = (f"study {data['study']} · eval n={data.get('eval', {}).get('n', '?')} · judge {stored_judge_set(judge, '?')} "
              f"(pass {judge.get('pass_mark', PASS_MARK)}, predict {judge.get('predict_timeout', '?')} s "
              f"for {nq} q) · {data.get('n_trials', '?')} trials, {data.get('n_distinct', '?')} distinct")
     if data.get("tracked") is False:

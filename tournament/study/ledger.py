@@ -23,6 +23,7 @@ from typing import Any
 from tournament.files import sha256_file
 from tournament.judge.rules import JUDGE_SETS
 from tournament.judge.rules import judge_set as normalize_set
+from tournament.study.config import stored_judge_set
 
 DEFAULT_BUDGET = 20
 SCHEMA = 1
@@ -181,10 +182,10 @@ def _local_sets(metrics: dict[str, Any], prov: dict[str, Any]) -> dict[str, dict
         if metrics.get(f"seen_accuracy_{s}") is not None:
             out[s] = {k: metrics.get(f"{k}_{s}") for k in ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
                                                            "unseen_accuracy_stderr")}
-    track = (prov.get("judge") or {}).get("track", "basic")
+    judged = stored_judge_set(prov.get("judge"))
     if not out and metrics.get("seen_accuracy") is not None:
-        out[track] = {k: metrics.get(k) for k in ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
-                                                  "unseen_accuracy_stderr")}
+        out[judged] = {k: metrics.get(k) for k in ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr",
+                                                   "unseen_accuracy_stderr")}
     return out
 
 

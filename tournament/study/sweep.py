@@ -333,7 +333,7 @@ class Sweep:
                 unseen = self.servers.servers.get("unseen")
                 measurement = measure(self.servers.ship.proc.url, unseen.proc.url if unseen else None,
                                       self.eval.questions, self.eval.references, self.eval.sets, sets=j.sets,
-                                      track=j.track, speed_repeats=self.cfg.speed_repeats,
+                                      track=j.set, speed_repeats=self.cfg.speed_repeats,
                                       judge_model=self.judge_model, health_timeout=j.health_timeout,
                                       predict_timeout=j.local_predict_timeout, health_seconds=health_s)
                 metrics = measurement.metrics
