@@ -15,8 +15,8 @@ from tournament.data.groups import GroupingRules
 from tournament.data.ingest import DataFormatError
 from tournament.data.leakage import check_leakage
 from tournament.data.normalize import match_key
+from tournament.data.sets import set_from_name
 from tournament.data.split import LeakageError, build_split, load_split_spec
-from tournament.judge.rules import set_from_name
 from tournament.data.store import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]

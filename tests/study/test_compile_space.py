@@ -140,7 +140,7 @@ def test_a_cold_start_sweep_over_compilation_config(tmp_path, tiny_model_dir, ti
     sweep.write_text(yaml.safe_dump({
         "study": "cc", "trials": 2, "decode_trials_per_engine": 1,
         "candidates": [{"id": "tiny", "model_path": str(tiny_model_dir)}], "eval": {"path": str(tiny_qa_file), "limit": 2},
-        "judge": {"track": "basic", "pass_mark": 0.0, "health_timeout": 120, "cold_start": True},
+        "judge": {"set": "basic", "pass_mark": 0.0, "health_timeout": 120, "cold_start": True},
         "space": {"engine": {"engine": "transformers", "device": "cpu", "compilation_config": {"choices": [None, CC]}},
                   "decode": {"max_tokens": 4}},
         "enqueue": [{"engine": {"compilation_config": CC}}, {"engine": {"compilation_config": None}}],

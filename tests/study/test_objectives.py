@@ -47,7 +47,7 @@ def _sweep_file(tmp_path, model, qa, objectives, study="obj"):
         "candidates": [{"id": "tiny", "model_path": str(model),
                         "engine": {"engine": "transformers", "device": "cpu", "batch_size": 8}}],
         "eval": {"path": str(qa), "limit": 4},
-        "judge": {"track": "basic", "pass_mark": 0.0, "health_timeout": 120},
+        "judge": {"set": "basic", "pass_mark": 0.0, "health_timeout": 120},
         "space": {"decode": {"max_tokens": [4, 8, 12]}},
         "objectives": objectives,
     }

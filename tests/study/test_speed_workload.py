@@ -74,7 +74,7 @@ def _sweep(tmp_path: Path, model: Path, qa: Path, pool: Path, track: str) -> Pat
         "candidates": [{"id": "tiny", "model_path": str(model),
                         "engine": {"engine": "transformers", "device": "cpu", "batch_size": 64}}],
         "eval": {"path": str(qa)},
-        "judge": {"track": track, "pass_mark": 0.0, "health_timeout": 120},
+        "judge": {"set": track, "pass_mark": 0.0, "health_timeout": 120},
         "speed": {"pool": str(pool), "seed": 7},
         "space": {"decode": {"max_tokens": [2, 3]}},
     }

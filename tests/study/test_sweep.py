@@ -25,7 +25,7 @@ def sweep_file(tmp_path: Path, model: Path, qa: Path, **over) -> Path:
             {"id": "missing", "model_path": str(tmp_path / "no-such-model")},
         ],
         "eval": {"path": str(qa), "limit": 4},
-        "judge": {"track": "basic", "pass_mark": 0.0, "health_timeout": 120},
+        "judge": {"set": "basic", "pass_mark": 0.0, "health_timeout": 120},
         "space": {"candidate": ["tiny", "missing"],
                   "decode": {"max_tokens": [8, 16], "repetition_penalty": [1.0, 1.1]},
                   "mode": ["batch", "serial"]},

@@ -145,12 +145,22 @@ def test_unnamed_trial_of_a_dead_worker_is_recovered_and_a_live_ones_is_not(tmp_
 def test_config_changes_name_what_differs():
     from tournament.study.config import config_changes
 
-    stored = {"trials": 4, "base_dir": "/a", "judge": {"track": "basic"}, "space": {"decode": {"max_tokens": [8]}}}
+    stored = {"trials": 4, "base_dir": "/a", "judge": {"set": "basic"}, "space": {"decode": {"max_tokens": [8]}}}
     assert config_changes(stored, {**stored, "trials": 9, "base_dir": "/b"}) == []  # the target, the file's folder
     # a setting a later version added (at its default) is no change
-    assert config_changes(stored, {**stored, "judge": {"track": "basic", "cold_start": False}}) == []
+    assert config_changes(stored, {**stored, "judge": {"set": "basic", "cold_start": False}}) == []
     changed = {**stored, "space": {"decode": {"max_tokens": [8, 16]}}, "judge": {}}
-    assert config_changes(stored, changed) == ["judge.track", "space.decode.max_tokens"]
+    assert config_changes(stored, changed) == ["judge.set", "space.decode.max_tokens"]
+
+
+def test_config_changes_read_a_renamed_key_under_its_new_name():
+    """A study stored before judge.set holds judge.track: the same setting, compared as judge.set."""
+    from tournament.study.config import config_changes
+
+    old = {"judge": {"track": "basic", "pass_mark": 0.35}}
+    assert config_changes(old, {"judge": {"set": "basic", "hardware": "metax", "pass_mark": 0.35}}) == []
+    assert config_changes(old, {"judge": {"set": "bonus", "hardware": "metax", "pass_mark": 0.35}}) == ["judge.set"]
+    assert config_changes({"track": "basic"}, {"set": "basic"}) == ["track"]  # renamed in `judge` only
 
 
 def test_resuming_warns_only_when_a_setting_changed(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
@@ -178,3 +188,38 @@ def test_resuming_warns_only_when_a_setting_changed(tmp_path, tiny_model_dir, ti
     cfg.write_text(cfg.read_text(encoding="utf-8").replace("- 16", "- 24"), encoding="utf-8")
     r = CliRunner().invoke(app, args + ["--trials", "3"])
     assert r.exit_code == 0 and "(space.decode.max_tokens differ); trials are mixed" in r.output, r.output
+
+
+def test_an_old_study_and_sweep_file_with_judge_track_still_work(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    """A study and sweep file from before judge.set/judge.hardware (judge.track named the set):
+    the file still runs with a deprecation warning, the study resumes as the same sweep, and the
+    board reads its stored judge section."""
+    import optuna
+    import pytest
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    cfg = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file, trials=1, enqueue=[],
+                     candidates=[{"id": "tiny", "model_path": str(tiny_model_dir),
+                                  "engine": {"engine": "transformers", "device": "cpu", "batch_size": 8}}],
+                     space={"decode": {"max_tokens": [8, 16]}})
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("set: basic", "track: basic"), encoding="utf-8")
+    args = ["sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--no-track"]
+    with pytest.warns(DeprecationWarning, match="judge.track is deprecated"):
+        r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
+    assert study.user_attrs["judge"]["set"] == "basic" and study.user_attrs["judge"]["hardware"] == "metax"
+    for attr in ("sweep_config", "judge"):  # as a version before judge.set stored them
+        doc = json.loads(json.dumps(study.user_attrs[attr]))
+        judge = doc["judge"] if attr == "sweep_config" else doc
+        judge["track"] = judge.pop("set")
+        judge.pop("hardware")
+        study.set_user_attr(attr, doc)
+    study.set_user_attr("fingerprint", "0123456789abcdef")
+    with pytest.warns(DeprecationWarning):
+        r = CliRunner().invoke(app, args + ["--trials", "2"])
+    assert r.exit_code == 0 and "another sweep file" not in r.output, r.output
+    r = CliRunner().invoke(app, ["board", "--runs-dir", str(runs_dir), "--study", "t", "--no-plots"])
+    assert r.exit_code == 0 and "judge basic" in r.output, r.output

@@ -32,7 +32,7 @@ def _files(tmp_path, model, qa, refit=True, study="two", **over):
     sweep.write_text(yaml.safe_dump({
         "study": study, "trials": 2, "decode_trials_per_engine": 2, "speed_repeats": 3,
         "candidates": [str(cand)], "eval": {"path": str(qa), "limit": 4},
-        "judge": {"track": "basic", "pass_mark": 0.0, "health_timeout": 120},
+        "judge": {"set": "basic", "pass_mark": 0.0, "health_timeout": 120},
         "refit": {"enabled": refit, "dataset": str(every), "split": None},
         "space": {"engine": {"engine": "transformers", "device": "cpu", "batch_size": 4},
                   "decode": {"max_tokens": [6, 10]}, "mode": "batch"}, **over,

@@ -348,7 +348,7 @@ def load_qa_rows(
     of one judge set: a data build's rows carry ``"set"``, other files are labelled by their name
     (``basic.docx``, ``plus.docx``). Then ``offset``/``limit`` slice, and ``repeat_to`` cycles the
     rows up to a judge-sized count. A set that leaves no row is a ValueError."""
-    from tournament.judge.rules import row_in_set, set_from_name
+    from tournament.data.sets import row_in_set, set_from_name
 
     p = Path(path)
     rows = read_qa(p)

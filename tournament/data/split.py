@@ -23,9 +23,9 @@ from tournament.data.groups import Grouping, GroupingRules, group_rows
 from tournament.data.ingest import QARow, read_qa
 from tournament.data.leakage import LeakageReport, check_leakage
 from tournament.data.speed_pool import hold_out_pool
+from tournament.data.sets import set_from_name
 from tournament.data.store import atomic_dir, write_json
 from tournament.files import sha256_file, write_jsonl_atomic
-from tournament.judge.rules import set_from_name
 from tournament.paths import project_root
 
 MANIFEST_SCHEMA = 1

@@ -1,13 +1,17 @@
-"""The judge's image tracks (MetaX, Paratera, Moore Threads) and what a check finds."""
+"""The judge's image tracks (MetaX, Paratera, Moore Threads) and what a check finds.
+
+The facts of each track (base image, Dockerfile, limits, engine) are the hardware registry's,
+`tournament.judge.rules.HARDWARE`; a `Track` is its view for the image checks, keyed by the
+image track's name (metax, paratera, mthreads)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from tournament.judge.rules import HEALTH_TIMEOUT
+from tournament.judge.rules import HARDWARE, HardwareTrack, hardware_track
 
-METAX_FROM = "cr.metax-tech.com/public-ai-release/maca/vllm:maca.ai3.1.0.7-torch2.6-py310-ubuntu22.04-amd64"
+METAX_FROM = HARDWARE["metax"].base
 SERVE_CMD = ["uvicorn", "serve:app", "--host", "0.0.0.0", "--port", "8000"]
 SECRET_WORDS = re.compile(r"TOKEN|SECRET|PASSW|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.I)
 HELD_PACKAGES = ("torch", "vllm")  # come from the base image; never installed by our Dockerfiles
@@ -28,20 +32,21 @@ class Track:
     notes: str = ""
 
 
-TRACKS: dict[str, Track] = {
-    "metax": Track(
-        "metax", "Dockerfile", METAX_FROM, True, 900, 100, HEALTH_TIMEOUT["metax"], None,
-        notes="MetaX C500 64 GB; Python 3.10, torch 2.6, vLLM 0.10.0 in the image",
-    ),
-    "paratera": Track(
-        "paratera", "docker/paratera.Dockerfile", "vllm/vllm-openai:", False, None, None, HEALTH_TIMEOUT["paratera"], None,
-        reset_entrypoint=True, notes="RTX 5090 32 GB; vllm/vllm-openai v0.11-v0.13 seen",
-    ),
-    "mthreads": Track(
-        "mthreads", "docker/mthreads.Dockerfile", "python:3.10", False, None, None, None, "transformers",
-        may_install_torch=True, reset_entrypoint=False, notes="Moore Threads S4000; transformers on torch_musa, no vLLM",
-    ),
-}
+def _track(h: HardwareTrack) -> Track:
+    return Track(
+        h.image_track, h.dockerfile, h.base, h.exact_base, h.build_limit_s, h.bandwidth_mbps, h.health_timeout,
+        h.forced_engine, may_install_torch=h.may_install_torch, reset_entrypoint=h.reset_entrypoint,
+        notes=f"{h.hardware}; Python {h.python}, {h.notes}",
+    )
+
+
+TRACKS: dict[str, Track] = {h.image_track: _track(h) for h in HARDWARE.values()}
+
+
+def image_track_name(name: str) -> str:
+    """The image track's name for a hardware track's name or alias ("moore-threads" -> "mthreads");
+    a ValueError naming the accepted names for anything else."""
+    return hardware_track(name).image_track
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from tournament.judge.rules import PASS_MARK
 from tournament.study.record import TrialRecord
+from tournament.study.config import stored_judge_set
 
 
 def sqlite_file(storage: str) -> Path | None:
@@ -61,7 +62,7 @@ def trial_records(study, calibration=None) -> list[TrialRecord]:
     from tournament.study.objectives import pareto_front
 
     judge = study.user_attrs.get("judge", {})
-    track = judge.get("set") or judge.get("track") or "basic"
+    track = stored_judge_set(judge)
     records = []
     for t in study.get_trials(deepcopy=False):
         if t.state.name not in ("COMPLETE", "FAIL", "RUNNING"):
@@ -139,7 +140,7 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
     judge = board.get("judge", {})
     nq = judge.get("questions", "?")
     title = (f"study {board['study']} · eval n={board.get('eval', {}).get('n', '?')} · judge "
-             f"{judge.get('set') or judge.get('track', '?')} (pass {judge.get('pass_mark', PASS_MARK)}, predict "
+             f"{stored_judge_set(judge, '?')} (pass {judge.get('pass_mark', PASS_MARK)}, predict "
              f"{judge.get('predict_timeout', '?')} s for {nq} q) · {board.get('n_trials', '?')} trials, "
              f"{board.get('n_distinct', '?')} distinct")
     if board.get("tracked") is False:

@@ -16,8 +16,12 @@ eval:
   split: data/splits/pmpp-docx.yaml       # optional: built when `path` does not exist yet
   set: basic                              # optional: basic | plus (bonus)
   limit: 16                               # optional: first N questions after the filter
-judge: {track: basic, sets: [basic, bonus]}  # 292 q (bonus: 358), 180 s / 360 s, pass 0.35; sets measured
-                                             # cold_start: true -> each server starts with an empty compile cache
+judge:                          # the judge aimed at: 292 q (bonus 358), predict 360 s, pass 0.35
+  set: basic                    # the objective's question set: basic | bonus ("plus" = bonus); old name: track
+  hardware: metax               # metax (health 180 s) | paratera (420 s) | moore-threads (180 s: none is
+                                # published, the strictest known stands in); the `health` constraint's limit
+  sets: [basic, bonus]          # the sets measured (default: `set` alone)
+  cold_start: false             # true: each server starts with an empty compile cache
 speed: {questions: 292, seed: 0}  # the speed POST: the samples + distinct unseen questions (default pool:
                                   # the refit dataset's speed_pool.jsonl), 292 / 358 by default
 refit: {dataset: data/build/pmpp-refit, split: data/splits/pmpp-refit.yaml}  # the build you submit
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -57,11 +62,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from tournament.judge.rules import PASS_MARK, judge_set, limits
+from tournament.judge.rules import PASS_MARK, hardware_track, judge_set, limits
 from tournament.paths import project_root
 from tournament.prompting import PromptSpec
 from tournament.serving.config import DecodeSettings, EngineSettings
@@ -69,6 +75,14 @@ from tournament.study.objectives import DEFAULT_OBJECTIVES, Objective
 from tournament.study.record import known_metric
 
 EMBEDDED_PREFIX = "embedded:"
+
+
+class SweepKeyDeprecation(DeprecationWarning):
+    """A sweep file key that still works but has a new name."""
+
+
+# Python hides DeprecationWarnings raised outside __main__; a sweep file's reader should see this one.
+warnings.filterwarnings("default", category=SweepKeyDeprecation)
 
 
 class SweepConfigError(ValueError):
@@ -103,10 +117,16 @@ class EvalSpec(_Strict):
     offset: int = Field(0, ge=0)
 
 
-class JudgeTrack(_Strict):
-    track: Literal["basic", "bonus"] = "basic"
-    # Judge sets measured per trial (basic, bonus; "plus" = bonus). The track's set drives the
-    # objective; others are reported. Default: the track's set alone.
+class JudgeSpec(_Strict):
+    """The judge the sweep aims at: a question set and a hardware track (with their limits)."""
+
+    # The judge set whose predicted accuracy is the objective (basic | bonus; "plus" = bonus).
+    set: Literal["basic", "bonus"] = "basic"
+    # The hardware track the submission goes to (metax | paratera | moore-threads): its health
+    # limit is the `health` constraint's.
+    hardware: str = "metax"
+    # Judge sets measured per trial (basic, bonus; "plus" = bonus). `set` drives the objective;
+    # others are reported. Default: `set` alone.
     sets: list[Literal["basic", "plus", "bonus"]] = Field(default_factory=list)
     questions: int | None = Field(None, ge=1)
     health_timeout: float | None = Field(None, gt=0)
@@ -126,17 +146,49 @@ class JudgeTrack(_Strict):
     # is in the space, or when the health limit is close.
     cold_start: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_track_key(cls, data: Any, info: ValidationInfo) -> Any:
+        """`track` (before judge.set and judge.hardware existed) named the question set."""
+        if isinstance(data, dict) and "track" in data:
+            data = dict(data)
+            old = data.pop("track")
+            source = (info.context or {}).get("source", "sweep file")
+            warnings.warn(f"{source}: judge.track is deprecated, write judge.set (the question set; "
+                          f"judge.hardware names the hardware track)", SweepKeyDeprecation, stacklevel=2)
+            if data.get("set") is not None and judge_set(data["set"]) != judge_set(old):
+                raise ValueError(f"judge.track ({old}) and judge.set ({data['set']}) differ: keep judge.set alone")
+            data.setdefault("set", old)
+        return data
+
+    @field_validator("set", mode="before")
+    @classmethod
+    def _set_name(cls, v: Any) -> Any:
+        return judge_set(v) if isinstance(v, str) else v
+
+    @field_validator("hardware", mode="before")
+    @classmethod
+    def _hardware_name(cls, v: Any) -> Any:
+        return hardware_track(v).name if isinstance(v, str) else v
+
     @model_validator(mode="after")
-    def _fill(self) -> "JudgeTrack":
-        t = limits(self.track)
+    def _fill(self) -> "JudgeSpec":
+        t = limits(self.set, self.hardware)
         self.questions = self.questions or t.questions
         self.health_timeout = self.health_timeout or t.health_timeout
         self.predict_timeout = self.predict_timeout or t.predict_timeout
         self.local_predict_timeout = self.local_predict_timeout or self.predict_timeout
         self.start_timeout = self.start_timeout or 3 * self.health_timeout
-        sets = [judge_set(x) for x in self.sets] or [self.track]
-        self.sets = list(dict.fromkeys([self.track] + sets))  # the track's set first, no repeats
+        sets = [judge_set(x) for x in self.sets] or [self.set]
+        self.sets = list(dict.fromkeys([self.set] + sets))  # the objective's set first, no repeats
         return self
+
+
+def stored_judge_set(judge: dict[str, Any] | None, default: str = "basic") -> str:
+    """The question set of a judge section as a study or winner.json stored it: "set", or "track"
+    as versions before judge.set wrote it."""
+    judge = judge or {}
+    return judge.get("set") or judge.get("track") or default
 
 
 Scalar = Union[None, bool, int, float, str]
@@ -271,7 +323,7 @@ class SweepConfig(_Strict):
     speed_repeats: int = Field(1, ge=1)
     candidates: list[Union[str, InlineCandidate]] = Field(min_length=1)
     eval: EvalSpec
-    judge: JudgeTrack = Field(default_factory=JudgeTrack)
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
     space: SearchSpace = Field(default_factory=SearchSpace)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     refit: RefitSpec = Field(default_factory=RefitSpec)
@@ -315,6 +367,11 @@ class SweepConfig(_Strict):
         unknown = [o.metric for o in self.objectives if not known_metric(o.metric)]
         if unknown:
             raise ValueError(f"objectives: unknown metric(s) {unknown} (tournament/study/record.py lists them)")
+        hw, engine = hardware_track(self.judge.hardware), self.space.engine.get("engine")
+        searched = normalize_param("engine.engine", engine)
+        if not hw.vllm and "vllm" in (searched.choices if isinstance(searched, Choices) else [engine]):
+            raise ValueError(f"judge.hardware {hw.name}: {hw.hardware} has no vLLM (its image serves with "
+                             f"transformers); take vllm out of space.engine.engine")
         for i, e in enumerate(self.enqueue):
             bad = sorted(set(e) - {"candidate", "prompt", "engine", "decode", "mode"})
             if bad:
@@ -331,12 +388,20 @@ class SweepConfig(_Strict):
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Settings renamed since a study could have stored them: {section: {old key: new key}}.
+RENAMED_KEYS = {"judge": {"track": "set"}}
+
+
 def config_changes(stored: Any, current: Any, path: str = "") -> list[str]:
     """The settings (dotted paths) where `current` differs from the `stored` sweep config of a
     study. A key the stored one lacks is a setting added by a later tournament version, at its
-    default then: not a change. `trials` (the target) and `base_dir` (where the file lies) are
-    not settings of the trials."""
+    default then: not a change; a key stored under its old name (`RENAMED_KEYS`) is compared
+    under its new one. `trials` (the target) and `base_dir` (where the file lies) are not
+    settings of the trials."""
     if isinstance(stored, dict) and isinstance(current, dict):
+        for old, new in RENAMED_KEYS.get(path, {}).items():
+            if old in stored and new not in stored:
+                stored = {(new if k == old else k): v for k, v in stored.items()}
         out: list[str] = []
         for k in sorted(set(stored) | set(current)):
             sub = f"{path}.{k}" if path else str(k)
@@ -369,7 +434,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
 
 def parse_sweep_config(raw: dict[str, Any], source: str = "<sweep>") -> SweepConfig:
     try:
-        return SweepConfig.model_validate(raw)
+        return SweepConfig.model_validate(raw, context={"source": source})
     except ValidationError as e:
         lines = []
         for err in e.errors():

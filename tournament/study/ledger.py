@@ -23,6 +23,7 @@ from typing import Any
 from tournament.files import sha256_file
 from tournament.judge.rules import JUDGE_SETS
 from tournament.judge.rules import judge_set as normalize_set
+from tournament.study.config import stored_judge_set
 
 DEFAULT_BUDGET = 20
 SCHEMA = 1
@@ -182,7 +183,7 @@ def _local_sets(metrics: dict[str, Any], prov: dict[str, Any]) -> dict[str, dict
     from tournament.study.record import set_accuracies
 
     judge = prov.get("judge") or {}
-    return set_accuracies(metrics, JUDGE_SETS, judge.get("set") or judge.get("track") or "basic")
+    return set_accuracies(metrics, JUDGE_SETS, stored_judge_set(judge))
 
 
 def calibration_points(doc: dict[str, Any]) -> list[dict[str, Any]]:

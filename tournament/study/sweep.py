@@ -221,7 +221,7 @@ class Sweep:
         self.echo(f"study {self.opts.study!r}: {len(self.eval.questions)} eval questions, target {self.opts.trials} "
                   f"trials, storage {_safe_url(self.opts.storage)}")
         if self.speed_plan is not None:
-            self.echo(f"speed POST: {self.speed_plan.size} distinct questions (the {self.cfg.judge.track} samples + "
+            self.echo(f"speed POST: {self.speed_plan.size} distinct questions (the {self.cfg.judge.set} samples + "
                       f"questions no build saw, from {self.speed_pool_path})")
         else:
             self.echo("speed POST: the eval questions alone (no speed pool: see `speed` in docs/tournament.md); "
@@ -371,7 +371,7 @@ class Sweep:
         unseen = self.servers.servers.get("unseen")
         measurement = measure(self.servers.ship.proc.url, unseen.proc.url if unseen else None,
                               self.eval.questions, self.eval.references, self.eval.sets, sets=judge.sets,
-                              track=judge.track, speed_repeats=self.cfg.speed_repeats,
+                              track=judge.set, speed_repeats=self.cfg.speed_repeats,
                               judge_model=self.judge_model, health_timeout=judge.health_timeout,
                               predict_timeout=judge.local_predict_timeout, health_seconds=attempt.health_seconds,
                               speed=self.speed_plan)
