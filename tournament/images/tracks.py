@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tournament.judge.rules import HEALTH_TIMEOUT
 
 METAX_FROM = "cr.metax-tech.com/public-ai-release/maca/vllm:maca.ai3.1.0.7-torch2.6-py310-ubuntu22.04-amd64"
 SERVE_CMD = ["uvicorn", "serve:app", "--host", "0.0.0.0", "--port", "8000"]
-SECRET_WORDS = re.compile(r"TOKEN|SECRET|PASSW|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.I)
 HELD_PACKAGES = ("torch", "vllm")  # come from the base image; never installed by our Dockerfiles
 
 
