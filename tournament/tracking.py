@@ -354,10 +354,6 @@ class Tracker:
         if self.ok and self.parent_run_id:
             self._safe(self.log_artifact, self.parent_run_id, Path(path))
 
-    def set_tag(self, run_id: str, key: str, value: str) -> None:
-        if self.ok and run_id:
-            self._safe(self.client.set_tag, run_id, key, scrub_text(str(value)))
-
 
 class Run:
     """One MLflow run of its own (a training build): params, per-step metrics, artifacts, end.
