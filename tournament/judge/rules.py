@@ -67,7 +67,7 @@ class JudgeLimits:
 
 def limits(judged: str = "basic", hardware: str = "metax") -> JudgeLimits:
     """The limits a submission meets on one judge set and hardware track."""
-    s = judge_set(judged, "basic")
+    judged_set = judge_set(judged, "basic")
     if hardware not in HEALTH_TIMEOUT:
         raise ValueError(f"unknown hardware track {hardware!r}: one of {sorted(HEALTH_TIMEOUT)}")
-    return JudgeLimits(QUESTIONS[s], HEALTH_TIMEOUT[hardware], PREDICT_TIMEOUT, PASS_MARK)
+    return JudgeLimits(QUESTIONS[judged_set], HEALTH_TIMEOUT[hardware], PREDICT_TIMEOUT, PASS_MARK)

@@ -63,8 +63,7 @@ def answer_questions(questions: list[str]) -> list[str]:
     """Render, dedup, generate, clean, fall back. Always one non-empty answer per question."""
     cfg, engine = state.config, state.engine
     assert cfg is not None and engine is not None
-    stops = list(dict.fromkeys([*cfg.prompt.stop, *cfg.decode.stop]))
-    decode = cfg.decode.model_copy(update={"stop": stops})
+    decode = cfg.effective_decode()
     prompts = [render_prompt(cfg.prompt, q, engine.tokenizer) for q in questions]
     # Identical prompts are generated once: exact under greedy decoding, and the judge's sets
     # repeat questions. With sampling it still returns a valid (shared) sample.
@@ -75,7 +74,7 @@ def answer_questions(questions: list[str]) -> list[str]:
     answers = []
     for i, (question, prompt) in enumerate(zip(questions, prompts)):
         generated = by_prompt[prompt] if by_prompt is not None else raw[i]
-        answer, fell_back = answer_or_fallback(question, generated, stops)
+        answer, fell_back = answer_or_fallback(question, generated, decode.stop)
         if fell_back:
             state.stats["fallbacks"] += 1
         answers.append(answer)
