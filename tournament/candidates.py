@@ -41,9 +41,6 @@ from tournament.prompting import PromptSpec
 
 # Bump when the training code changes what a given config produces (invalidates old builds).
 BUILD_FORMAT = 1
-EMBEDDED_MODELS = ("gemma-3-270m",)
-
-
 class CandidateError(ValueError):
     """A candidate file that cannot be used; the message names the file and the field."""
 
@@ -334,7 +331,3 @@ def with_dataset(candidate: Candidate, dataset: str | Path) -> Candidate:
     out = candidate.model_copy(update={"recipe": candidate.recipe.model_copy(update={"dataset": str(p)})})
     out._source = candidate._source
     return out
-
-
-def load_candidates(folder: str | Path = "candidates") -> list[Candidate]:
-    return [load_candidate(p) for p in sorted(Path(folder).glob("*.yaml"))]

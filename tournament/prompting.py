@@ -43,9 +43,6 @@ class PromptSpec(BaseModel):
     # Cut the answer where the model starts inventing the next question (base models do).
     stop: list[str] = Field(default_factory=lambda: ["\n问题：", "问题：", "\n\n\n"])
 
-    def fingerprint(self) -> dict[str, Any]:
-        return self.model_dump()
-
 
 def _plain(spec: PromptSpec, question: str) -> str:
     parts = [spec.prefix] if spec.prefix else []
@@ -98,10 +95,17 @@ def fallback_answer(question: str) -> str:
     return str(question).strip() or "?"
 
 
+def answer_or_fallback(question: str, raw: str | None,
+                       stop: list[str] | tuple[str, ...] = ()) -> tuple[str, bool]:
+    """What the server returns for one question, and whether it is the fallback: the cleaned
+    answer, else (generation failed: `raw` is None, or nothing is left after cleaning) the question."""
+    cleaned = clean_answer(raw, stop) if raw is not None else ""
+    return (cleaned, False) if cleaned else (fallback_answer(question), True)
+
+
 def final_answer(question: str, raw: str | None, stop: list[str] | tuple[str, ...] = ()) -> str:
     """What the server returns for one question: the cleaned answer, else the fallback."""
-    cleaned = clean_answer(raw, stop) if raw is not None else ""
-    return cleaned or fallback_answer(question)
+    return answer_or_fallback(question, raw, stop)[0]
 
 
 def starts_with_bos(tokenizer: Any, text: str) -> bool:

@@ -5,9 +5,10 @@ Store: ``sqlite:///<runs>/mlflow.db`` with artifacts under ``<runs>/artifacts`` 
 created with that artifact location), ``<runs>`` = ``mlruns`` by default. No plain file store
 (MLflow 3 refuses it without ``MLFLOW_ALLOW_FILE_STORE``).
 
-Secrets: nothing whose *name* contains TOKEN/KEY/SECRET/PASSWORD is ever logged, and the *value*
-of every such environment variable is replaced by ``***`` in params, tags and text artifacts
-(a token pasted into a prompt or a URL does not leak either). Database URLs lose their password.
+Secrets (`tournament.redact`, whose `scrub` / `scrub_text` are also importable from here): no
+secret-named key (HF_TOKEN, api_key) is ever logged, and the *value* of every secret-named
+environment variable is replaced by ``***`` in params, tags and text artifacts (a token pasted
+into a prompt or a URL does not leak either). Database URLs lose their password.
 
 Starting is strict, logging is best effort. ``Tracker(..., required=True)`` raises
 `TrackingError` when MLflow cannot open its store (the message names what is missing, e.g.
@@ -24,7 +25,6 @@ import logging
 import os
 import platform
 import queue
-import re
 import subprocess
 import threading
 import time
@@ -32,16 +32,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tournament.machine import library_versions
+from tournament.redact import scrub, scrub_text  # also imported from here by the study's modules
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "tournament"
-# TOKEN(?!S): `max_tokens` / `tokens` are counts, not secrets (they were dropped from params)
-SECRET_NAME = re.compile(r"TOKEN(?!S)|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-HASH_KEYS = {"group_key", "cache_key"}
-SECRET_KEY = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)  # config keys
-TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|ms-[A-Za-z0-9-]{20,}|sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b")
-URL_PASSWORD = re.compile(r"(://[^/:@\s]+):[^@/\s]+@")
 
 
 def runs_dir_default() -> Path:
@@ -80,38 +75,6 @@ def startup_error(uri: str, e: BaseException) -> str:
         top = e.name.split(".")[0]
         hint = f" (pip install {PIP_NAMES.get(top, top)})"
     return f"MLflow could not open {scrub_text(uri)}: {what}{hint}"
-
-
-# -- scrubbing ------------------------------------------------------------------------------------
-def _secret_values(env: dict[str, str] | None = None) -> list[str]:
-    env = os.environ if env is None else env
-    return sorted({v for k, v in env.items() if SECRET_NAME.search(k) and v and len(v) >= 6}, key=len, reverse=True)
-
-
-def scrub_text(text: str, env: dict[str, str] | None = None) -> str:
-    for v in _secret_values(env):
-        text = text.replace(v, "***")
-    text = TOKEN_LIKE.sub("***", text)
-    return URL_PASSWORD.sub(r"\1:***@", text)
-
-
-def secret_key(key: Any) -> bool:
-    """A key that names a secret (HF_TOKEN, api_key, password), not a setting that counts tokens
-    (max_tokens, stop_token_ids): its last dotted part ends in a secret word. The sweep's own hash
-    keys (group_key, cache_key) name content hashes, not credentials."""
-    last = str(key).rsplit(".", 1)[-1]
-    return last.lower() not in HASH_KEYS and bool(SECRET_KEY.search(last))
-
-
-def scrub(obj: Any, env: dict[str, str] | None = None) -> Any:
-    """Drop secret-named keys and mask secret values, recursively."""
-    if isinstance(obj, dict):
-        return {k: scrub(v, env) for k, v in obj.items() if not secret_key(k)}
-    if isinstance(obj, (list, tuple)):
-        return [scrub(v, env) for v in obj]
-    if isinstance(obj, str):
-        return scrub_text(obj, env)
-    return obj
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -390,10 +353,6 @@ class Tracker:
     def log_study_artifact(self, path: Path) -> None:
         if self.ok and self.parent_run_id:
             self._safe(self.log_artifact, self.parent_run_id, Path(path))
-
-    def set_tag(self, run_id: str, key: str, value: str) -> None:
-        if self.ok and run_id:
-            self._safe(self.client.set_tag, run_id, key, scrub_text(str(value)))
 
 
 class Run:

@@ -17,12 +17,15 @@ from tournament.data.leakage import check_leakage
 from tournament.data.normalize import match_key
 from tournament.data.sets import set_from_name
 from tournament.data.split import LeakageError, build_split, load_split_spec
-from tournament.data.store import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "pmpp"
 SPLIT = ROOT / "data" / "splits" / "pmpp-docx.yaml"
 LOOSE = GroupingRules(use_templates=False, use_answers=False, use_frames=False, use_near=False)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def cli_app() -> typer.Typer:

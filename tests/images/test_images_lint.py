@@ -85,6 +85,8 @@ def test_good_file_in_fake_repo(tmp_path):
         ("WORKDIR /app\n", "WORKDIR /app\nRUN pip install --no-cache-dir jieba\n", "not pinned"),
         ("WORKDIR /app\n", "WORKDIR /app\nENV MODELSCOPE_API_TOKEN=abc\n", "no secrets"),
         ("WORKDIR /app\n", "WORKDIR /app\nARG HF_TOKEN\n", "no secrets"),
+        ("WORKDIR /app\n", "WORKDIR /app\nENV OPENAI_KEY=abc\n", "no secrets"),
+        ("WORKDIR /app\n", "WORKDIR /app\nARG PGPASSWORD\n", "no secrets"),
         ("WORKDIR /app\n", "WORKDIR /app\nADD https://example.com/x.bin /x.bin\n", "ADD from a URL"),
         ("WORKDIR /app\n", "WORKDIR /app\nFROM python:3.10\n", "FROM lines"),
     ],
@@ -93,6 +95,11 @@ def test_rules_fire(tmp_path, old, new, expect):
     assert old in GOOD
     msgs = _lint(tmp_path, GOOD.replace(old, new, 1))
     assert any(expect in m for m in msgs), msgs
+
+
+def test_a_token_count_is_no_secret(tmp_path):
+    msgs = _lint(tmp_path, GOOD.replace("WORKDIR /app\n", "WORKDIR /app\nARG MAX_TOKENS=64\n", 1))
+    assert not any("secret" in m for m in msgs), msgs
 
 
 @pytest.mark.parametrize("line, words", [

@@ -47,3 +47,14 @@ def test_answers_are_cut_at_stop_strings_and_thinking_is_stripped(state):
 
     state.engine = Chatty()
     assert serving_app.answer_questions(["q"]) == ["warp 32 threads"]
+
+
+def test_an_answer_empty_after_cleaning_is_the_question_and_counts_as_a_fallback(state):
+    class OnlyThinking(FailingOnBatchesEngine):
+        def generate(self, prompts, decode):
+            return ["<think>no answer</think>  \n问题：next" if "empty" in p else "fine" for p in prompts]
+
+    state.engine = OnlyThinking()
+    state.stats["fallbacks"] = 0
+    assert serving_app.answer_questions(["empty one", "full one"]) == ["empty one", "fine"]
+    assert state.stats["fallbacks"] == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tournament.candidates import CandidateError, load_candidate, load_candidates, parse_candidate
+from tournament.candidates import CandidateError, load_candidate, parse_candidate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -130,7 +130,7 @@ def test_quantization_shorthand_and_serve_overrides():
 
 
 def test_shipped_candidates_validate():
-    cands = load_candidates(REPO / "candidates")
+    cands = [load_candidate(p) for p in sorted((REPO / "candidates").glob("*.yaml"))]
     ids = {c.id for c in cands}
     assert len(ids) == len(cands) >= 10
     for need in ("qwen2.5-0.5b-instruct-lora", "qwen3-0.6b-full", "qwen3-4b-lora", "gemma-3-270m-base"):

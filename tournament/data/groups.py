@@ -88,12 +88,6 @@ class Grouping:
     def n_groups(self) -> int:
         return len(set(self.groups))
 
-    def members(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = defaultdict(list)
-        for i, g in enumerate(self.groups):
-            out[g].append(i)
-        return dict(out)
-
     def summary(self, max_examples: int = 3) -> dict[str, Any]:
         sizes = Counter(Counter(self.groups).values())
         return {

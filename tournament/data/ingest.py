@@ -65,11 +65,6 @@ class QARow:
     kind: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    @property
-    def para(self) -> int | None:
-        """Paragraph number for docx rows (alias of ``line``)."""
-        return self.line
-
     def to_dict(self) -> dict[str, Any]:
         return {"question": self.question, "answer": self.answer, "source": self.source}
 

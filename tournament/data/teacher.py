@@ -24,6 +24,8 @@ from typing import Any, Callable, Sequence
 from tournament.data.book import Chunk, split_book
 from tournament.data.neardup import NearIndex, shingles
 from tournament.data.normalize import match_key
+from tournament.prompting import THINK_BLOCK
+from tournament.redact import scrub_text
 
 SYSTEM_PROMPT = (
     "你是《Programming Massively Parallel Processors》（Kirk & Hwu）课程的助教，"
@@ -43,10 +45,8 @@ USER_TEMPLATE = """请根据下面的教材片段，出 {n} 道问答题。
 {text}
 """
 
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-_BEARER = re.compile(r"(Bearer\s+)[^\s\"',}]+", re.IGNORECASE)
 _EXPECTED = "expected an OpenAI chat completion: {\"choices\": [{\"message\": {\"content\": ...}}]}"
 
 
@@ -109,7 +109,7 @@ def prompt_hash(model: str, messages: list[dict[str, str]]) -> str:
 
 def parse_pairs(content: str) -> list[dict[str, Any]]:
     """The list of ``{"question", "answer"}`` objects in a reply (fences and <think> tolerated)."""
-    text = _THINK.sub("", content).strip()
+    text = THINK_BLOCK.sub("", content).strip()
     fenced = _FENCE.search(text)
     candidates = [fenced.group(1)] if fenced else []
     candidates.append(text)
@@ -205,14 +205,6 @@ def _read_done(out: Path, sidecar: Path) -> tuple[set[str], list[str]]:
     return done, questions
 
 
-def mask_secret(text: str, secret: str | None) -> str:
-    """An API key a server echoes back (some put the request headers in their error body) must
-    not reach the terminal or a log."""
-    if secret:
-        text = text.replace(secret, "***")
-    return _BEARER.sub(r"\1***", text)
-
-
 async def _ask(client: Any, url: str, model: str, messages: list[dict[str, str]], *, retries: int,
                backoff: float, max_backoff: float, temperature: float, max_tokens: int,
                headers: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
@@ -278,7 +270,9 @@ async def _generate(chunks: list[Chunk], out: Path, sidecar: Path, *, teacher: s
                     temperature=temperature, max_tokens=max_tokens, headers=headers)
             except Exception as exc:  # reported, retried by the next run
                 title = f" ({chunk.title})" if chunk.title else ""
-                outcome.error = mask_secret(f"chunk {chunk.id}{title}: {exc or type(exc).__name__}", api_key)
+                # an API key a server echoes back (some put the request headers in their error body)
+                # must not reach the terminal or a log
+                outcome.error = scrub_text(f"chunk {chunk.id}{title}: {exc or type(exc).__name__}", values=[api_key])
                 outcome.attempts = retries + 1
         if outcome.error is None:
             outcome.status = "ok"

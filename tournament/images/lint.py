@@ -24,12 +24,12 @@ from tournament.images.dockerfile import (
 )
 from tournament.images.tracks import (
     HELD_PACKAGES,
-    SECRET_WORDS,
     SERVE_CMD,
     Finding,
     Track,
 )
 from tournament.paths import REPO_ROOT
+from tournament.redact import secret_name
 
 
 def lint_dockerfile(path: Path, track: Track | None = None, repo_root: Path = REPO_ROOT) -> list[Finding]:
@@ -64,9 +64,9 @@ def lint_dockerfile(path: Path, track: Track | None = None, repo_root: Path = RE
         if ins.cmd in {"ARG", "ENV"}:
             names = [ins.raw.partition("=")[0].strip()] if ins.cmd == "ARG" else list(env_pairs(ins))
             for n in names:
-                if SECRET_WORDS.search(n):
+                if secret_name(n):
                     f.append(Finding("error", where, f"line {ins.line}: {ins.cmd} {n}: no secrets or tokens in an image (the judge builds without one)"))
-        if ins.cmd == "RUN" and SECRET_WORDS.search(ins.raw):
+        if ins.cmd == "RUN" and secret_name(ins.raw):
             f.append(Finding("error", where, f"line {ins.line}: RUN mentions a token/secret; the build has none and must not need one"))
         if ins.cmd == "ADD" and re.search(r"https?://", ins.raw):
             f.append(Finding("error", where, f"line {ins.line}: ADD from a URL; download in a RUN step with a clear failure instead"))

@@ -6,14 +6,12 @@ image track's name (metax, paratera, mthreads)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tournament.judge.rules import HARDWARE, HardwareTrack, hardware_track
 
 METAX_FROM = HARDWARE["metax"].base
 SERVE_CMD = ["uvicorn", "serve:app", "--host", "0.0.0.0", "--port", "8000"]
-SECRET_WORDS = re.compile(r"TOKEN|SECRET|PASSW|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.I)
 HELD_PACKAGES = ("torch", "vllm")  # come from the base image; never installed by our Dockerfiles
 
 

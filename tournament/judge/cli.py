@@ -60,9 +60,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Judge accuracy of the references cut at each max_tokens: the most a model that knows every
         answer can score under that cap (for a refit build answering the judge's repeated samples)."""
-        from tournament.data.ingest import DataFormatError
+        from tournament.data.ingest import DataFormatError, load_questions
         from tournament.judge.ceiling import answer_ceiling, quantiles, token_ids
-        from tournament.data.ingest import load_questions
 
         try:
             _, refs = load_questions(ref, set_name=set_name)
@@ -78,13 +77,13 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         ids = token_ids(refs, tok)
         rows = answer_ceiling(refs, ids, tok, sorted(set(max_tokens)))
-        tokens = quantiles([len(x) for x in ids])
+        reference_tokens = quantiles([len(x) for x in ids])
         if as_json:
-            typer.echo(json.dumps({"file": str(ref), "n": len(refs), "reference_tokens": tokens, "caps": rows}))
+            typer.echo(json.dumps({"file": str(ref), "n": len(refs), "reference_tokens": reference_tokens, "caps": rows}))
             return
         console = Console()
-        console.print(f"{ref}: {len(refs)} references; tokens p50 {tokens.get('p50')}, p90 {tokens.get('p90')}, "
-                      f"max {tokens.get('max')}")
+        console.print(f"{ref}: {len(refs)} references; tokens p50 {reference_tokens.get('p50')}, "
+                      f"p90 {reference_tokens.get('p90')}, max {reference_tokens.get('max')}")
         table = Table()
         for col in ("max_tokens", "ceiling (judge acc.)", "answers cut"):
             table.add_column(col, justify="right")

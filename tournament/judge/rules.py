@@ -108,5 +108,5 @@ class JudgeLimits:
 
 def limits(judged: str = "basic", hardware: str = "metax") -> JudgeLimits:
     """The limits a submission meets on one judge set and hardware track."""
-    s = judge_set(judged, "basic")
-    return JudgeLimits(QUESTIONS[s], hardware_track(hardware).health_timeout, PREDICT_TIMEOUT, PASS_MARK)
+    judged_set = judge_set(judged, "basic")
+    return JudgeLimits(QUESTIONS[judged_set], hardware_track(hardware).health_timeout, PREDICT_TIMEOUT, PASS_MARK)

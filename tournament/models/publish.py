@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TOKEN_ENV = "MODELSCOPE_API_TOKEN"
+from tournament.models.hub import TOKEN_ENV
 
 
 class PublishError(RuntimeError):

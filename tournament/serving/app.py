@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from tournament.prompting import clean_answer, fallback_answer, render_prompt
+from tournament.prompting import answer_or_fallback, render_prompt
 from tournament.serving.config import (
     DecodeSettings,
     ServeConfig,
@@ -63,8 +63,7 @@ def answer_questions(questions: list[str]) -> list[str]:
     """Render, dedup, generate, clean, fall back. Always one non-empty answer per question."""
     cfg, engine = state.config, state.engine
     assert cfg is not None and engine is not None
-    stops = list(dict.fromkeys([*cfg.prompt.stop, *cfg.decode.stop]))
-    decode = cfg.decode.model_copy(update={"stop": stops})
+    decode = cfg.effective_decode()
     prompts = [render_prompt(cfg.prompt, q, engine.tokenizer) for q in questions]
     # Identical prompts are generated once: exact under greedy decoding, and the judge's sets
     # repeat questions. With sampling it still returns a valid (shared) sample.
@@ -73,12 +72,11 @@ def answer_questions(questions: list[str]) -> list[str]:
         raw = _generate_resilient(engine, unique, decode)
     by_prompt = dict(zip(unique, raw)) if cfg.dedup else None
     answers = []
-    for i, (q, p) in enumerate(zip(questions, prompts)):
-        text = by_prompt[p] if by_prompt is not None else raw[i]
-        answer = clean_answer(text, stops) if text is not None else ""
-        if not answer:
+    for i, (question, prompt) in enumerate(zip(questions, prompts)):
+        generated = by_prompt[prompt] if by_prompt is not None else raw[i]
+        answer, fell_back = answer_or_fallback(question, generated, decode.stop)
+        if fell_back:
             state.stats["fallbacks"] += 1
-            answer = fallback_answer(q)
         answers.append(answer)
     return answers
 

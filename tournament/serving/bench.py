@@ -37,8 +37,7 @@ def raw_generate(config: dict[str, Any], questions: list[str], repeats: int) -> 
     t0 = time.perf_counter()
     engine = load_engine(cfg.resolved_model_path(), cfg.model, cfg.engine)
     load_s = time.perf_counter() - t0
-    stops = list(dict.fromkeys([*cfg.prompt.stop, *cfg.decode.stop]))
-    decode = cfg.decode.model_copy(update={"stop": stops})
+    decode = cfg.effective_decode()
     prompts = [render_prompt(cfg.prompt, q, engine.tokenizer) for q in questions]
     engine.generate(prompts[:4], decode)  # warm-up, as the server does
     runs = []
@@ -46,7 +45,7 @@ def raw_generate(config: dict[str, Any], questions: list[str], repeats: int) -> 
         t = time.perf_counter()
         raw = engine.generate(prompts, decode)
         dt = time.perf_counter() - t
-        chars = sum(len(final_answer(q, x, stops)) for q, x in zip(questions, raw))
+        chars = sum(len(final_answer(q, text, decode.stop)) for q, text in zip(questions, raw))
         runs.append({"seconds": dt, "chars": chars, "chars_per_s": chars / dt})
     return {"load_seconds": load_s, "runs": runs, "cache_root": os.environ.get("VLLM_CACHE_ROOT")}
 

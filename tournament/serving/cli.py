@@ -86,19 +86,19 @@ def register(app: typer.Typer) -> None:
         for name, cfg in runs:
             try:
                 no_raw = skip_raw or (bool(raw_for) and name not in raw_for)
-                r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
-                                 log_dir=(log_dir / name) if log_dir else None, compile_cache=compile_cache)
+                result = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
+                                      log_dir=(log_dir / name) if log_dir else None, compile_cache=compile_cache)
             except Exception as e:  # one broken variant must not lose the others' numbers
                 results[name] = {"error": f"{type(e).__name__}: {e}", "config": cfg, "compile_cache": compile_cache}
                 table.add_row(name, "-", "-", f"error: {type(e).__name__}", "-", "-", "-")
                 continue
-            results[name] = {"config": cfg, **r}
-            s, raw = r["served_chars_per_s"], r.get("raw_chars_per_s")
+            results[name] = {"config": cfg, **result}
+            served, raw = result["served_chars_per_s"], result.get("raw_chars_per_s")
             table.add_row(
-                name, cfg.get("engine", {}).get("engine", "vllm"), f"{r['healthy_seconds']:.1f}",
-                f"{s['median']:.0f} [{s['min']:.0f}-{s['max']:.0f}]",
+                name, cfg.get("engine", {}).get("engine", "vllm"), f"{result['healthy_seconds']:.1f}",
+                f"{served['median']:.0f} [{served['min']:.0f}-{served['max']:.0f}]",
                 f"{raw['median']:.0f} [{raw['min']:.0f}-{raw['max']:.0f}]" if raw else "-",
-                f"{r['ratio']:.3f}" if "ratio" in r else "-", f"{r['accuracy']:.4f}",
+                f"{result['ratio']:.3f}" if "ratio" in result else "-", f"{result['accuracy']:.4f}",
             )
             if out:
                 out.write_text(json.dumps(results, indent=1, ensure_ascii=False))

@@ -99,6 +99,12 @@ class ServeConfig(BaseModel):
     max_batch: int = Field(4096, ge=1)
     max_prompt_chars: int = Field(20000, ge=1)
 
+    def effective_decode(self) -> DecodeSettings:
+        """The decode settings the engine gets: stop strings of the prompt template, then the
+        decode's own, each once (answers are cut at the same ones)."""
+        stops = list(dict.fromkeys([*self.prompt.stop, *self.decode.stop]))
+        return self.decode.model_copy(update={"stop": stops})
+
     def resolved_model_path(self, base: Path | None = None) -> Path:
         p = Path(self.model.path)
         if not p.is_absolute():

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tournament.prompting import starts_with_bos
 from tournament.serving.config import DecodeSettings, EngineSettings, ModelRef
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,9 @@ class VLLMEngine:
 
     def _token_prompts(self, prompts: list[str], max_tokens: int) -> list[dict]:
         budget = max(16, self.settings.max_model_len - max_tokens)
-        bos = getattr(self.tokenizer, "bos_token", None)
         out = []
-        for p in prompts:
-            ids = self.tokenizer.encode(p, add_special_tokens=not (bos and p.startswith(bos)))
+        for prompt in prompts:
+            ids = self.tokenizer.encode(prompt, add_special_tokens=not starts_with_bos(self.tokenizer, prompt))
             out.append({"prompt_token_ids": ids[-budget:]})
         return out
 
