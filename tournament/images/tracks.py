@@ -26,12 +26,15 @@ class Track:
     may_install_torch: bool = False
     reset_entrypoint: bool = False
     notes: str = ""
+    # the image's vLLM when known exactly (its argument names are recorded in
+    # tournament/serving/engines/vllm_versions.py): winner.json's engine settings are checked against it
+    vllm: str | None = None
 
 
 TRACKS: dict[str, Track] = {
     "metax": Track(
         "metax", "Dockerfile", METAX_FROM, True, 900, 100, HEALTH_TIMEOUT["metax"], None,
-        notes="MetaX C500 64 GB; Python 3.10, torch 2.6, vLLM 0.10.0 in the image",
+        notes="MetaX C500 64 GB; Python 3.10, torch 2.6, vLLM 0.10.0 in the image", vllm="0.10.0",
     ),
     "paratera": Track(
         "paratera", "docker/paratera.Dockerfile", "vllm/vllm-openai:", False, None, None, HEALTH_TIMEOUT["paratera"], None,
