@@ -232,3 +232,43 @@ def test_cli_check(repo):
     r = CliRunner().invoke(app, ["images", "check", "--winner", str(repo / "missing.json"), "--offline",
                                  "--no-hadolint"])
     assert r.exit_code == 1 and "tournament pick" in r.output
+
+
+# -- engine settings against the MetaX image's vLLM 0.10.0 ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "engine,level,expect",
+    [
+        ({"compilation_config": {"cudagraph_mode": "FULL"}}, "error", "serve.engine.compilation_config: vLLM 0.10.0 has no cudagraph_mode"),
+        ({"enable_chunked_prefill": False}, "warning", "enable_chunked_prefill=false: vLLM 0.10.0's V1 engine always chunks"),
+    ],
+)
+def test_metax_checks_engine_settings_against_vllm_0_10_0(repo, engine, level, expect):
+    doc = json.loads(json.dumps(WINNER))
+    doc["serve"]["engine"].update(engine)
+    (repo / "winner.json").write_text(json.dumps(doc))
+    res = images.check_all(repo, repo / "winner.json")
+    metax = [str(f) for f in res["metax"] if f.level == level]
+    assert any(expect in m for m in metax), res["metax"]
+    assert not any(expect in str(f) for f in res["paratera"] + res["winner"])  # that image's vLLM is not pinned
+    from tournament.cli import app
+
+    r = CliRunner().invoke(app, [
+        "images", "check", "--winner", str(repo / "winner.json"), "--size-gb", "1", "--offline", "--no-hadolint",
+        "--track", "metax"])
+    assert (r.exit_code == 1) is (level == "error") and expect in r.output
+
+
+def test_settings_that_vllm_0_10_0_has_pass_the_metax_check(repo):
+    doc = json.loads(json.dumps(WINNER))
+    doc["serve"]["engine"].update({"quantization": "fp8", "kv_cache_dtype": "fp8", "max_num_seqs": 384,
+                                   "cudagraph_capture_sizes": [1, 2, 4, 8, 292, 358], "async_scheduling": True,
+                                   "enable_chunked_prefill": True, "max_num_batched_tokens": 16384,
+                                   "compilation_config": {"mode": 3, "inductor_compile_config": {"max_autotune": True}}})
+    (repo / "winner.json").write_text(json.dumps(doc))
+    assert images.check_agreement(repo / "Dockerfile", images.TRACKS["metax"], repo / "winner.json", repo) == []
+    # the transformers engine passes no vLLM argument: nothing to check, whatever the settings
+    doc["serve"]["engine"].update({"engine": "transformers", "compilation_config": {"cudagraph_mode": "FULL"}})
+    (repo / "winner.json").write_text(json.dumps(doc))
+    assert images.check_agreement(repo / "Dockerfile", images.TRACKS["metax"], repo / "winner.json", repo) == []

@@ -126,6 +126,10 @@ def check_agreement(
         except (json.JSONDecodeError, AttributeError):
             pass
 
+    # the engine settings against the image's vLLM (MetaX: 0.10.0)
+    if track is not None and winner.exists():
+        f += check_vllm_settings(winner, track, where, plan.env.get("TOURNAMENT_ENGINE"))
+
     # requirements cover the serve extra
     req_files = [s for _, srcs, _, _ in plan.copies for s in srcs if s.endswith(".txt")]
     names = {n for rf in req_files for _, n, _ in requirement_lines(repo_root / rf)}
@@ -172,3 +176,29 @@ def check_winner(winner: Path, repo_root: Path = REPO_ROOT) -> list[Finding]:
     if dl["model_id"] != cfg.model.modelscope_id or dl["revision"] != cfg.model.revision:
         out.append(Finding("error", w, "download_model.py and serve.py read different model ids/revisions"))
     return out
+
+
+def check_vllm_settings(winner: Path, track: Track, where: str, forced_engine: str | None = None) -> list[Finding]:
+    """winner.json's engine settings against the track's vLLM (when its argument names are known):
+    a setting that vLLM lacks stops serve.py at start-up there (error); one it takes and then
+    overrides serves, but not as measured (warning)."""
+    from tournament.serving.config import WinnerFileError, load_serve_config
+    from tournament.serving.engines.vllm_engine import vllm_llm_kwargs
+    from tournament.serving.engines.vllm_versions import KNOWN
+
+    facts = KNOWN.get(track.vllm or "")
+    if facts is None:
+        return []
+    try:
+        cfg, _ = load_serve_config({"TOURNAMENT_WINNER": str(winner)})
+    except WinnerFileError:
+        return []  # check_winner reports it
+    if (forced_engine or cfg.engine.engine) != "vllm":
+        return []
+    try:
+        kwargs = vllm_llm_kwargs(cfg.engine, "model", None, facts.engine_args, facts.compilation_config, facts.version)
+    except ValueError as e:
+        return [Finding("error", where, f"winner.json serve.{e} (the {track.name} image runs vLLM {facts.version}: "
+                                        "serve.py would stop at start-up)")]
+    return [Finding("warning", where, f"winner.json serve.engine.{name}={json.dumps(value)}: {why}")
+            for (name, value), why in facts.overridden.items() if name in kwargs and kwargs[name] == value]

@@ -28,13 +28,16 @@ class Track:
     may_install_torch: bool = False
     reset_entrypoint: bool = False
     notes: str = ""
+    # the image's vLLM when known exactly (its argument names are recorded in
+    # tournament/serving/engines/vllm_versions.py): winner.json's engine settings are checked against it
+    vllm: str | None = None
 
 
 def _track(h: HardwareTrack) -> Track:
     return Track(
         h.image_track, h.dockerfile, h.base, h.exact_base, h.build_limit_s, h.bandwidth_mbps, h.health_timeout,
         h.forced_engine, may_install_torch=h.may_install_torch, reset_entrypoint=h.reset_entrypoint,
-        notes=f"{h.hardware}; Python {h.python}, {h.notes}",
+        notes=f"{h.hardware}; Python {h.python}, {h.notes}", vllm=h.vllm_version,
     )
 
 

@@ -55,6 +55,8 @@ class HardwareTrack:
     may_install_torch: bool = False  # the base image has no torch: the image installs it
     reset_entrypoint: bool = False  # the base image's ENTRYPOINT must be reset
     notes: str = ""
+    # the image's vLLM when known exactly (its engine arguments: serving/engines/vllm_versions.py)
+    vllm_version: str | None = None
 
     @property
     def forced_engine(self) -> str | None:
@@ -67,7 +69,7 @@ HARDWARE: dict[str, HardwareTrack] = {
         "metax", (), "MetaX C500 64 GB", 180.0, True, True, "3.10",
         "metax", "Dockerfile",
         "cr.metax-tech.com/public-ai-release/maca/vllm:maca.ai3.1.0.7-torch2.6-py310-ubuntu22.04-amd64", True,
-        build_limit_s=900, bandwidth_mbps=100,
+        build_limit_s=900, bandwidth_mbps=100, vllm_version="0.10.0",
         notes="torch 2.6, vLLM 0.10.0 in the image",
     ),
     "paratera": HardwareTrack(

@@ -1,5 +1,6 @@
-"""The serving commands: `tournament serve` (serve.py exactly as the judge image runs it) and
-`tournament bench serve` (serve.py vs the raw engine: chars/s and time to healthy, numbers only)."""
+"""The serving commands: `tournament serve` (serve.py exactly as the judge image runs it),
+`tournament bench serve` (serve.py vs the raw engine: chars/s and time to healthy, numbers only)
+and `tournament bench setups` (the setups people copy vs the winner, P2)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,70 @@ def register(app: typer.Typer) -> None:
         Console(width=max(160, Console().width)).print(table)
         if out:
             out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+
+    @bench_app.command("setups")
+    def bench_setups(
+        model: Path = typer.Option(..., "--model", exists=True, file_okay=False,
+                                   help="Model directory every setup serves (replaces each setup's model.path)."),
+        questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False,
+                                       help="QA file (any format the data loader reads), sent as the judge would."),
+        setup: List[Path] = typer.Option([], "--setup", exists=True, dir_okay=False,
+                                         help="Setup file (name + serve: a ServeConfig; benchmarks/setups/); repeatable."),
+        winner: Optional[Path] = typer.Option(None, "--winner", exists=True, dir_okay=False,
+                                              help="winner.json: its serve config runs as one more setup, 'winner'."),
+        engine: Optional[str] = typer.Option(
+            None, "--engine",
+            help="transformers: replace every setup's engine block with the transformers engine. For smoke "
+                 "tests without vLLM (CPU) only: the numbers then say nothing about the setups."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
+        health_timeout: float = typer.Option(900.0, "--health-timeout", help="Seconds to wait for GET / (the MetaX judge allows 180)."),
+        compile_cache: str = typer.Option(
+            "fresh", "--compile-cache",
+            help="fresh (default): each server starts from a new, empty vLLM compile cache, as in the judge's "
+                 "fresh container; shared: this environment's cache."),
+        as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write the rows (with each setup's config) as JSON here."),
+        log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Keep each server's log here."),
+    ) -> None:
+        """P2: each setup as the real serve.py on the same model, judged like the judge: mode, accuracy,
+        chars/s, predict seconds, time to healthy. Numbers, never pass/fail."""
+        from tournament.data.ingest import load_questions
+        from tournament.serving import bench_setups as P2
+
+        if compile_cache not in P2.COMPILE_CACHES:
+            raise typer.BadParameter(" or ".join(P2.COMPILE_CACHES), param_hint="--compile-cache")
+        if engine is not None and engine not in P2.ENGINE_OVERRIDES:
+            raise typer.BadParameter(f"only {', '.join(P2.ENGINE_OVERRIDES)} (smoke tests)", param_hint="--engine")
+        try:
+            setups = [P2.load_setup(p) for p in setup] + ([P2.load_setup(winner)] if winner else [])
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--setup/--winner") from None
+        if not setups:
+            raise typer.BadParameter("give at least one --setup or --winner", param_hint="--setup")
+        qs, refs = load_questions(questions, limit)
+
+        rows: list = []
+
+        def keep(row: dict) -> None:  # --out is written after every setup: a later one that hangs loses nothing
+            rows.append(row)
+            if out:
+                out.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+
+        try:
+            P2.bench_setups(setups, model, qs, refs, engine_override=engine, health_timeout=health_timeout,
+                            compile_cache=compile_cache, log_dir=log_dir, on_row=keep)
+        except ValueError as e:  # a setup whose settings are invalid: before any server starts
+            raise typer.BadParameter(str(e)) from None
+        if as_json:
+            typer.echo(json.dumps([{k: v for k, v in r.items() if k != "config"} for r in rows], indent=1, ensure_ascii=False))
+            return
+        table = Table(title=f"P2: setups on {model.name}, {len(qs)} questions ({len(set(qs))} distinct), "
+                            f"{compile_cache} compile cache")
+        for col in ("setup", "engine", "mode", "n", "distinct", "accuracy", "chars/s", "predict s", "healthy s", "status"):
+            table.add_column(col, justify="left" if col in ("setup", "engine", "mode", "status") else "right")
+        for r in rows:
+            num = lambda k, fmt: fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
+            table.add_row(r["setup"], r["engine"], r["mode"], str(r["n"]), str(r["distinct"]), num("accuracy", "{:.4f}"),
+                          num("chars_per_s", "{:.0f}"), num("predict_seconds", "{:.2f}"), num("healthy_seconds", "{:.1f}"),
+                          f"failed: {r.get('reason')}" if r.get("failed") else "ok")
+        Console(width=max(160, Console().width)).print(table)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tournament.paths import REPO_ROOT
 from tournament.prompting import PromptSpec
@@ -46,16 +46,40 @@ class EngineSettings(BaseModel):
 
     engine: Literal["vllm", "transformers"] = "vllm"
     dtype: str = "auto"
-    # vLLM (the subset shared by vLLM 0.10 and current releases; see docs/judge.md)
-    quantization: str | None = None
+    # vLLM (the subset shared by vLLM 0.10 and current releases; see docs/judge.md). Every one
+    # below is a `vllm.LLM` argument of the same name in vLLM 0.10.0 (the MetaX judge) and 0.26;
+    # the engine checks them against the installed vLLM's EngineArgs and stops with a message
+    # naming the setting and the version when one is missing (vllm_engine.vllm_llm_kwargs).
+    quantization: str | None = None  # "fp8": weights quantized to fp8 on load (0.10.0 and 0.26)
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     enforce_eager: bool = False
     max_model_len: int = Field(2048, ge=64)
+    # Sequences decoded together. The judge sends 292 (basic) or 358 (bonus) questions in one
+    # batch: below that the rest wait for a free slot.
     max_num_seqs: int = Field(256, ge=1)
+    # Tokens per engine step (prefill chunks + decodes); None: vLLM's default for the GPU.
     max_num_batched_tokens: int | None = None
     enable_prefix_caching: bool = True
-    kv_cache_dtype: str = "auto"
+    kv_cache_dtype: str = "auto"  # "fp8": an fp8 KV cache (0.10.0 and 0.26)
     seed: int = 0
+    # The batch sizes to capture CUDA graphs for, exactly this list; None: vLLM's default (0.10.0:
+    # 1, 2, 4, then every 8 up to min(2 x max_num_seqs, 512); 0.26: every 8 to 256, then every 16).
+    # A step of n running sequences replays the smallest captured size >= n (padded) and runs
+    # without a graph above the largest, so list the judge's batch (292, 358) AND small sizes:
+    # [292, 358] alone pads the last few sequences of a batch to 292. Passed as
+    # compilation_config.cudagraph_capture_sizes, the one spelling that means the same in 0.10.0
+    # and 0.26 (the engine argument is `cuda_graph_sizes` in 0.10-0.12, where a single value means
+    # "every 8 up to it", and `cudagraph_capture_sizes` in 0.26). Sizes above
+    # max_num_batched_tokens are refused (0.10.0 fails the capture, 0.26 drops them).
+    cudagraph_capture_sizes: list[int] | None = Field(None, min_length=1)
+    # Split prompt prefill into chunks scheduled together with decodes; None: vLLM's default (on).
+    # Engine argument in 0.10.0 and 0.26, but vLLM 0.10.0's V1 engine always chunks a generating
+    # model's prefill and ignores false (`tournament images check` warns); 0.26 honours false.
+    enable_chunked_prefill: bool | None = None
+    # Schedule step n+1 while step n runs on the GPU; None: vLLM's default (0.10.0: off; 0.26: on
+    # where supported). Engine argument since 0.10.0 (experimental there: it runs the engine
+    # with the multiprocessing executor).
+    async_scheduling: bool | None = None
     # vLLM's torch.compile / CUDA-graph settings, passed as `LLM(compilation_config=...)`; None:
     # vLLM's default (compile with inductor, then capture CUDA graphs). `mode` (0-3, current vLLM)
     # and `level` (vLLM 0.10) are the same setting and renamed to what the installed vLLM has; any
@@ -66,6 +90,21 @@ class EngineSettings(BaseModel):
     device: str = "auto"  # auto | cpu | cuda | cuda:N | musa
     batch_size: int = Field(32, ge=1)
     num_threads: int | None = None
+
+    @model_validator(mode="after")
+    def _capture_sizes(self) -> "EngineSettings":
+        sizes = self.cudagraph_capture_sizes
+        if sizes is None:
+            return self
+        if any(n < 1 for n in sizes):
+            raise ValueError(f"cudagraph_capture_sizes must be batch sizes >= 1, not {sizes}")
+        if self.compilation_config and "cudagraph_capture_sizes" in self.compilation_config:
+            raise ValueError("give cudagraph_capture_sizes or compilation_config.cudagraph_capture_sizes, not both")
+        cap = self.max_num_batched_tokens
+        if cap is not None and max(sizes) > cap:
+            raise ValueError(f"cudagraph_capture_sizes {max(sizes)} > max_num_batched_tokens {cap}: "
+                             "vLLM cannot capture a graph larger than one step")
+        return self
 
 
 class DecodeSettings(BaseModel):

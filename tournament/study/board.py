@@ -113,7 +113,8 @@ def board_data(storage: str, study: str | None, ledger_path: Path | None = None)
 _ABBR = {"max_tokens": "mt", "repetition_penalty": "rp", "frequency_penalty": "fp", "temperature": "T",
          "top_p": "top_p", "max_num_seqs": "seqs", "max_model_len": "len", "enable_prefix_caching": "prefix",
          "gpu_memory_utilization": "gmu", "batch_size": "bs", "kv_cache_dtype": "kv", "enforce_eager": "eager",
-         "compilation_config": "compile"}
+         "compilation_config": "compile", "max_num_batched_tokens": "tokens", "cudagraph_capture_sizes": "graphs",
+         "enable_chunked_prefill": "chunked", "async_scheduling": "async", "quantization": "quant"}
 
 
 def _short(key: str) -> str:

@@ -3,13 +3,15 @@
 Only the API shared by vLLM 0.10 (the MetaX judge) and current releases is used (docs/judge.md):
 LLM(model, dtype, quantization, gpu_memory_utilization, enforce_eager, max_model_len,
 max_num_seqs, max_num_batched_tokens, enable_prefix_caching, kv_cache_dtype, seed,
-compilation_config), SamplingParams(temperature, top_p, top_k, max_tokens, stop,
-repetition_penalty, frequency_penalty, seed) and token-id prompts. Prompts are tokenized here and
+enable_chunked_prefill, async_scheduling, compilation_config), SamplingParams(temperature, top_p,
+top_k, max_tokens, stop, repetition_penalty, frequency_penalty, seed) and token-id prompts. Prompts are tokenized here and
 cut from the left to fit max_model_len - max_tokens, so one over-long question cannot fail a whole
 batch. `compilation_config` (a dict, only when set) goes through `portable_compilation_config`:
 its keys differ between versions (`level` in 0.10, `mode` since 0.11; `cudagraph_mode` since
 0.10.2, where 0.10.0/0.10.1 had `use_cudagraph` / `full_cuda_graph`), and vLLM 0.10 drops a key it
 does not know without a word, so a key the installed vLLM lacks stops the server here instead.
+Every other argument is checked against the installed vLLM's EngineArgs the same way
+(`vllm_llm_kwargs`; the settings unset by default are passed only when set).
 vLLM has no public shutdown: one engine configuration per process (the sweep starts a new
 server for each engine setting)."""
 
@@ -19,7 +21,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from tournament.prompting import starts_with_bos
 from tournament.serving.config import DecodeSettings, EngineSettings, ModelRef
@@ -53,12 +55,58 @@ def portable_compilation_config(cfg: dict[str, Any], fields: set[str], version: 
     return out
 
 
-def compilation_config_fields(cls: type) -> set[str]:
-    """The keyword arguments a CompilationConfig class takes: its dataclass fields (a plain
-    dataclass in vLLM 0.10, a pydantic dataclass in current releases) or a pydantic model's fields."""
+def argument_fields(cls: type) -> set[str]:
+    """The keyword arguments a vLLM config class (EngineArgs, CompilationConfig) takes: its
+    dataclass fields (plain dataclasses in vLLM 0.10, pydantic dataclasses in current releases)
+    or a pydantic model's fields."""
     if dataclasses.is_dataclass(cls):
         return {f.name for f in dataclasses.fields(cls) if f.init}
     return set(getattr(cls, "model_fields", {}))
+
+
+compilation_config_fields = argument_fields  # the name the compilation tests know
+
+# EngineSettings passed to vllm.LLM under their own name only when set (None: vLLM's default).
+_WHEN_SET = ("quantization", "max_num_batched_tokens", "enable_chunked_prefill", "async_scheduling")
+
+
+def vllm_llm_kwargs(settings: EngineSettings, model: str, tokenizer: str | None, engine_fields: Iterable[str],
+                    compilation_fields: Iterable[str], version: str = "?") -> dict[str, Any]:
+    """The `vllm.LLM(**kwargs)` of `settings`, checked against the installed vLLM's argument names
+    (`engine_fields`: its EngineArgs fields; `compilation_fields`: its CompilationConfig fields).
+    A setting that vLLM `version` lacks is a ValueError naming the setting and the version: vLLM
+    would refuse it with a TypeError far from the setting, or (compilation_config keys in 0.10)
+    drop it without a word. Pure: tests call it with the field sets of other versions."""
+    engine_fields, compilation_fields = set(engine_fields), set(compilation_fields)
+    kwargs: dict[str, Any] = dict(
+        model=model, dtype=settings.dtype, gpu_memory_utilization=settings.gpu_memory_utilization,
+        enforce_eager=settings.enforce_eager, max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs, enable_prefix_caching=settings.enable_prefix_caching,
+        kv_cache_dtype=settings.kv_cache_dtype, seed=settings.seed,
+    )
+    if tokenizer:
+        kwargs["tokenizer"] = tokenizer
+    for name in _WHEN_SET:
+        value = getattr(settings, name)
+        if value is not None and value != "":
+            kwargs[name] = value
+    compilation = dict(settings.compilation_config or {})
+    if settings.cudagraph_capture_sizes is not None:
+        if "cudagraph_capture_sizes" not in compilation_fields:
+            raise ValueError(f"engine.cudagraph_capture_sizes: vLLM {version}'s CompilationConfig has no "
+                             "cudagraph_capture_sizes; leave the setting unset (null) for this vLLM")
+        compilation["cudagraph_capture_sizes"] = sorted(set(settings.cudagraph_capture_sizes))
+    if settings.compilation_config is not None or settings.cudagraph_capture_sizes is not None:
+        try:
+            kwargs["compilation_config"] = portable_compilation_config(compilation, compilation_fields, version)
+        except ValueError as e:
+            raise ValueError(f"engine.{e}") from None
+    missing = [k for k in kwargs if k not in engine_fields]
+    if missing:
+        raise ValueError(f"engine.{', engine.'.join(missing)}: vLLM {version} has no such engine argument "
+                         f"({', '.join(missing)}); leave the setting unset (null) for this vLLM, or run a vLLM "
+                         "that has it (docs/judge.md lists which versions do)")
+    return kwargs
 
 
 class VLLMEngine:
@@ -71,30 +119,14 @@ class VLLMEngine:
         from vllm import LLM
 
         self.settings = settings
-        kwargs = dict(
-            model=str(model_dir / model.gguf_file) if model.gguf_file else str(model_dir),
-            dtype=settings.dtype,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            enforce_eager=settings.enforce_eager,
-            max_model_len=settings.max_model_len,
-            max_num_seqs=settings.max_num_seqs,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            kv_cache_dtype=settings.kv_cache_dtype,
-            seed=settings.seed,
-        )
-        if model.gguf_file:
-            kwargs["tokenizer"] = str(model_dir)
-        if settings.quantization:
-            kwargs["quantization"] = settings.quantization
-        if settings.max_num_batched_tokens:
-            kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens
-        if settings.compilation_config is not None:
-            import vllm
-            from vllm.config import CompilationConfig
+        import vllm
+        from vllm.config import CompilationConfig
+        from vllm.engine.arg_utils import EngineArgs
 
-            kwargs["compilation_config"] = portable_compilation_config(
-                settings.compilation_config, compilation_config_fields(CompilationConfig),
-                getattr(vllm, "__version__", "?"))
+        kwargs = vllm_llm_kwargs(
+            settings, str(model_dir / model.gguf_file) if model.gguf_file else str(model_dir),
+            str(model_dir) if model.gguf_file else None, argument_fields(EngineArgs),
+            argument_fields(CompilationConfig), getattr(vllm, "__version__", "?"))
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 

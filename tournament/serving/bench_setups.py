@@ -1,0 +1,135 @@
+"""P2: the serving setups people copy, side by side with the tournament's winner, on one model.
+
+A setup is a file (``benchmarks/setups/*.yaml``, or JSON) holding a ``name`` and a ``serve``
+object, a ServeConfig (tournament/serving/config.py); a winner.json is one too (its ``serve``).
+Each setup runs as the real serve.py in its own process on the same model (``--model`` replaces
+``serve.model.path``), judged by the judge emulator, which calls batch or serial mode as the server
+announces. Numbers, never pass/fail: a setup that cannot start or fails the judge is a row with
+its reason, and the others still run.
+
+``engine_override="transformers"`` replaces every setup's engine block with the transformers
+engine: for smoke tests on a machine without vLLM (the CPU tests), never for numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tournament.serving.config import ServeConfig, read_winner_serve
+
+ENGINE_OVERRIDES = {"transformers": {"engine": "transformers"}}
+COMPILE_CACHES = ("fresh", "shared")
+
+
+@dataclass
+class Setup:
+    name: str
+    serve: dict[str, Any]  # a ServeConfig as the file gives it
+    source: str
+
+
+def load_setup(path: Path) -> Setup:
+    """A setup file (name + serve) or a winner.json; a ValueError naming the file when it is neither."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not a readable setup file ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("serve"), dict):
+        raise ValueError(f'{path}: a setup needs a "serve" object (a ServeConfig; see benchmarks/setups/)')
+    if "candidate" in doc or "schema" in doc:  # a winner.json: the checks serve.py makes of it
+        return Setup("winner", read_winner_serve(path), str(path))
+    return Setup(str(doc.get("name") or path.stem), doc["serve"], str(path))
+
+
+def served_config(setup: Setup, model_dir: Path, engine_override: str | None = None) -> dict[str, Any]:
+    """The ServeConfig a setup runs with here: its own, on `model_dir`, with its engine block
+    replaced when `engine_override` names one (ENGINE_OVERRIDES). Invalid settings are a ValueError
+    naming the setup."""
+    from pydantic import ValidationError
+
+    raw = dict(setup.serve)
+    raw["model"] = {**(raw.get("model") or {}), "path": str(Path(model_dir).resolve())}
+    if engine_override is not None:
+        if engine_override not in ENGINE_OVERRIDES:
+            raise ValueError(f"engine override {engine_override!r}: use one of {', '.join(ENGINE_OVERRIDES)}")
+        raw["engine"] = dict(ENGINE_OVERRIDES[engine_override])
+    try:
+        return ServeConfig.model_validate(raw).model_dump()
+    except ValidationError as e:
+        where = "; ".join(f"serve.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3])
+        raise ValueError(f"setup {setup.name} ({setup.source}): {where}") from None
+
+
+def run_setup(name: str, config: dict[str, Any], questions: list[str], references: list[str], *,
+              health_timeout: float, predict_timeout: float, compile_cache: str = "fresh",
+              log_dir: Path | None = None) -> dict[str, Any]:
+    """Start serve.py with `config`, wait for GET /, judge it once; one row of numbers."""
+    from tournament.judge.emulator import judge
+    from tournament.serving.process import ServerProcess
+
+    row: dict[str, Any] = {"setup": name, "mode": config["mode"], "n": len(questions),
+                           "distinct": len(set(questions)), "compile_cache": compile_cache}
+
+    def measure(env: dict[str, str] | None) -> None:
+        log = (log_dir / f"{name}.log") if log_dir else None
+        with ServerProcess(config, log_path=log, env=env) as server:
+            row["healthy_seconds"] = server.wait_healthy(health_timeout)
+            rep = judge(server.url, questions, references, health_timeout=30, predict_timeout=predict_timeout, poll=0.2)
+        row.update(mode=rep.mode or row["mode"], accuracy=rep.accuracy, chars_per_s=rep.chars_per_s,
+                   predict_seconds=rep.predict_seconds, total_chars=rep.total_chars, answered=rep.answered,
+                   failed=rep.failed, reason=rep.reason)
+
+    try:
+        _with_compile_cache(compile_cache, measure)
+    except Exception as e:  # a setup that cannot start is a row with its reason; the others still run
+        row.update(failed=True, reason=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    return row
+
+
+def _with_compile_cache(mode: str, run: Callable[[dict[str, str] | None], None]) -> None:
+    """fresh: a new, empty compile cache for this server, removed afterwards (the judge's fresh
+    container); shared: this environment's caches as they are."""
+    if mode not in COMPILE_CACHES:
+        raise ValueError(f"compile cache must be one of {COMPILE_CACHES}, not {mode!r}")
+    if mode == "shared":
+        return run(None)
+    from tournament.serving.process import compile_cache_env
+
+    root = Path(tempfile.mkdtemp(prefix="compile-cache-"))
+    try:
+        return run(compile_cache_env(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_setups(setups: list[Setup], model_dir: Path, questions: list[str], references: list[str], *,
+                 engine_override: str | None = None, health_timeout: float = 900.0,
+                 predict_timeout: float | None = None, compile_cache: str = "fresh",
+                 log_dir: Path | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
+                 ) -> list[dict[str, Any]]:
+    """Every setup, one after another, on the same model and questions; one row each (with the
+    config it ran), in order. `predict_timeout` None: the judge's limit."""
+    from tournament.judge.rules import PREDICT_TIMEOUT
+
+    if compile_cache not in COMPILE_CACHES:
+        raise ValueError(f"compile cache must be one of {COMPILE_CACHES}, not {compile_cache!r}")
+    configs = [(s, served_config(s, model_dir, engine_override)) for s in setups]  # all valid before the first start
+    rows: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for setup, config in configs:
+        name = setup.name if setup.name not in names else f"{setup.name}-{len(rows) + 1}"  # one log file each
+        names.add(name)
+        row = run_setup(name, config, questions, references, health_timeout=health_timeout,
+                        predict_timeout=PREDICT_TIMEOUT if predict_timeout is None else predict_timeout,
+                        compile_cache=compile_cache, log_dir=log_dir)
+        row.update(source=setup.source, engine=config["engine"]["engine"], config=config)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
