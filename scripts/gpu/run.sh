@@ -6,6 +6,8 @@
 #   cold     cold start vs chars/s of vLLM's compile settings (scripts/gpu/cold_start.sh; needs COLD_CONFIG)
 #   sweep    the tournament on vLLM, board, pick, the winner served from winner.json and judged
 #   heldout  every trained candidate judged on the held-out basic and bonus questions
+#   p2       the serving setups users copy (benchmarks/setups/) against the sweep's winner, on the
+#            judge-sized distinct POST of each set (tournament bench setups)
 #   compare  one sweep worker on GPU 0 (trials per minute, against the --gpus run) beside the
 #            cold-start table (scripts/gpu/cold_start.sh) of the picked winner on GPU 1
 #   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
@@ -124,6 +126,20 @@ heldout)
 sweep)
   wait_for prepare 900 || exit 1
   RUNS=$W/mlruns bash scripts/gpu/sweep.sh 2>&1 | tee "$OUT/sweep.log"
+  ;;
+p2)
+  # Needs the sweep phase's winner.json: every setup on the winner's build, each from an empty
+  # compile cache, judged on the basic set's 292 and the bonus set's 358 distinct questions (the
+  # samples + the speed pool, as the sweep's speed POST).
+  wait_for prepare 900 || exit 1
+  MODEL=$(python3 -c 'import json; print(json.load(open("/tmp/work/winner.json"))["provenance"]["local_model_path"])')
+  for s in ${P2_SETS:-bonus basic}; do
+    $T data speed-post --set "$s" --eval data/build/pmpp-docx/eval.jsonl \
+      --pool data/build/pmpp-refit/speed_pool.jsonl --out "$W/post-$s.jsonl" || exit 1
+    timed $T bench setups --model "$MODEL" --questions "$W/post-$s.jsonl" --winner /tmp/work/winner.json \
+      --setup benchmarks/setups/course-template.yaml --setup benchmarks/setups/public-bonus-best.yaml \
+      --health-timeout 600 --log-dir "$W/p2-logs-$s" --out "$OUT/p2-$s.json" 2>&1 | tee "$OUT/p2-$s.txt"
+  done
   ;;
 compare)
   # Needs two GPUs and the sweep phase's winner.json. GPU 0: the same sweep file with one worker,

@@ -4,6 +4,9 @@
 # (with JUDGE_OLD_WAY=1 also the "old way": the same build with temperature 0.7, top_p 0.9, top_k 50,
 # max_tokens 512).
 # SWEEP_CONFIG / SWEEP_TRIALS override the defaults (a CPU dry run uses sweeps/demo-cpu.yaml).
+# SWEEP_OVERLAY='{"speed_repeats": 2, "judge": {"cold_start": false}}' merges JSON over the sweep
+# file (top-level keys replaced, dicts merged) into sweeps/.overlay.yaml, run instead (a proof that
+# must fit a device budget; the overlay is printed and kept in $OUT).
 # SWEEP_GPUS=0,1: one worker per GPU (builds spread over them first); SWEEP_STORAGE: the Optuna
 # storage URL (e.g. journal:/tmp/work/mlruns/optuna.journal) that board and pick then read too.
 set -uo pipefail
@@ -14,6 +17,18 @@ RUNS=${RUNS:-/tmp/work/mlruns}
 mkdir -p "$OUT" "$RUNS"
 T="python3 -m tournament.cli"
 CONFIG=${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}
+if [ -n "${SWEEP_OVERLAY:-}" ]; then
+  python3 - "$CONFIG" sweeps/.overlay.yaml <<'EOF'
+import json, os, sys
+import yaml
+from tournament.serving.config import deep_merge
+doc = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
+doc = deep_merge(doc, json.loads(os.environ["SWEEP_OVERLAY"]))
+open(sys.argv[2], "w", encoding="utf-8").write(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+EOF
+  CONFIG=sweeps/.overlay.yaml
+  echo "sweep overlay: $SWEEP_OVERLAY" | tee "$OUT/overlay.txt"
+fi
 t0=$SECONDS
 ST=(${SWEEP_STORAGE:+--storage "$SWEEP_STORAGE"})
 $T sweep --config "$CONFIG" ${SWEEP_TRIALS:+--trials $SWEEP_TRIALS} ${SWEEP_GPUS:+--gpus $SWEEP_GPUS} ${ST[@]+"${ST[@]}"} \
@@ -26,5 +41,5 @@ cp "$RUNS"/studies/*/pareto.png "$OUT/" 2>/dev/null
 t1=$SECONDS
 $T pick --auto --local --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --out /tmp/work/winner.json | tee "$OUT/pick.txt"
 cp /tmp/work/winner.json "$OUT/winner.json"
-python3 scripts/gpu/judge_winner.py /tmp/work/winner.json "$OUT/final.json"
+python3 scripts/gpu/judge_winner.py /tmp/work/winner.json "$OUT/final.json" | tee "$OUT/final.txt"
 echo "pick + serve winner.json + judge: $((SECONDS - t1)) s"
