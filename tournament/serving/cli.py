@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+app = typer.Typer()
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (never pass/fail).")
 
 
 def _load_config(config: str) -> dict:
@@ -19,89 +20,79 @@ def _load_config(config: str) -> dict:
     return doc.get("serve", doc)  # a winner.json or a bare ServeConfig
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("serve")
-    def serve(
-        winner: Optional[Path] = typer.Option(None, "--winner", help="winner.json to serve (default: the repo's)."),
-        host: str = typer.Option("127.0.0.1", "--host"),
-        port: int = typer.Option(8000, "--port"),
-    ) -> None:
-        """Start `uvicorn serve:app` with winner.json (plus TOURNAMENT_* environment overrides)."""
-        import uvicorn
+@app.command("serve")
+def serve(
+    winner: Optional[Path] = typer.Option(None, "--winner", help="winner.json to serve (default: the repo's)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Start `uvicorn serve:app` with winner.json (plus TOURNAMENT_* environment overrides)."""
+    import uvicorn
 
-        from tournament.paths import REPO_ROOT
+    from tournament.paths import REPO_ROOT
 
-        if not (REPO_ROOT / "serve.py").is_file():
-            raise typer.BadParameter(f"no serve.py in {REPO_ROOT}: `tournament serve` needs a checkout "
-                                     "installed with `pip install -e .`")
-        if winner:
-            if not winner.is_file():
-                raise typer.BadParameter(f"{winner}: no such file", param_hint="--winner")
-            os.environ["TOURNAMENT_WINNER"] = str(winner.resolve())
-        os.chdir(REPO_ROOT)  # the image's working directory
-        # The console script's sys.path holds the venv's bin, not the checkout: app_dir puts the
-        # root (where serve.py sits) first, so "serve:app" imports from any directory.
-        uvicorn.run("serve:app", host=host, port=port, app_dir=str(REPO_ROOT))
+    if not (REPO_ROOT / "serve.py").is_file():
+        raise typer.BadParameter(f"no serve.py in {REPO_ROOT}: `tournament serve` needs a checkout "
+                                 "installed with `pip install -e .`")
+    if winner:
+        if not winner.is_file():
+            raise typer.BadParameter(f"{winner}: no such file", param_hint="--winner")
+        os.environ["TOURNAMENT_WINNER"] = str(winner.resolve())
+    os.chdir(REPO_ROOT)  # the image's working directory
+    # The console script's sys.path holds the venv's bin, not the checkout: app_dir puts the
+    # root (where serve.py sits) first, so "serve:app" imports from any directory.
+    uvicorn.run("serve:app", host=host, port=port, app_dir=str(REPO_ROOT))
 
-    bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (never pass/fail).")
-    app.add_typer(bench_app, name="bench")
 
-    @bench_app.command("serve")
-    def bench_serve(
-        config: str = typer.Option(..., "--config", help="ServeConfig JSON (inline or file; a winner.json works)."),
-        questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False),
-        variant: Optional[List[str]] = typer.Option(None, "--variant", help="JSON overlay on --config; repeatable. NAME=JSON names it."),
-        limit: Optional[int] = typer.Option(None, "--limit"),
-        repeat_to: Optional[int] = typer.Option(None, "--repeat-to", help="Cycle questions up to N (bonus set: 358)."),
-        repeats: int = typer.Option(3, "--repeats"),
-        skip_raw: bool = typer.Option(False, "--skip-raw", help="Only the served numbers (settings table)."),
-        raw_for: Optional[List[str]] = typer.Option(None, "--raw-for", help="Measure raw generate only for these runs (repeatable)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write all results as JSON here."),
-        log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
-        compile_cache: str = typer.Option(
-            "shared", "--compile-cache",
-            help="shared: this environment's vLLM compile cache (VLLM_CACHE_ROOT; a run compiled before starts "
-                 "warm). fresh: every server and raw child gets its own new, empty cache, removed afterwards "
-                 "(healthy s = the judge's cold start)."),
-    ) -> None:
-        """P1: serve.py batch chars/s / raw generate chars/s on the same prompts; P4: seconds to healthy."""
-        from tournament.data.ingest import load_questions
-        from tournament.serving.bench import serve_vs_raw
-        from tournament.serving.config import deep_merge
+@bench_app.command("serve")
+def bench_serve(
+    config: str = typer.Option(..., "--config", help="ServeConfig JSON (inline or file; a winner.json works)."),
+    questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", help="JSON overlay on --config; repeatable. NAME=JSON names it."),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    repeat_to: Optional[int] = typer.Option(None, "--repeat-to", help="Cycle questions up to N (bonus set: 358)."),
+    repeats: int = typer.Option(3, "--repeats"),
+    skip_raw: bool = typer.Option(False, "--skip-raw", help="Only the served numbers (settings table)."),
+    raw_for: Optional[List[str]] = typer.Option(None, "--raw-for", help="Measure raw generate only for these runs (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write all results as JSON here."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
+    compile_cache: str = typer.Option(
+        "shared", "--compile-cache",
+        help="shared: this environment's vLLM compile cache (VLLM_CACHE_ROOT; a run compiled before starts "
+             "warm). fresh: every server and raw child gets its own new, empty cache, removed afterwards "
+             "(healthy s = the judge's cold start)."),
+) -> None:
+    """P1: serve.py batch chars/s / raw generate chars/s on the same prompts; P4: seconds to healthy."""
+    from rich.console import Console
 
-        if compile_cache not in ("shared", "fresh"):
-            raise typer.BadParameter("shared or fresh", param_hint="--compile-cache")
-        base = _load_config(config)
-        qs, refs = load_questions(questions, limit, repeat_to)
-        runs = [("base", base)]
-        for i, v in enumerate(variant or []):
-            head, body = v[: v.find("{")], v[v.find("{") :]  # "NAME={...}" or "{...}"
-            name = head[:-1] if head.endswith("=") else f"v{i + 1}"
-            runs.append((name, deep_merge(base, json.loads(body))))
-        results = {}
-        table = Table(title=f"serve.py vs raw generate, {len(qs)} prompts, {repeats} repeats (median \\[min-max]), "
-                            f"{compile_cache} compile cache")
-        for col in ("run", "engine", "healthy s", "served chars/s", "raw chars/s", "ratio", "accuracy"):
-            table.add_column(col, justify="right")
-        for name, cfg in runs:
-            try:
-                no_raw = skip_raw or (bool(raw_for) and name not in raw_for)
-                r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
-                                 log_dir=(log_dir / name) if log_dir else None, compile_cache=compile_cache)
-            except Exception as e:  # one broken variant must not lose the others' numbers
-                results[name] = {"error": f"{type(e).__name__}: {e}", "config": cfg, "compile_cache": compile_cache}
-                table.add_row(name, "-", "-", f"error: {type(e).__name__}", "-", "-", "-")
-                continue
-            results[name] = {"config": cfg, **r}
-            s, raw = r["served_chars_per_s"], r.get("raw_chars_per_s")
-            table.add_row(
-                name, cfg.get("engine", {}).get("engine", "vllm"), f"{r['healthy_seconds']:.1f}",
-                f"{s['median']:.0f} [{s['min']:.0f}-{s['max']:.0f}]",
-                f"{raw['median']:.0f} [{raw['min']:.0f}-{raw['max']:.0f}]" if raw else "-",
-                f"{r['ratio']:.3f}" if "ratio" in r else "-", f"{r['accuracy']:.4f}",
-            )
-            if out:
-                out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-        Console(width=max(160, Console().width)).print(table)
+    from tournament.data.ingest import load_questions
+    from tournament.serving.bench import result_row, results_table, serve_vs_raw
+    from tournament.serving.config import deep_merge
+
+    if compile_cache not in ("shared", "fresh"):
+        raise typer.BadParameter("shared or fresh", param_hint="--compile-cache")
+    base = _load_config(config)
+    qs, refs = load_questions(questions, limit, repeat_to)
+    runs = [("base", base)]
+    for i, v in enumerate(variant or []):
+        head, body = v[: v.find("{")], v[v.find("{") :]  # "NAME={...}" or "{...}"
+        name = head[:-1] if head.endswith("=") else f"v{i + 1}"
+        runs.append((name, deep_merge(base, json.loads(body))))
+    results = {}
+    table = results_table(len(qs), repeats, compile_cache)
+    for name, cfg in runs:
+        try:
+            no_raw = skip_raw or (bool(raw_for) and name not in raw_for)
+            r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
+                             log_dir=(log_dir / name) if log_dir else None, compile_cache=compile_cache)
+        except Exception as e:  # one broken variant must not lose the others' numbers
+            results[name] = {"error": f"{type(e).__name__}: {e}", "config": cfg, "compile_cache": compile_cache}
+            table.add_row(*result_row(name, results[name]))
+            continue
+        results[name] = {"config": cfg, **r}
+        table.add_row(*result_row(name, results[name]))
         if out:
             out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    Console(width=max(160, Console().width)).print(table)
+    if out:
+        out.write_text(json.dumps(results, indent=1, ensure_ascii=False))

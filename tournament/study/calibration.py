@@ -78,3 +78,12 @@ def fit(results: list[dict[str, Any]]) -> Calibration | None:
     # n counts the results with a speed; the judge model counts its accuracy points per set
     return Calibration(n=len(speed_pts), speed_ratio=ratio, speed_log_sd=log_sd,
                        judge_model=JudgeModel.from_points(acc_pts))
+
+
+def describe(cal: Calibration) -> str:
+    """The calibration in one line (`tournament ledger`): the speed ratio and each set's accuracy map."""
+    return (f"calibration ({cal.n} result(s)): judge chars/s = local x {cal.speed_ratio:.3f} "
+            f"(log sd {cal.speed_log_sd:.2f}); " + ", ".join(
+                f"{k}: {'offset' if f.kind == 'offset' else 'linear'} {f.offset:+.3f}"
+                + (f" scale {f.scale:.2f}" if f.kind == "linear" else "") + f" sd {f.sd:.3f}"
+                for k, f in cal.accuracy.items()))
