@@ -1,6 +1,7 @@
-"""`tournament ...`: the command line, as a list. Each package registers its own commands from its
-`cli.py` (`register(app)`); heavy libraries (torch, transformers, optuna, mlflow) are imported
-inside the commands so that `tournament --help` and the judge loop stay fast."""
+"""`tournament ...`: the command line, composed of the packages' own Typer apps. Each package's
+`cli.py` holds a module-level `app` of plain command functions; heavy libraries (torch,
+transformers, optuna, mlflow) are imported inside the commands so that `tournament --help` and
+the judge loop stay fast."""
 
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ app = typer.Typer(
     help="Decide which fine-tuned LLM build deserves one of your few judge submissions.",
 )
 
-# The order is the order of `tournament --help`: judge, serve, data, models, train, study, images.
-for module in (judge_cli, serving_cli, data_cli, models_cli, train_cli, study_cli, images_cli):
-    module.register(app)
+# The order is the order of `tournament --help`: the top-level commands first, then the groups.
+# An app added without a name lends its commands to the top level (Typer >= 0.15).
+app.add_typer(judge_cli.app)  # score, ceiling, judge
+app.add_typer(serving_cli.app)  # serve
+app.add_typer(train_cli.app)  # train
+app.add_typer(study_cli.app)  # sweep, board, pick, submit, judge-result, ledger, ui, demo
+app.add_typer(serving_cli.bench_app, name="bench")
+app.add_typer(data_cli.app, name="data")
+app.add_typer(models_cli.app, name="models")
+app.add_typer(images_cli.app, name="images")
 
 
 def main() -> None:

@@ -134,11 +134,10 @@ p2)
   wait_for prepare 900 || exit 1
   MODEL=$(python3 -c 'import json; print(json.load(open("/tmp/work/winner.json"))["provenance"]["local_model_path"])')
   for s in ${P2_SETS:-bonus basic}; do
-    $T data speed-post --set "$s" --eval data/build/pmpp-docx/eval.jsonl \
-      --pool data/build/pmpp-refit/speed_pool.jsonl --out "$W/post-$s.jsonl" || exit 1
+    $T speed-post --config "${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}" --set "$s" --out "$W/post-$s.jsonl" || exit 1
     timed $T bench setups --model "$MODEL" --questions "$W/post-$s.jsonl" --winner /tmp/work/winner.json \
       --setup benchmarks/setups/course-template.yaml --setup benchmarks/setups/public-bonus-best.yaml \
-      --health-timeout 600 --log-dir "$W/p2-logs-$s" --out "$OUT/p2-$s.json" 2>&1 | tee "$OUT/p2-$s.txt"
+      --health-timeout 600 --compile-cache "${P2_CACHE:-fresh}" --log-dir "$W/p2-logs-$s" --out "$OUT/p2-$s.json" 2>&1 | tee "$OUT/p2-$s.txt"
   done
   ;;
 compare)

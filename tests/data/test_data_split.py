@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tournament.data.cli import register
+from tournament.data import cli as data_cli
 from tournament.data.groups import GroupingRules
 from tournament.data.ingest import DataFormatError
 from tournament.data.leakage import check_leakage
@@ -30,7 +30,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def cli_app() -> typer.Typer:
     app = typer.Typer()
-    register(app)
+    app.add_typer(data_cli.app, name="data")
 
     @app.callback()
     def main() -> None:  # a group, so `data` is a sub-command as in the real CLI

@@ -19,8 +19,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from tournament.data import cli as data_cli
 from tournament.data.book import split_book
-from tournament.data.cli import register
 from tournament.data.ingest import read_qa
 from tournament.data.teacher import generate_from_book, parse_pairs
 
@@ -246,7 +246,7 @@ def test_timeouts_are_retried_then_reported(book, tmp_path):
 
 def test_cli_generate(book, tmp_path):
     app = typer.Typer()
-    register(app)
+    app.add_typer(data_cli.app, name="data")
 
     @app.callback()
     def main() -> None:

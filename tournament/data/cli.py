@@ -12,12 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-data_app = typer.Typer(no_args_is_help=True, help="QA data: ingest, variant groups, leakage-safe splits, teacher generation.")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``tournament data ...`` to the main app."""
-    app.add_typer(data_app, name="data")
+app = typer.Typer(no_args_is_help=True, help="QA data: ingest, variant groups, leakage-safe splits, teacher generation.")
 
 
 def _console():
@@ -44,42 +39,7 @@ def _rules(near_threshold: float | None, template_support: int | None, base: Any
     return dataclasses.replace(base or GroupingRules(), **kw)
 
 
-def _print_grouping(console: Any, summary: dict[str, Any], max_templates: int = 12) -> None:
-    from rich.table import Table
-
-    merges = ", ".join(f"{k} {v}" for k, v in summary["merges"].items() if v)
-    console.print(f"[bold]groups[/]: {summary['groups']} from {summary['rows']} rows  (merges: {merges or 'none'})")
-    templates = summary["templates"]
-    if not templates:
-        return
-    by_kind: dict[str, int] = {}
-    for t in templates:
-        by_kind[t["kind"]] = by_kind.get(t["kind"], 0) + 1
-    table = Table(title="templates discovered (" + ", ".join(f"{v} {k}" for k, v in by_kind.items()) + ")")
-    for col in ("kind", "template (normalised)", "support", "rows"):
-        table.add_column(col)
-    for t in sorted(templates, key=lambda t: -t["rows"])[:max_templates]:
-        table.add_row(t["kind"], t["text"], str(t["support"]), str(t["rows"]))
-    console.print(table)
-
-
-def _print_leakage(console: Any, report: dict[str, Any], max_items: int = 10) -> None:
-    from rich.table import Table
-
-    if report["clean"]:
-        console.print(f"[green]leakage: none[/] ({report['n_eval']} eval rows checked against {report['n_train']} train rows)")
-        return
-    console.print(f"[red]leakage: {report['leaking_eval_rows']} of {report['n_eval']} eval rows[/] by reason {report['by_reason']}")
-    table = Table()
-    for col in ("eval #", "question", "reasons", "train example"):
-        table.add_column(col, overflow="fold")
-    for item in report["items"][:max_items]:
-        table.add_row(str(item["eval_index"]), item["question"][:60], ",".join(item["reasons"]),
-                      (item["train_examples"] or [""])[0][:60])
-    console.print(table)
-
-
-@data_app.command("build")
+@app.command("build")
 def build(
     source: Optional[list[Path]] = typer.Option(None, "--source", "-s", help="Training file(s): any format read_qa reads."),
     eval_file: Optional[list[Path]] = typer.Option(None, "--eval", "-e", help="Eval file(s); every variant group they touch leaves train."),
@@ -96,7 +56,8 @@ def build(
 ) -> None:
     """Write train.jsonl, eval.jsonl and manifest.json; refuses a split that leaks."""
     from tournament.data.ingest import DataFormatError
-    from tournament.data.split import LeakageError, build_split, load_split_spec
+    from tournament.data.leakage import render_report
+    from tournament.data.split import LeakageError, build_split, load_split_spec, render_manifest
 
     kw: dict[str, Any] = {"sources": [], "eval_files": [], "out": None, "seed": 0, "eval_fraction": None,
                           "allow_leakage": False, "refit": False, "augment": 0, "name": None}
@@ -127,7 +88,7 @@ def build(
         if as_json:
             typer.echo(json.dumps({"error": "leakage", "leakage": exc.report.to_dict(max_items=50)}, ensure_ascii=False))
         else:
-            _print_leakage(_console(), exc.report.to_dict(max_items=20))
+            render_report(_console(), exc.report.to_dict(max_items=20))
         raise _fail(str(exc), 1)
     except (DataFormatError, ValueError) as exc:
         raise _fail(str(exc), 2)
@@ -136,27 +97,10 @@ def build(
     if as_json:
         typer.echo(json.dumps(m, ensure_ascii=False))
         return
-    console = _console()
-    c = m["counts"]
-    console.print(f"[bold]split[/] {m['name']} -> {result.out}")
-    for s in m["sources"]:
-        console.print(f"  {s['role']:5} {s['path']}  {s['rows']} rows  sha256 {s['sha256'][:12]}…")
-    _print_grouping(console, m["grouping"])
-    console.print(
-        f"[bold]train[/]: {c['train_rows']} rows in {c['train_groups']} groups "
-        f"({c['removed_from_train']} source rows removed as variants of eval)   "
-        f"[bold]eval[/]: {c['eval_rows']} rows in {c['eval_groups']} groups {c['eval_by_set']}"
-    )
-    if m["augmentation"]:
-        console.print(f"augmentation: +{m['augmentation']['rows_added']} train rows ({m['augmentation']['per_row']} per row, seed {m['seed']})")
-    if m["refit"]:
-        console.print("[yellow]refit: train includes eval; scores on this eval set are not honest[/]")
-    _print_leakage(console, m["leakage"])
-    if m["allow_leakage"] and not m["leakage"]["clean"]:
-        console.print("[yellow]written anyway (--allow-leakage, recorded in manifest.json)[/]")
+    render_manifest(_console(), m, result.out)
 
 
-@data_app.command("check")
+@app.command("check")
 def check(
     train: Path = typer.Argument(..., help="Training file (any format read_qa reads)."),
     eval_path: Path = typer.Argument(..., metavar="EVAL", help="Eval file."),
@@ -165,7 +109,7 @@ def check(
 ) -> None:
     """Leakage report: eval rows whose group, normalised text or near-duplicate is in TRAIN. Exit 1 if any."""
     from tournament.data.ingest import DataFormatError, read_qa
-    from tournament.data.leakage import check_leakage
+    from tournament.data.leakage import check_leakage, render_report
 
     try:
         report = check_leakage(read_qa(train), read_qa(eval_path), _rules(near_threshold, None))
@@ -175,12 +119,12 @@ def check(
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False))
     else:
-        _print_leakage(_console(), data, max_items=20)
+        render_report(_console(), data, max_items=20)
     if not report.clean:
         raise typer.Exit(1)
 
 
-@data_app.command("stats")
+@app.command("stats")
 def stats(
     files: list[Path] = typer.Argument(..., help="QA files (any format read_qa reads)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -188,7 +132,7 @@ def stats(
     """Rows, formats, variant groups and discovered templates of QA files."""
     from collections import Counter
 
-    from tournament.data.groups import group_rows
+    from tournament.data.groups import group_rows, render_summary
     from tournament.data.ingest import DataFormatError, read_qa
 
     rows = []
@@ -207,10 +151,10 @@ def stats(
     console = _console()
     for f, info in per_file.items():
         console.print(f"{f}: {info['rows']} rows {info['formats']}")
-    _print_grouping(console, summary, max_templates=40)
+    render_summary(console, summary, max_templates=40)
 
 
-@data_app.command("generate")
+@app.command("generate")
 def generate(
     book: Path = typer.Option(..., "--book", help="The book: .txt, .md, .docx or .pdf."),
     teacher: str = typer.Option(..., "--teacher", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1"),

@@ -299,3 +299,23 @@ def group_rows(rows: Sequence[HasQA], rules: GroupingRules | None = None) -> Gro
     templates += [Template("frame", t, c, used["frame:" + t]) for t, c in frames.items()]
     templates.sort(key=lambda t: (t.kind, -t.support, t.text))
     return Grouping(groups, cores, templates, merges, dict(examples), rules, bases)
+
+
+def render_summary(console: Any, summary: dict[str, Any], max_templates: int = 12) -> None:
+    """A `Grouping.summary()` on a rich console: groups and merges, then the commonest templates."""
+    from rich.table import Table
+
+    merges = ", ".join(f"{k} {v}" for k, v in summary["merges"].items() if v)
+    console.print(f"[bold]groups[/]: {summary['groups']} from {summary['rows']} rows  (merges: {merges or 'none'})")
+    templates = summary["templates"]
+    if not templates:
+        return
+    by_kind: dict[str, int] = {}
+    for t in templates:
+        by_kind[t["kind"]] = by_kind.get(t["kind"], 0) + 1
+    table = Table(title="templates discovered (" + ", ".join(f"{v} {k}" for k, v in by_kind.items()) + ")")
+    for col in ("kind", "template (normalised)", "support", "rows"):
+        table.add_column(col)
+    for t in sorted(templates, key=lambda t: -t["rows"])[:max_templates]:
+        table.add_row(t["kind"], t["text"], str(t["support"]), str(t["rows"]))
+    console.print(table)

@@ -129,3 +129,20 @@ def check_leakage(train: Sequence[HasQA], eval_rows: Sequence[HasQA],
             similarity=round(best_sim[e], 4) if e in best_sim else None,
         ))
     return LeakageReport(n_train, len(eval_rows), items, rules)
+
+
+def render_report(console: Any, report: dict[str, Any], max_items: int = 10) -> None:
+    """A `LeakageReport.to_dict()` on a rich console: clean, or the leaking eval rows and why."""
+    from rich.table import Table
+
+    if report["clean"]:
+        console.print(f"[green]leakage: none[/] ({report['n_eval']} eval rows checked against {report['n_train']} train rows)")
+        return
+    console.print(f"[red]leakage: {report['leaking_eval_rows']} of {report['n_eval']} eval rows[/] by reason {report['by_reason']}")
+    table = Table()
+    for col in ("eval #", "question", "reasons", "train example"):
+        table.add_column(col, overflow="fold")
+    for item in report["items"][:max_items]:
+        table.add_row(str(item["eval_index"]), item["question"][:60], ",".join(item["reasons"]),
+                      (item["train_examples"] or [""])[0][:60])
+    console.print(table)

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tournament.data.augment import DEFAULT_TEMPLATES, augment_rows
-from tournament.data.groups import Grouping, GroupingRules, group_rows
+from tournament.data.groups import Grouping, GroupingRules, group_rows, render_summary
 from tournament.data.ingest import QARow, read_qa
-from tournament.data.leakage import LeakageReport, check_leakage
-from tournament.data.speed_pool import hold_out_pool
+from tournament.data.leakage import LeakageReport, check_leakage, render_report
 from tournament.data.sets import set_from_name
+from tournament.data.speed_pool import hold_out_pool
 from tournament.data.store import atomic_dir, write_json
 from tournament.files import sha256_file, write_jsonl_atomic
 from tournament.paths import project_root
@@ -308,3 +308,24 @@ def build_split_from_spec(path: str | Path, **overrides: Any) -> SplitResult:
     kw = load_split_spec(path)
     kw.update(overrides)
     return build_split(**kw)
+
+
+def render_manifest(console: Any, manifest: dict[str, Any], out: Path | None) -> None:
+    """A split's manifest (written to `out`) on a rich console: sources, grouping, counts, leakage."""
+    m, c = manifest, manifest["counts"]
+    console.print(f"[bold]split[/] {m['name']} -> {out}")
+    for s in m["sources"]:
+        console.print(f"  {s['role']:5} {s['path']}  {s['rows']} rows  sha256 {s['sha256'][:12]}…")
+    render_summary(console, m["grouping"])
+    console.print(
+        f"[bold]train[/]: {c['train_rows']} rows in {c['train_groups']} groups "
+        f"({c['removed_from_train']} source rows removed as variants of eval)   "
+        f"[bold]eval[/]: {c['eval_rows']} rows in {c['eval_groups']} groups {c['eval_by_set']}"
+    )
+    if m["augmentation"]:
+        console.print(f"augmentation: +{m['augmentation']['rows_added']} train rows ({m['augmentation']['per_row']} per row, seed {m['seed']})")
+    if m["refit"]:
+        console.print("[yellow]refit: train includes eval; scores on this eval set are not honest[/]")
+    render_report(console, m["leakage"])
+    if m["allow_leakage"] and not m["leakage"]["clean"]:
+        console.print("[yellow]written anyway (--allow-leakage, recorded in manifest.json)[/]")

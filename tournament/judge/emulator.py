@@ -65,6 +65,18 @@ class JudgeReport:
         return d
 
 
+def summary_table(summary: dict[str, Any], url: str):
+    """A `JudgeReport.summary()` as a rich table of metric and value."""
+    from rich.table import Table
+
+    table = Table(title=f"judge emulator: {url}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table
+
+
 def wait_healthy(client, url: str, timeout: float, poll: float = 1.0) -> tuple[str | None, float, str | None]:
     """Return (status, seconds, error). The judge only proceeds on a 200 with a JSON status."""
     import httpx

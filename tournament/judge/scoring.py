@@ -145,3 +145,25 @@ def chars_per_s(answers: Iterable[object], predict_seconds: float) -> float:
     """The judge's speed: characters of all answers / seconds spent inside POST /predict."""
     total = sum(len(str(a)) for a in answers)
     return total / predict_seconds if predict_seconds > 0 else 0.0
+
+
+def score_report(answers: Sequence[str], references: Sequence[str]) -> dict[str, float | int]:
+    """What `tournament score` reports: judge accuracy, the diagnostic RougeL, and the padding."""
+    return {
+        "accuracy": judge_accuracy(answers, references),
+        "zh_rougeL": zh_rougeL(answers, references),
+        "n": len(references),
+        "n_predictions": len(answers),
+        "padded": max(0, len(references) - len(answers)),
+    }
+
+
+def score_table(report: dict[str, float | int], title: str):
+    """`score_report` as a one-row rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for k in report:
+        table.add_column(k)
+    table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in report.values()))
+    return table

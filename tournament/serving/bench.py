@@ -131,6 +131,30 @@ def _stats(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
+def results_table(n_prompts: int, repeats: int, compile_cache: str):
+    """The empty table `tournament bench serve` prints, one `result_row` per run."""
+    from rich.table import Table
+
+    table = Table(title=f"serve.py vs raw generate, {n_prompts} prompts, {repeats} repeats (median \\[min-max]), "
+                        f"{compile_cache} compile cache")
+    for col in ("run", "engine", "healthy s", "served chars/s", "raw chars/s", "ratio", "accuracy"):
+        table.add_column(col, justify="right")
+    return table
+
+
+def result_row(name: str, result: dict[str, Any]) -> tuple[str, ...]:
+    """The table cells of one run: its `serve_vs_raw` numbers and config, or its error."""
+    if "error" in result:  # "TypeName: message"
+        return (name, "-", "-", f"error: {result['error'].split(':', 1)[0]}", "-", "-", "-")
+    cfg, s, raw = result["config"], result["served_chars_per_s"], result.get("raw_chars_per_s")
+    return (
+        name, cfg.get("engine", {}).get("engine", "vllm"), f"{result['healthy_seconds']:.1f}",
+        f"{s['median']:.0f} [{s['min']:.0f}-{s['max']:.0f}]",
+        f"{raw['median']:.0f} [{raw['min']:.0f}-{raw['max']:.0f}]" if raw else "-",
+        f"{result['ratio']:.3f}" if "ratio" in result else "-", f"{result['accuracy']:.4f}",
+    )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) == 5 and argv[0] == "raw":
         cfg, qs = json.loads(Path(argv[1]).read_text()), json.loads(Path(argv[2]).read_text())

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tournament.serving.config import ServeConfig, read_winner_serve
 
@@ -133,3 +133,19 @@ def bench_setups(setups: list[Setup], model_dir: Path, questions: list[str], ref
         if on_row:
             on_row(row)
     return rows
+
+
+def setups_table(rows: Sequence[dict[str, Any]], model_name: str, questions: Sequence[str], compile_cache: str):
+    """The P2 rows as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=f"P2: setups on {model_name}, {len(questions)} questions ({len(set(questions))} distinct), "
+                        f"{compile_cache} compile cache")
+    for col in ("setup", "engine", "mode", "n", "distinct", "accuracy", "chars/s", "predict s", "healthy s", "status"):
+        table.add_column(col, justify="left" if col in ("setup", "engine", "mode", "status") else "right")
+    for r in rows:
+        num = lambda k, fmt: fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
+        table.add_row(r["setup"], r["engine"], r["mode"], str(r["n"]), str(r["distinct"]), num("accuracy", "{:.4f}"),
+                      num("chars_per_s", "{:.0f}"), num("predict_seconds", "{:.2f}"), num("healthy_seconds", "{:.1f}"),
+                      f"failed: {r.get('reason')}" if r.get("failed") else "ok")
+    return table

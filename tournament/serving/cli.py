@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+app = typer.Typer()
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (never pass/fail).")
 
 
 def _load_config(config: str) -> dict:
@@ -20,156 +21,140 @@ def _load_config(config: str) -> dict:
     return doc.get("serve", doc)  # a winner.json or a bare ServeConfig
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("serve")
-    def serve(
-        winner: Optional[Path] = typer.Option(None, "--winner", help="winner.json to serve (default: the repo's)."),
-        host: str = typer.Option("127.0.0.1", "--host"),
-        port: int = typer.Option(8000, "--port"),
-    ) -> None:
-        """Start `uvicorn serve:app` with winner.json (plus TOURNAMENT_* environment overrides)."""
-        import uvicorn
+@app.command("serve")
+def serve(
+    winner: Optional[Path] = typer.Option(None, "--winner", help="winner.json to serve (default: the repo's)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Start `uvicorn serve:app` with winner.json (plus TOURNAMENT_* environment overrides)."""
+    import uvicorn
 
-        from tournament.paths import REPO_ROOT
+    from tournament.paths import REPO_ROOT
 
-        if not (REPO_ROOT / "serve.py").is_file():
-            raise typer.BadParameter(f"no serve.py in {REPO_ROOT}: `tournament serve` needs a checkout "
-                                     "installed with `pip install -e .`")
-        if winner:
-            if not winner.is_file():
-                raise typer.BadParameter(f"{winner}: no such file", param_hint="--winner")
-            os.environ["TOURNAMENT_WINNER"] = str(winner.resolve())
-        os.chdir(REPO_ROOT)  # the image's working directory
-        # The console script's sys.path holds the venv's bin, not the checkout: app_dir puts the
-        # root (where serve.py sits) first, so "serve:app" imports from any directory.
-        uvicorn.run("serve:app", host=host, port=port, app_dir=str(REPO_ROOT))
+    if not (REPO_ROOT / "serve.py").is_file():
+        raise typer.BadParameter(f"no serve.py in {REPO_ROOT}: `tournament serve` needs a checkout "
+                                 "installed with `pip install -e .`")
+    if winner:
+        if not winner.is_file():
+            raise typer.BadParameter(f"{winner}: no such file", param_hint="--winner")
+        os.environ["TOURNAMENT_WINNER"] = str(winner.resolve())
+    os.chdir(REPO_ROOT)  # the image's working directory
+    # The console script's sys.path holds the venv's bin, not the checkout: app_dir puts the
+    # root (where serve.py sits) first, so "serve:app" imports from any directory.
+    uvicorn.run("serve:app", host=host, port=port, app_dir=str(REPO_ROOT))
 
-    bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (never pass/fail).")
-    app.add_typer(bench_app, name="bench")
 
-    @bench_app.command("serve")
-    def bench_serve(
-        config: str = typer.Option(..., "--config", help="ServeConfig JSON (inline or file; a winner.json works)."),
-        questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False),
-        variant: Optional[List[str]] = typer.Option(None, "--variant", help="JSON overlay on --config; repeatable. NAME=JSON names it."),
-        limit: Optional[int] = typer.Option(None, "--limit"),
-        repeat_to: Optional[int] = typer.Option(None, "--repeat-to", help="Cycle questions up to N (bonus set: 358)."),
-        repeats: int = typer.Option(3, "--repeats"),
-        skip_raw: bool = typer.Option(False, "--skip-raw", help="Only the served numbers (settings table)."),
-        raw_for: Optional[List[str]] = typer.Option(None, "--raw-for", help="Measure raw generate only for these runs (repeatable)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write all results as JSON here."),
-        log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
-        compile_cache: str = typer.Option(
-            "shared", "--compile-cache",
-            help="shared: this environment's vLLM compile cache (VLLM_CACHE_ROOT; a run compiled before starts "
-                 "warm). fresh: every server and raw child gets its own new, empty cache, removed afterwards "
-                 "(healthy s = the judge's cold start)."),
-    ) -> None:
-        """P1: serve.py batch chars/s / raw generate chars/s on the same prompts; P4: seconds to healthy."""
-        from tournament.data.ingest import load_questions
-        from tournament.serving.bench import serve_vs_raw
-        from tournament.serving.config import deep_merge
+@bench_app.command("serve")
+def bench_serve(
+    config: str = typer.Option(..., "--config", help="ServeConfig JSON (inline or file; a winner.json works)."),
+    questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", help="JSON overlay on --config; repeatable. NAME=JSON names it."),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    repeat_to: Optional[int] = typer.Option(None, "--repeat-to", help="Cycle questions up to N (bonus set: 358)."),
+    repeats: int = typer.Option(3, "--repeats"),
+    skip_raw: bool = typer.Option(False, "--skip-raw", help="Only the served numbers (settings table)."),
+    raw_for: Optional[List[str]] = typer.Option(None, "--raw-for", help="Measure raw generate only for these runs (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write all results as JSON here."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
+    compile_cache: str = typer.Option(
+        "shared", "--compile-cache",
+        help="shared: this environment's vLLM compile cache (VLLM_CACHE_ROOT; a run compiled before starts "
+             "warm). fresh: every server and raw child gets its own new, empty cache, removed afterwards "
+             "(healthy s = the judge's cold start)."),
+) -> None:
+    """P1: serve.py batch chars/s / raw generate chars/s on the same prompts; P4: seconds to healthy."""
+    from rich.console import Console
 
-        if compile_cache not in ("shared", "fresh"):
-            raise typer.BadParameter("shared or fresh", param_hint="--compile-cache")
-        base = _load_config(config)
-        qs, refs = load_questions(questions, limit, repeat_to)
-        runs = [("base", base)]
-        for i, v in enumerate(variant or []):
-            head, body = v[: v.find("{")], v[v.find("{") :]  # "NAME={...}" or "{...}"
-            name = head[:-1] if head.endswith("=") else f"v{i + 1}"
-            runs.append((name, deep_merge(base, json.loads(body))))
-        results = {}
-        table = Table(title=f"serve.py vs raw generate, {len(qs)} prompts, {repeats} repeats (median \\[min-max]), "
-                            f"{compile_cache} compile cache")
-        for col in ("run", "engine", "healthy s", "served chars/s", "raw chars/s", "ratio", "accuracy"):
-            table.add_column(col, justify="right")
-        for name, cfg in runs:
-            try:
-                no_raw = skip_raw or (bool(raw_for) and name not in raw_for)
-                result = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
-                                      log_dir=(log_dir / name) if log_dir else None, compile_cache=compile_cache)
-            except Exception as e:  # one broken variant must not lose the others' numbers
-                results[name] = {"error": f"{type(e).__name__}: {e}", "config": cfg, "compile_cache": compile_cache}
-                table.add_row(name, "-", "-", f"error: {type(e).__name__}", "-", "-", "-")
-                continue
-            results[name] = {"config": cfg, **result}
-            served, raw = result["served_chars_per_s"], result.get("raw_chars_per_s")
-            table.add_row(
-                name, cfg.get("engine", {}).get("engine", "vllm"), f"{result['healthy_seconds']:.1f}",
-                f"{served['median']:.0f} [{served['min']:.0f}-{served['max']:.0f}]",
-                f"{raw['median']:.0f} [{raw['min']:.0f}-{raw['max']:.0f}]" if raw else "-",
-                f"{result['ratio']:.3f}" if "ratio" in result else "-", f"{result['accuracy']:.4f}",
-            )
-            if out:
-                out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-        Console(width=max(160, Console().width)).print(table)
+    from tournament.data.ingest import load_questions
+    from tournament.serving.bench import result_row, results_table, serve_vs_raw
+    from tournament.serving.config import deep_merge
+
+    if compile_cache not in ("shared", "fresh"):
+        raise typer.BadParameter("shared or fresh", param_hint="--compile-cache")
+    base = _load_config(config)
+    qs, refs = load_questions(questions, limit, repeat_to)
+    runs = [("base", base)]
+    for i, v in enumerate(variant or []):
+        head, body = v[: v.find("{")], v[v.find("{") :]  # "NAME={...}" or "{...}"
+        name = head[:-1] if head.endswith("=") else f"v{i + 1}"
+        runs.append((name, deep_merge(base, json.loads(body))))
+    results = {}
+    table = results_table(len(qs), repeats, compile_cache)
+    for name, cfg in runs:
+        try:
+            no_raw = skip_raw or (bool(raw_for) and name not in raw_for)
+            r = serve_vs_raw(cfg, qs, refs, repeats=repeats, skip_raw=no_raw,
+                             log_dir=(log_dir / name) if log_dir else None, compile_cache=compile_cache)
+        except Exception as e:  # one broken variant must not lose the others' numbers
+            results[name] = {"error": f"{type(e).__name__}: {e}", "config": cfg, "compile_cache": compile_cache}
+            table.add_row(*result_row(name, results[name]))
+            continue
+        results[name] = {"config": cfg, **r}
+        table.add_row(*result_row(name, results[name]))
         if out:
             out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    Console(width=max(160, Console().width)).print(table)
+    if out:
+        out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
 
-    @bench_app.command("setups")
-    def bench_setups(
-        model: Path = typer.Option(..., "--model", exists=True, file_okay=False,
-                                   help="Model directory every setup serves (replaces each setup's model.path)."),
-        questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False,
-                                       help="QA file (any format the data loader reads), sent as the judge would."),
-        setup: List[Path] = typer.Option([], "--setup", exists=True, dir_okay=False,
-                                         help="Setup file (name + serve: a ServeConfig; benchmarks/setups/); repeatable."),
-        winner: Optional[Path] = typer.Option(None, "--winner", exists=True, dir_okay=False,
-                                              help="winner.json: its serve config runs as one more setup, 'winner'."),
-        engine: Optional[str] = typer.Option(
-            None, "--engine",
-            help="transformers: replace every setup's engine block with the transformers engine. For smoke "
-                 "tests without vLLM (CPU) only: the numbers then say nothing about the setups."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-        health_timeout: float = typer.Option(900.0, "--health-timeout", help="Seconds to wait for GET / (the MetaX judge allows 180)."),
-        compile_cache: str = typer.Option(
-            "fresh", "--compile-cache",
-            help="fresh (default): each server starts from a new, empty vLLM compile cache, as in the judge's "
-                 "fresh container; shared: this environment's cache."),
-        as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write the rows (with each setup's config) as JSON here."),
-        log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Keep each server's log here."),
-    ) -> None:
-        """P2: each setup as the real serve.py on the same model, judged like the judge: mode, accuracy,
-        chars/s, predict seconds, time to healthy. Numbers, never pass/fail."""
-        from tournament.data.ingest import load_questions
-        from tournament.serving import bench_setups as P2
 
-        if compile_cache not in P2.COMPILE_CACHES:
-            raise typer.BadParameter(" or ".join(P2.COMPILE_CACHES), param_hint="--compile-cache")
-        if engine is not None and engine not in P2.ENGINE_OVERRIDES:
-            raise typer.BadParameter(f"only {', '.join(P2.ENGINE_OVERRIDES)} (smoke tests)", param_hint="--engine")
-        try:
-            setups = [P2.load_setup(p) for p in setup] + ([P2.load_setup(winner)] if winner else [])
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--setup/--winner") from None
-        if not setups:
-            raise typer.BadParameter("give at least one --setup or --winner", param_hint="--setup")
-        qs, refs = load_questions(questions, limit)
+@bench_app.command("setups")
+def bench_setups(
+    model: Path = typer.Option(..., "--model", exists=True, file_okay=False,
+                               help="Model directory every setup serves (replaces each setup's model.path)."),
+    questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False,
+                                   help="QA file (any format the data loader reads), sent as the judge would."),
+    setup: List[Path] = typer.Option([], "--setup", exists=True, dir_okay=False,
+                                     help="Setup file (name + serve: a ServeConfig; benchmarks/setups/); repeatable."),
+    winner: Optional[Path] = typer.Option(None, "--winner", exists=True, dir_okay=False,
+                                          help="winner.json: its serve config runs as one more setup, 'winner'."),
+    engine: Optional[str] = typer.Option(
+        None, "--engine",
+        help="transformers: replace every setup's engine block with the transformers engine. For smoke "
+             "tests without vLLM (CPU) only: the numbers then say nothing about the setups."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
+    health_timeout: float = typer.Option(900.0, "--health-timeout", help="Seconds to wait for GET / (the MetaX judge allows 180)."),
+    compile_cache: str = typer.Option(
+        "fresh", "--compile-cache",
+        help="fresh (default): each server starts from a new, empty vLLM compile cache, as in the judge's "
+             "fresh container; shared: this environment's cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the rows (with each setup's config) as JSON here."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Keep each server's log here."),
+) -> None:
+    """P2: each setup as the real serve.py on the same model, judged like the judge: mode, accuracy,
+    chars/s, predict seconds, time to healthy. Numbers, never pass/fail."""
+    from rich.console import Console
 
-        rows: list = []
+    from tournament.data.ingest import load_questions
+    from tournament.serving import bench_setups as P2
 
-        def keep(row: dict) -> None:  # --out is written after every setup: a later one that hangs loses nothing
-            rows.append(row)
-            if out:
-                out.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+    if compile_cache not in P2.COMPILE_CACHES:
+        raise typer.BadParameter(" or ".join(P2.COMPILE_CACHES), param_hint="--compile-cache")
+    if engine is not None and engine not in P2.ENGINE_OVERRIDES:
+        raise typer.BadParameter(f"only {', '.join(P2.ENGINE_OVERRIDES)} (smoke tests)", param_hint="--engine")
+    try:
+        setups = [P2.load_setup(p) for p in setup] + ([P2.load_setup(winner)] if winner else [])
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--setup/--winner") from None
+    if not setups:
+        raise typer.BadParameter("give at least one --setup or --winner", param_hint="--setup")
+    qs, refs = load_questions(questions, limit)
 
-        try:
-            P2.bench_setups(setups, model, qs, refs, engine_override=engine, health_timeout=health_timeout,
-                            compile_cache=compile_cache, log_dir=log_dir, on_row=keep)
-        except ValueError as e:  # a setup whose settings are invalid: before any server starts
-            raise typer.BadParameter(str(e)) from None
-        if as_json:
-            typer.echo(json.dumps([{k: v for k, v in r.items() if k != "config"} for r in rows], indent=1, ensure_ascii=False))
-            return
-        table = Table(title=f"P2: setups on {model.name}, {len(qs)} questions ({len(set(qs))} distinct), "
-                            f"{compile_cache} compile cache")
-        for col in ("setup", "engine", "mode", "n", "distinct", "accuracy", "chars/s", "predict s", "healthy s", "status"):
-            table.add_column(col, justify="left" if col in ("setup", "engine", "mode", "status") else "right")
-        for r in rows:
-            num = lambda k, fmt: fmt.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
-            table.add_row(r["setup"], r["engine"], r["mode"], str(r["n"]), str(r["distinct"]), num("accuracy", "{:.4f}"),
-                          num("chars_per_s", "{:.0f}"), num("predict_seconds", "{:.2f}"), num("healthy_seconds", "{:.1f}"),
-                          f"failed: {r.get('reason')}" if r.get("failed") else "ok")
-        Console(width=max(160, Console().width)).print(table)
+    rows: list = []
+
+    def keep(row: dict) -> None:  # --out is written after every setup: a later one that hangs loses nothing
+        rows.append(row)
+        if out:
+            out.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+
+    try:
+        P2.bench_setups(setups, model, qs, refs, engine_override=engine, health_timeout=health_timeout,
+                        compile_cache=compile_cache, log_dir=log_dir, on_row=keep)
+    except ValueError as e:  # a setup whose settings are invalid: before any server starts
+        raise typer.BadParameter(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in r.items() if k != "config"} for r in rows], indent=1, ensure_ascii=False))
+        return
+    Console(width=max(160, Console().width)).print(P2.setups_table(rows, model.name, qs, compile_cache))

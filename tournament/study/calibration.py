@@ -73,3 +73,13 @@ def fit(results: list[dict[str, Any]]) -> Calibration | None:
     # n counts the results with a speed; the judge model counts its accuracy points per set
     return Calibration(n=len(speed_pts), speed_ratio=ratio, speed_log_sd=log_sd,
                        judge_model=JudgeModel.from_points(acc_pts), speed_model=speed)
+
+
+def describe(cal: Calibration) -> str:
+    """The calibration in one line (`tournament ledger`): the speed fit and each set's accuracy map."""
+    speed = ("no judge speed yet" if cal.speed_ratio is None else
+             f"judge chars/s = local ({cal.speed_model.hypothesis}) x {cal.speed_ratio:.3f} (log sd {cal.speed_log_sd:.2f})")
+    return (f"calibration ({cal.n} result(s)): {speed}; " + ", ".join(
+        f"{k}: {'offset' if f.kind == 'offset' else 'linear'} {f.offset:+.3f}"
+        + (f" scale {f.scale:.2f}" if f.kind == "linear" else "") + f" sd {f.sd:.3f}"
+        for k, f in cal.accuracy.items()))

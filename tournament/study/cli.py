@@ -9,13 +9,14 @@ host, ``postgresql://...`` for several hosts); ``sweep --gpus 0,1`` runs one wor
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from tournament.judge.rules import PASS_MARK
+
+app = typer.Typer()
 
 RUNS_HELP = "folder for optuna.db, mlflow.db, artifacts, studies/ (env TOURNAMENT_RUNS_DIR; default mlruns)"
 
@@ -71,372 +72,357 @@ def _lookup_failed(command: str, e: Exception, runs: Path, storage: Optional[str
     _fail(f"{command}: {e.args[0] if e.args else e}{hint}")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("sweep")
-    def sweep_cmd(
-        config: Path = typer.Option(Path("sweeps/demo-cpu.yaml"), "--config", "-c", help="sweep YAML"),
-        trials: Optional[int] = typer.Option(None, help="finished trials the study should hold (default: the file's)"),
-        study: Optional[str] = typer.Option(None, help="study name (default: the file's)"),
-        storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<runs>/optuna.db; "
-                                                         "journal:PATH or postgresql://... for several workers)"),
-        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-        no_cache_speed: bool = typer.Option(False, "--no-cache-speed",
-                                            help="on a cache hit reuse the stored speed too (no server start)"),
-        no_track: bool = typer.Option(False, "--no-track",
-                                      help="do not log to MLflow (the study is marked untracked); without it "
-                                           "a sweep whose MLflow cannot start stops before its first trial"),
-        no_mlflow: bool = typer.Option(False, "--no-mlflow", hidden=True, help="old name of --no-track"),
-        ledger: Path = typer.Option(Path("ledger.json"), help="ledger whose judge results calibrate the prediction"),
-        gpus: Optional[str] = typer.Option(None, "--gpus",
-                                           help="one worker per GPU on the shared study, e.g. 0,1 or all: builds "
-                                                "first (spread over the GPUs), then the workers"),
-        json_out: bool = typer.Option(False, "--json", help="print a JSON summary at the end"),
-    ) -> None:
-        """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
-        from tournament.study.config import SweepConfigError, load_sweep_config
-        from tournament.study.sweep import SweepOptions, run_sweep
-        from tournament.tracking import TrackingError
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Option(Path("sweeps/demo-cpu.yaml"), "--config", "-c", help="sweep YAML"),
+    trials: Optional[int] = typer.Option(None, help="finished trials the study should hold (default: the file's)"),
+    study: Optional[str] = typer.Option(None, help="study name (default: the file's)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<runs>/optuna.db; "
+                                                     "journal:PATH or postgresql://... for several workers)"),
+    runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    no_cache_speed: bool = typer.Option(False, "--no-cache-speed",
+                                        help="on a cache hit reuse the stored speed too (no server start)"),
+    no_track: bool = typer.Option(False, "--no-track",
+                                  help="do not log to MLflow (the study is marked untracked); without it "
+                                       "a sweep whose MLflow cannot start stops before its first trial"),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", hidden=True, help="old name of --no-track"),
+    ledger: Path = typer.Option(Path("ledger.json"), help="ledger whose judge results calibrate the prediction"),
+    gpus: Optional[str] = typer.Option(None, "--gpus",
+                                       help="one worker per GPU on the shared study, e.g. 0,1 or all: builds "
+                                            "first (spread over the GPUs), then the workers"),
+    json_out: bool = typer.Option(False, "--json", help="print a JSON summary at the end"),
+) -> None:
+    """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
+    from tournament.study import sweep_view
+    from tournament.study.config import SweepConfigError, load_sweep_config
+    from tournament.study.plots import write_study_plots
+    from tournament.study.sweep import SweepOptions, run_sweep
+    from tournament.tracking import TrackingError
 
-        try:
-            cfg = load_sweep_config(config)
-        except SweepConfigError as e:
-            _fail(str(e), 2)
-        runs = _runs(runs_dir)
-        track = not (no_track or no_mlflow)
-        if gpus is not None:
-            _sweep_on_gpus(gpus, config, trials or cfg.trials, study or cfg.study, _storage(storage, runs), runs,
-                           no_cache_speed, track, ledger, json_out)
-            return
-        opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
-                            runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger)
-        echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
-        try:
-            res = run_sweep(cfg, opts, echo=echo)
-        except KeyboardInterrupt:
-            typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
-            raise typer.Exit(130)
-        except (FileNotFoundError, ValueError) as e:
-            _fail(f"sweep: {e}", 2)
-        except TrackingError as e:
-            _fail(f"sweep: {e}, or pass --no-track", 2)
-        plots = _plots(opts.storage, opts.study, runs, track)
-        summary = {"study": res.study, "ran": res.ran, "complete": res.complete, "failed": res.failed,
-                   "distinct": res.distinct, "repeats": res.repeats, "exhausted": res.exhausted,
-                   "overhead": res.overhead_summary(), "plots": [str(p) for p in plots],
-                   "seconds": round(res.seconds, 1), "build_seconds": round(res.build_seconds, 1),
-                   "trials_per_minute": res.trials_per_minute()}
-        if json_out:
-            typer.echo(json.dumps(summary))
-        else:
-            o = res.overhead_summary()
-            typer.echo(f"study {res.study}: ran {len(res.ran)} trial(s) now; {res.complete} complete "
-                       f"({res.distinct} distinct), {res.failed} failed in total"
-                       + (f"; {len(res.repeats)} repeated an earlier configuration and were not measured"
-                          if res.repeats else ""))
-            if o:
-                typer.echo(f"decode-only trial overhead: median {o['overhead_seconds_median']:.2f} s, "
-                           f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})")
-            typer.echo(f"next: tournament board --study {res.study}" + (f" --runs-dir {runs_dir}" if runs_dir else ""))
-
-    def _sweep_on_gpus(gpus: str, config: Path, trials: int, study: str, storage: str, runs: Path,
-                       no_cache_speed: bool, track: bool, ledger: Path, json_out: bool) -> None:
-        from tournament.study.workers import (all_gpus, open_storage, parse_gpus, prebuild_on_gpus, run_workers,
-                                              study_counts, summarize, worker_failures)
-        from tournament.tracking import Tracker, TrackingError, scrub_text
-
-        try:
-            gpu_list = all_gpus() if gpus.strip() == "all" else parse_gpus(gpus)
-            shared = open_storage(storage)  # a bad URL stops here, before any build
-            Tracker(runs, enabled=track, required=True)  # and an MLflow that cannot start
-        except ValueError as e:
-            _fail(f"sweep: {e}", 2)
-        except TrackingError as e:
-            _fail(f"sweep: {e}, or pass --no-track", 2)
-        echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
-        echo(f"{len(gpu_list)} worker(s), GPUs {', '.join(gpu_list)}; building first")
-        try:
-            failed, build_s = prebuild_on_gpus(config, gpu_list, echo)
-        except KeyboardInterrupt:
-            raise typer.Exit(130)
-        except (FileNotFoundError, ValueError) as e:
-            _fail(f"sweep: {e}", 2)
-        echo(f"builds ready in {build_s:.0f} s" + (f"; failed: {failed}" if failed else ""))
-        args = ["--config", str(config), "--trials", str(trials), "--study", study, "--storage", storage,
-                "--runs-dir", str(runs), "--ledger", str(ledger)]
-        args += ["--no-cache-speed"] if no_cache_speed else []
-        args += [] if track else ["--no-track"]
-        try:
-            workers, sweep_s = run_workers(gpu_list, args, shared, study, echo)
-        except KeyboardInterrupt:
-            typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
-            raise typer.Exit(130)
-        summary = summarize(workers, build_s, sweep_s, study_counts(shared, study))
-        if json_out:
-            typer.echo(json.dumps(summary))
-        else:
-            for w in summary["workers"]:
-                typer.echo(f"GPU {w['gpu']}: ran {len(w['ran'])} trial(s) (exit {w['returncode']})")
-            tpm = summary["trials_per_minute"]
-            typer.echo(f"study {study}: {summary.get('complete')} complete ({summary.get('distinct')} distinct), "
-                       f"{summary.get('failed')} failed; builds {build_s:.0f} s, sweep {sweep_s:.0f} s"
-                       + (f", {tpm:.2f} trials/min" if tpm else ""))
-            typer.echo(scrub_text(f"next: tournament board --study {study} --storage {storage}"))
-        if problems := worker_failures(workers):
-            _fail("\n".join(problems))
-
-    @app.command("board")
-    def board_cmd(
-        study: Optional[str] = typer.Option(None, help="study name (default: the newest)"),
-        storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
-        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-        ledger: Path = typer.Option(Path("ledger.json"), help="submission ledger (for predictions, budget)"),
-        json_out: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
-        plots: bool = typer.Option(True, help="write pareto.png/html next to the study"),
-        limit: int = typer.Option(50, help="rows in the table"),
-    ) -> None:
-        """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
-        from tournament.study import ledger as L
-        from tournament.study.board import as_json, board_records, render
-
-        runs = _runs(runs_dir)
-        st = _storage(storage, runs)
-        try:
-            data = board_records(st, study, ledger)
-        except LookupError as e:
-            _lookup_failed("board", e, runs, storage, runs_dir)
-        except L.LedgerError as e:
-            _fail(f"board: {e}")
-        if plots:  # an untracked study gets no MLflow run from the board either
-            data["plots"] = [str(p) for p in _plots(st, data["study"], runs, data.get("tracked", True), data)]
-        if json_out:
-            typer.echo(json.dumps(as_json(data), default=str))
-        else:
-            render(data, limit=limit)
-            if data.get("plots"):
-                typer.echo("plots: " + ", ".join(data["plots"]))
-
-    @app.command("pick")
-    def pick_cmd(
-        trial: Optional[int] = typer.Option(None, help="trial number to pick"),
-        auto: bool = typer.Option(False, "--auto", help="pick by the documented rule (docs/tournament.md)"),
-        study: Optional[str] = typer.Option(None, help="study name (default: the newest)"),
-        storage: Optional[str] = typer.Option(None),
-        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-        out: Path = typer.Option(Path("winner.json"), help="where to write winner.json"),
-        local: bool = typer.Option(False, "--local", help="keep the absolute local model path (serve here, not in the image)"),
-        model_dest: str = typer.Option("models/winner", help="repo-relative path download_model.py fills"),
-        margin: float = typer.Option(0.02, help="--auto: accuracy margin above the pass mark"),
-        ledger: Path = typer.Option(Path("ledger.json"), help="ledger (calibration for --auto)"),
-        allow_honest: bool = typer.Option(False, "--allow-honest",
-                                          help="write a winner that serves the honest build of a trained recipe"),
-    ) -> None:
-        """Write winner.json (atomically) from a trial of a study.
-
-        --auto picks by this rule (docs/tournament.md has the why):
-
-        1. Finished feasible trials whose predicted judge accuracy - 2 sd clears
-        the pass mark + --margin (the calibrated prediction once judge results exist).
-
-        2. Of those, the fastest by noise-aware speed: median - 1.4826 MAD of the
-        speed repeats; a relative spread above 10% is passed over if another will do.
-
-        3. Trials within 1% of the fastest tie: the fewest non-default settings wins.
-
-        4. If none clears the pass mark: the most accurate feasible trial (ties within
-        0.005 go to the steadier, faster one); if none is feasible, the most accurate.
-
-        Repeats are never picked. An honest build of a trained recipe is refused
-        unless --allow-honest: the build you submit is its refit."""
-        from tournament.study import ledger as L
-        from tournament.study.board import board_records, load_study
-        from tournament.study.objectives import stored_objectives
-        from tournament.study.winner import auto_pick, build_winner, write_winner
-
-        if (trial is None) == (not auto):
-            _fail("give exactly one of --trial N or --auto", 2)
-        runs = _runs(runs_dir)
-        st = _storage(storage, runs)
-        try:
-            data = board_records(st, study, ledger)
-            if auto:
-                trial_n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK), margin,
-                                          stored_objectives(data["objectives"]))
-            else:
-                trial_n, rule = trial, "manual: --trial"
-            doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
-                                      allow_honest=allow_honest, model_dest=model_dest)
-        except LookupError as e:
-            _lookup_failed("pick", e, runs, storage, runs_dir)
-        except L.LedgerError as e:
-            _fail(f"pick: {e}")
-        for w in warns:
-            typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-        write_winner(doc, out)
-        m = doc["provenance"]["metrics"]
-        typer.echo(f"wrote {out}: study {data['study']} trial {trial_n} ({doc['candidate'].get('id')}, "
-                   f"{doc['candidate'].get('build')} build), predicted judge accuracy {m['predicted_accuracy']:.3f}"
-                   f"±{m['predicted_accuracy_sd'] or 0:.3f} (seen {m['seen_accuracy']:.3f}, unseen "
-                   f"{m['unseen_accuracy']:.3f}), {m['chars_per_s']:.0f} chars/s — {rule}")
-
-    @app.command("submit")
-    def submit_cmd(
-        note: str = typer.Option("", help="free text stored with the submission"),
-        force: bool = typer.Option(False, "--force", help="record it even past the budget"),
-        winner: Path = typer.Option(Path("winner.json")),
-        ledger: Path = typer.Option(Path("ledger.json")),
-        budget: Optional[int] = typer.Option(None, help="set the submission budget (default 20)"),
-        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-    ) -> None:
-        """Record a judge submission of winner.json in ledger.json (and MLflow); refuses past the budget."""
-        from tournament.study import ledger as L
-
-        try:
-            again = L.same_winner(L.load(ledger), winner) if winner.is_file() else []
-            e = L.submit(ledger, winner, note=note, force=force, budget=budget, runs_dir=_runs(runs_dir))
-        except L.LedgerError as ex:
-            _fail(f"submit: {ex}")
-        if again:
-            typer.secho(f"warning: {winner} (sha256 {e['winner_sha256'][:12]}) was already submitted as "
-                        f"submission {', '.join(map(str, again))}; this one spent another slot",
-                        fg=typer.colors.YELLOW, err=True)
-        doc = L.load(ledger)
-        typer.echo(f"submission {e['id']} recorded (winner sha256 {e['winner_sha256'][:12]}, commit "
-                   f"{str(e['git_commit'])[:12]}); {L.left(doc)} of {doc['budget']} left")
-
-    @app.command("judge-result")
-    def judge_result_cmd(
-        submission: int = typer.Argument(..., help="submission id (see `tournament ledger`)"),
-        accuracy: Optional[float] = typer.Option(None, help="accuracy the judge reported"),
-        speed: Optional[float] = typer.Option(None, help="speed (chars/s) the judge reported"),
-        set_: str = typer.Option("basic", "--set", help="basic | bonus"),
-        note: str = typer.Option(""),
-        ledger: Path = typer.Option(Path("ledger.json")),
-        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-    ) -> None:
-        """Record what the judge said about a submission (feeds the local->judge calibration)."""
-        from tournament.study import ledger as L
-
-        if accuracy is None and speed is None:
-            _fail("give --accuracy and/or --speed", 2)
-        try:
-            L.add_result(ledger, submission, accuracy=accuracy, speed=speed, judge_set=set_, note=note,
-                         runs_dir=_runs(runs_dir))
-        except L.LedgerError as ex:
-            _fail(f"judge-result: {ex}")
-        cal = L.calibration(L.load(ledger))
-        typer.echo(f"recorded for submission {submission}"
-                   + (f"; calibration from {cal.n} result(s): speed x{cal.speed_ratio:.3f}" if cal else ""))
-
-    @app.command("ledger")
-    def ledger_cmd(
-        ledger: Path = typer.Option(Path("ledger.json")),
-        json_out: bool = typer.Option(False, "--json"),
-    ) -> None:
-        """List submissions, judge results and the calibration."""
-        from rich.console import Console
-        from rich.table import Table
-
-        from tournament.study import ledger as L
-
-        try:
-            doc = L.load(ledger)
-        except L.LedgerError as ex:
-            _fail(f"ledger: {ex}")
-        cal = L.calibration(doc)
-        if json_out:
-            typer.echo(json.dumps({**doc, "left": L.left(doc), "calibration": cal.to_dict() if cal else None}))
-            return
-        t = Table(title=f"{ledger}: {L.used(doc)} of {doc['budget']} submissions used, {L.left(doc)} left")
-        for c in ("id", "time", "candidate", "study/trial", "local acc", "local chars/s", "judge results", "note"):
-            t.add_column(c, overflow="fold")
-        for s in doc["submissions"]:
-            loc = s.get("local") or {}
-            res = "; ".join(f"{r['set']}: {r.get('accuracy')} @ {r.get('speed')}" for r in s.get("results", []))
-            t.add_row(str(s["id"]), s["time"], str(s.get("candidate")), f"{s.get('study')}/{s.get('trial')}",
-                      f"{loc.get('accuracy') or 0:.3f}", f"{loc.get('chars_per_s') or 0:.0f}", res or "-",
-                      (s.get("note") or "") + (" [forced]" if s.get("forced") else ""))
-        Console().print(t)
-        if cal:
-            typer.echo(f"calibration ({cal.n} result(s)): judge chars/s = local x {cal.speed_ratio:.3f} "
-                       f"(log sd {cal.speed_log_sd:.2f}); " + ", ".join(
-                           f"{k}: {'offset' if f.kind == 'offset' else 'linear'} {f.offset:+.3f}"
-                           + (f" scale {f.scale:.2f}" if f.kind == "linear" else "") + f" sd {f.sd:.3f}"
-                           for k, f in cal.accuracy.items()))
-
-    @app.command("ui")
-    def ui_cmd(
-        runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-        port: int = typer.Option(5000),
-        host: str = typer.Option("127.0.0.1"),
-    ) -> None:
-        """Start the MLflow UI on the tournament's store (and show the optuna-dashboard command)."""
-        import signal
-        import subprocess
-
-        from tournament.serving.process import stop_group
-        from tournament.study.optuna_storage import default_storage
-        from tournament.tracking import ui_command
-
-        runs = _runs(runs_dir)
-        cmd = ui_command(runs, port, host)
-        typer.echo(f"MLflow UI: http://{host}:{port}  ({' '.join(cmd[1:])})")
-        typer.echo(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {default_storage(runs)}")
-        # mlflow ui starts uvicorn workers and huey consumers; in a group of their own they can all
-        # be stopped together, or a SIGTERM here would leave them serving on the port.
-        proc = subprocess.Popen(cmd, start_new_session=True)
-
-        def interrupted(signum, _frame):
-            # only unwind here: proc.wait() holds Popen's lock, a wait inside the handler never reaps
-            raise typer.Exit(128 + signum)
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, interrupted)
-        try:
-            raise typer.Exit(proc.wait())
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-            stop_group(proc)  # a signal or any other way out stops the whole group
-
-    @app.command("demo")
-    def demo_cmd(
-        out: Path = typer.Option(Path("runs/demo"), help="where the demo's store and winner.json go"),
-        trials: int = typer.Option(6),
-        questions: int = typer.Option(12, help="held-out questions per trial"),
-        config: Path = typer.Option(None, help="sweep file (default sweeps/demo-cpu.yaml)"),
-        write_winner: bool = typer.Option(False, "--write-winner", help="also write ./winner.json"),
-        fresh: bool = typer.Option(False, "--fresh", help="start a new study instead of resuming"),
-    ) -> None:
-        """A small real tournament on CPU: embedded gemma-3-270m, transformers engine, a few trials."""
-        from tournament.study.demo import run_demo
-        from tournament.tracking import TrackingError
-
-        try:
-            run_demo(out=out, trials=trials, questions=questions, config=config, write_winner=write_winner,
-                     fresh=fresh, echo=typer.echo)
-        except KeyboardInterrupt:
-            typer.echo("interrupted: run the same command again to resume", err=True)
-            raise typer.Exit(130)
-        except TrackingError as e:
-            _fail(f"demo: {e}", 2)
-
-
-def _plots(storage: str, study: str, runs: Path, log_mlflow: bool, data=None) -> list[Path]:
     try:
-        from tournament.study.board import board_records
-        from tournament.study.plots import write_plots
-        from tournament.study.optuna_storage import study_dir
+        cfg = load_sweep_config(config)
+    except SweepConfigError as e:
+        _fail(str(e), 2)
+    runs = _runs(runs_dir)
+    track = not (no_track or no_mlflow)
+    if gpus is not None:
+        _sweep_on_gpus(gpus, config, trials or cfg.trials, study or cfg.study, _storage(storage, runs), runs,
+                       no_cache_speed, track, ledger, json_out)
+        return
+    opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
+                        runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger)
+    echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
+    try:
+        res = run_sweep(cfg, opts, echo=echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
+        raise typer.Exit(130)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(f"sweep: {e}", 2)
+    except TrackingError as e:
+        _fail(f"sweep: {e}, or pass --no-track", 2)
+    plots = write_study_plots(opts.storage, opts.study, runs, track)
+    if json_out:
+        typer.echo(json.dumps(sweep_view.summary(res, plots)))
+    else:
+        for line in sweep_view.summary_lines(res, runs_dir):
+            typer.echo(line)
 
-        data = data or board_records(storage, study, None)
-        paths = write_plots(data, study_dir(runs, study))
-        if log_mlflow and paths:
-            from tournament.tracking import Tracker
 
-            t = Tracker(runs)
-            if t.ok and t.start_study(study, {}, {}, reopen=False):
-                for p in paths:
-                    t.log_study_artifact(p)
-        return paths
-    except Exception as e:  # plots are a nicety
-        print(f"warning: plots not written: {type(e).__name__}: {e}", file=sys.stderr)
-        return []
+def _sweep_on_gpus(gpus: str, config: Path, trials: int, study: str, storage: str, runs: Path,
+                   no_cache_speed: bool, track: bool, ledger: Path, json_out: bool) -> None:
+    from tournament.study import sweep_view
+    from tournament.study.workers import (all_gpus, open_storage, parse_gpus, prebuild_on_gpus, run_workers,
+                                          study_counts, summarize, worker_failures)
+    from tournament.tracking import Tracker, TrackingError
+
+    try:
+        gpu_list = all_gpus() if gpus.strip() == "all" else parse_gpus(gpus)
+        shared = open_storage(storage)  # a bad URL stops here, before any build
+        Tracker(runs, enabled=track, required=True)  # and an MLflow that cannot start
+    except ValueError as e:
+        _fail(f"sweep: {e}", 2)
+    except TrackingError as e:
+        _fail(f"sweep: {e}, or pass --no-track", 2)
+    echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
+    echo(f"{len(gpu_list)} worker(s), GPUs {', '.join(gpu_list)}; building first")
+    try:
+        failed, build_s = prebuild_on_gpus(config, gpu_list, echo)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(f"sweep: {e}", 2)
+    echo(f"builds ready in {build_s:.0f} s" + (f"; failed: {failed}" if failed else ""))
+    args = ["--config", str(config), "--trials", str(trials), "--study", study, "--storage", storage,
+            "--runs-dir", str(runs), "--ledger", str(ledger)]
+    args += ["--no-cache-speed"] if no_cache_speed else []
+    args += [] if track else ["--no-track"]
+    try:
+        workers, sweep_s = run_workers(gpu_list, args, shared, study, echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
+        raise typer.Exit(130)
+    summary = summarize(workers, build_s, sweep_s, study_counts(shared, study))
+    if json_out:
+        typer.echo(json.dumps(summary))
+    else:
+        for line in sweep_view.gpu_summary_lines(summary, study, storage, build_s, sweep_s):
+            typer.echo(line)
+    if problems := worker_failures(workers):
+        _fail("\n".join(problems))
+
+
+@app.command("board")
+def board_cmd(
+    study: Optional[str] = typer.Option(None, help="study name (default: the newest)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+    runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    ledger: Path = typer.Option(Path("ledger.json"), help="submission ledger (for predictions, budget)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
+    plots: bool = typer.Option(True, help="write pareto.png/html next to the study"),
+    limit: int = typer.Option(50, help="rows in the table"),
+) -> None:
+    """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
+    from tournament.study import ledger as submissions
+    from tournament.study.board import as_json, board_records, render
+    from tournament.study.plots import write_study_plots
+
+    runs = _runs(runs_dir)
+    st = _storage(storage, runs)
+    try:
+        data = board_records(st, study, ledger)
+    except LookupError as e:
+        _lookup_failed("board", e, runs, storage, runs_dir)
+    except submissions.LedgerError as e:
+        _fail(f"board: {e}")
+    if plots:  # an untracked study gets no MLflow run from the board either
+        data["plots"] = [str(p) for p in write_study_plots(st, data["study"], runs, data.get("tracked", True), data)]
+    if json_out:
+        typer.echo(json.dumps(as_json(data), default=str))
+    else:
+        render(data, limit=limit)
+        if data.get("plots"):
+            typer.echo("plots: " + ", ".join(data["plots"]))
+
+
+@app.command("pick")
+def pick_cmd(
+    trial: Optional[int] = typer.Option(None, help="trial number to pick"),
+    auto: bool = typer.Option(False, "--auto", help="pick by the documented rule (docs/tournament.md)"),
+    study: Optional[str] = typer.Option(None, help="study name (default: the newest)"),
+    storage: Optional[str] = typer.Option(None),
+    runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    out: Path = typer.Option(Path("winner.json"), help="where to write winner.json"),
+    local: bool = typer.Option(False, "--local", help="keep the absolute local model path (serve here, not in the image)"),
+    model_dest: str = typer.Option("models/winner", help="repo-relative path download_model.py fills"),
+    margin: float = typer.Option(0.02, help="--auto: accuracy margin above the pass mark"),
+    ledger: Path = typer.Option(Path("ledger.json"), help="ledger (calibration for --auto)"),
+    allow_honest: bool = typer.Option(False, "--allow-honest",
+                                      help="write a winner that serves the honest build of a trained recipe"),
+) -> None:
+    """Write winner.json (atomically) from a trial of a study.
+
+    --auto picks by this rule (docs/tournament.md has the why):
+
+    1. Finished feasible trials whose predicted judge accuracy - 2 sd clears
+    the pass mark + --margin (the calibrated prediction once judge results exist).
+
+    2. Of those, the fastest by noise-aware speed: median - 1.4826 MAD of the
+    speed repeats; a relative spread above 10% is passed over if another will do.
+
+    3. Trials within 1% of the fastest tie: the fewest non-default settings wins.
+
+    4. If none clears the pass mark: the most accurate feasible trial (ties within
+    0.005 go to the steadier, faster one); if none is feasible, the most accurate.
+
+    Repeats are never picked. An honest build of a trained recipe is refused
+    unless --allow-honest: the build you submit is its refit."""
+    from tournament.study import ledger as submissions
+    from tournament.study.board import board_records, load_study
+    from tournament.study.objectives import stored_objectives
+    from tournament.study.winner import auto_pick, build_winner, write_winner
+    from tournament.study.winner_view import picked_line
+
+    if (trial is None) == (not auto):
+        _fail("give exactly one of --trial N or --auto", 2)
+    runs = _runs(runs_dir)
+    st = _storage(storage, runs)
+    try:
+        data = board_records(st, study, ledger)
+        if auto:
+            trial_n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK), margin,
+                                      stored_objectives(data["objectives"]))
+        else:
+            trial_n, rule = trial, "manual: --trial"
+        doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
+                                  allow_honest=allow_honest, model_dest=model_dest)
+    except LookupError as e:
+        _lookup_failed("pick", e, runs, storage, runs_dir)
+    except submissions.LedgerError as e:
+        _fail(f"pick: {e}")
+    for w in warns:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+    write_winner(doc, out)
+    typer.echo(picked_line(doc, out, data["study"], trial_n, rule))
+
+
+@app.command("submit")
+def submit_cmd(
+    note: str = typer.Option("", help="free text stored with the submission"),
+    force: bool = typer.Option(False, "--force", help="record it even past the budget"),
+    winner: Path = typer.Option(Path("winner.json")),
+    ledger: Path = typer.Option(Path("ledger.json")),
+    budget: Optional[int] = typer.Option(None, help="set the submission budget (default 20)"),
+    runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+) -> None:
+    """Record a judge submission of winner.json in ledger.json (and MLflow); refuses past the budget."""
+    from tournament.study import ledger as submissions
+
+    try:
+        again = submissions.same_winner(submissions.load(ledger), winner) if winner.is_file() else []
+        e = submissions.submit(ledger, winner, note=note, force=force, budget=budget, runs_dir=_runs(runs_dir))
+    except submissions.LedgerError as ex:
+        _fail(f"submit: {ex}")
+    if again:
+        typer.secho(f"warning: {winner} (sha256 {e['winner_sha256'][:12]}) was already submitted as "
+                    f"submission {', '.join(map(str, again))}; this one spent another slot",
+                    fg=typer.colors.YELLOW, err=True)
+    doc = submissions.load(ledger)
+    typer.echo(f"submission {e['id']} recorded (winner sha256 {e['winner_sha256'][:12]}, commit "
+               f"{str(e['git_commit'])[:12]}); {submissions.left(doc)} of {doc['budget']} left")
+
+
+@app.command("judge-result")
+def judge_result_cmd(
+    submission: int = typer.Argument(..., help="submission id (see `tournament ledger`)"),
+    accuracy: Optional[float] = typer.Option(None, help="accuracy the judge reported"),
+    speed: Optional[float] = typer.Option(None, help="speed (chars/s) the judge reported"),
+    set_: str = typer.Option("basic", "--set", help="basic | bonus"),
+    note: str = typer.Option(""),
+    ledger: Path = typer.Option(Path("ledger.json")),
+    runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+) -> None:
+    """Record what the judge said about a submission (feeds the local->judge calibration)."""
+    from tournament.study import ledger as submissions
+
+    if accuracy is None and speed is None:
+        _fail("give --accuracy and/or --speed", 2)
+    try:
+        submissions.add_result(ledger, submission, accuracy=accuracy, speed=speed, judge_set=set_, note=note,
+                               runs_dir=_runs(runs_dir))
+    except submissions.LedgerError as ex:
+        _fail(f"judge-result: {ex}")
+    from tournament.study.calibration import describe
+
+    cal = submissions.calibration(submissions.load(ledger))
+    typer.echo(f"recorded for submission {submission}" + (f"; {describe(cal)}" if cal else ""))
+
+
+@app.command("ledger")
+def ledger_cmd(
+    ledger: Path = typer.Option(Path("ledger.json")),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """List submissions, judge results and the calibration."""
+    from rich.console import Console
+
+    from tournament.study import ledger as submissions
+    from tournament.study.calibration import describe
+
+    try:
+        doc = submissions.load(ledger)
+    except submissions.LedgerError as ex:
+        _fail(f"ledger: {ex}")
+    cal = submissions.calibration(doc)
+    if json_out:
+        typer.echo(json.dumps({**doc, "left": submissions.left(doc), "calibration": cal.to_dict() if cal else None}))
+        return
+    Console().print(submissions.listing(doc, ledger))
+    if cal:
+        typer.echo(describe(cal))
+
+
+@app.command("ui")
+def ui_cmd(
+    runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    port: int = typer.Option(5000),
+    host: str = typer.Option("127.0.0.1"),
+) -> None:
+    """Start the MLflow UI on the tournament's store (and show the optuna-dashboard command)."""
+    import signal
+    import subprocess
+
+    from tournament.serving.process import stop_group
+    from tournament.study.optuna_storage import default_storage
+    from tournament.tracking import ui_command
+
+    runs = _runs(runs_dir)
+    cmd = ui_command(runs, port, host)
+    typer.echo(f"MLflow UI: http://{host}:{port}  ({' '.join(cmd[1:])})")
+    typer.echo(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {default_storage(runs)}")
+    # mlflow ui starts uvicorn workers and huey consumers; in a group of their own they can all
+    # be stopped together, or a SIGTERM here would leave them serving on the port.
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def interrupted(signum, _frame):
+        # only unwind here: proc.wait() holds Popen's lock, a wait inside the handler never reaps
+        raise typer.Exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, interrupted)
+    try:
+        raise typer.Exit(proc.wait())
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        stop_group(proc)  # a signal or any other way out stops the whole group
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), help="where the demo's store and winner.json go"),
+    trials: int = typer.Option(6),
+    questions: int = typer.Option(12, help="held-out questions per trial"),
+    config: Path = typer.Option(None, help="sweep file (default sweeps/demo-cpu.yaml)"),
+    write_winner: bool = typer.Option(False, "--write-winner", help="also write ./winner.json"),
+    fresh: bool = typer.Option(False, "--fresh", help="start a new study instead of resuming"),
+) -> None:
+    """A small real tournament on CPU: embedded gemma-3-270m, transformers engine, a few trials."""
+    from tournament.study.demo import run_demo
+    from tournament.tracking import TrackingError
+
+    try:
+        run_demo(out=out, trials=trials, questions=questions, config=config, write_winner=write_winner,
+                 fresh=fresh, echo=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command again to resume", err=True)
+        raise typer.Exit(130)
+    except TrackingError as e:
+        _fail(f"demo: {e}", 2)
+
+
+
+@app.command("speed-post")
+def speed_post_cmd(
+    config: Path = typer.Option(Path("sweeps/gpu-gemma.yaml"), "--config", "-c", help="sweep YAML"),
+    set_: Optional[str] = typer.Option(None, "--set", help="basic | bonus (plus) (default: the file's judge.set)"),
+    questions: Optional[int] = typer.Option(None, "--questions", min=1,
+                                            help="questions in the POST (default: the sweep's, else the judge's count)"),
+    out: Path = typer.Option(..., "--out", help="JSONL file: question, answer, kind (sample | pool)"),
+) -> None:
+    """Write the speed POST a sweep times: the set's public samples plus distinct questions from the
+    speed pool (held out of every build), seeded. Judge a server on it with `tournament judge`."""
+    from tournament.files import write_jsonl_atomic
+    from tournament.study.config import SweepConfigError, load_sweep_config
+    from tournament.study.inputs import speed_post
+
+    try:
+        cfg = load_sweep_config(config)
+        post = speed_post(cfg, set_ or cfg.judge.set, questions)
+    except (SweepConfigError, FileNotFoundError, ValueError) as e:
+        _fail(f"speed-post: {e}", 2)
+    kinds = {i: "sample" for i in post.sample_positions}
+    write_jsonl_atomic(out, [{"question": q, "answer": a, "kind": kinds.get(i, "pool")}
+                             for i, (q, a) in enumerate(zip(post.questions, post.references))])
+    typer.echo(f"wrote {out}: {len(post)} questions ({len(post.sample_positions)} samples + "
+               f"{len(post.pool_positions)} from the speed pool), {'all distinct' if post.distinct else 'with repeats'}")

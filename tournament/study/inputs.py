@@ -231,6 +231,28 @@ def load_speed_pool(cfg: SweepConfig) -> tuple[list[tuple[str, str]], str | None
     return [(r.question, r.answer) for r in load_qa_rows(path)], str(path)
 
 
+def speed_post(cfg: SweepConfig, judged: str, size: int | None = None):
+    """The speed POST a sweep times for the judge set `judged` (its eval samples plus the speed
+    pool, seeded): a SpeedWorkload. `size` defaults to the sweep's speed.questions for its own set,
+    else the judge's count of that set. The eval file and the refit split are built when missing."""
+    from tournament.judge.rules import QUESTIONS, judge_set, row_in_set
+    from tournament.study.workload import judge_workload
+
+    judged = judge_set(judged)
+    ev = load_eval(cfg)
+    if cfg.speed.pool is None and cfg.refit.enabled:
+        _refit_dataset(cfg)  # builds the refit split, and with it its speed pool
+    pool, _ = load_speed_pool(cfg)
+    if not pool:
+        raise FileNotFoundError("this sweep has no speed pool: set speed.pool, or build the refit split with a "
+                                "speed_pool (data/splits/pmpp-refit.yaml)")
+    rows = [i for i, label in enumerate(ev.sets) if row_in_set(label, judged) or (label is None and judged == cfg.judge.set)]
+    if size is None:
+        size = (cfg.speed.questions or cfg.judge.questions) if judged == cfg.judge.set else QUESTIONS[judged]
+    return judge_workload([ev.questions[i] for i in rows], [ev.references[i] for i in rows], pool, size,
+                          cfg.speed.seed)
+
+
 def speed_plan(cfg: SweepConfig):
     """(how the track's speed POST is built, the pool's path); (None, None) without a speed pool:
     the POST is then the set's eval questions alone."""

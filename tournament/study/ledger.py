@@ -217,6 +217,22 @@ def calibration(doc: dict[str, Any]):
     return fit(calibration_points(doc))
 
 
+def listing(doc: dict[str, Any], path: Path):
+    """The rich table of `tournament ledger`: one row per submission, with the judge's results."""
+    from rich.table import Table
+
+    t = Table(title=f"{path}: {used(doc)} of {doc['budget']} submissions used, {left(doc)} left")
+    for c in ("id", "time", "candidate", "study/trial", "local acc", "local chars/s", "judge results", "note"):
+        t.add_column(c, overflow="fold")
+    for s in doc["submissions"]:
+        loc = s.get("local") or {}
+        res = "; ".join(f"{r['set']}: {r.get('accuracy')} @ {r.get('speed')}" for r in s.get("results", []))
+        t.add_row(str(s["id"]), s["time"], str(s.get("candidate")), f"{s.get('study')}/{s.get('trial')}",
+                  f"{loc.get('accuracy') or 0:.3f}", f"{loc.get('chars_per_s') or 0:.0f}", res or "-",
+                  (s.get("note") or "") + (" [forced]" if s.get("forced") else ""))
+    return t
+
+
 def _track_submission(entry: dict[str, Any], runs_dir: Path | None) -> None:
     try:
         from tournament.tracking import Tracker, runs_dir_default

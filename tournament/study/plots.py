@@ -11,6 +11,7 @@ internet shows it too.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,30 @@ def write_plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
         except ImportError:
             pass
     return paths
+
+
+def write_study_plots(storage: str, study: str, runs: Path, log_mlflow: bool,
+                      data: dict[str, Any] | None = None) -> list[Path]:
+    """The plots of a study (its board `data`, else read from `storage`) in `<runs>/studies/<study>/`,
+    also logged to the study's MLflow parent run when `log_mlflow`. Plots are a nicety: whatever
+    goes wrong is a warning on stderr, and no plots."""
+    try:
+        from tournament.study.board import board_records
+        from tournament.study.optuna_storage import study_dir
+
+        data = data or board_records(storage, study, None)
+        paths = write_plots(data, study_dir(runs, study))
+        if log_mlflow and paths:
+            from tournament.tracking import Tracker
+
+            t = Tracker(runs)
+            if t.ok and t.start_study(study, {}, {}, reopen=False):
+                for p in paths:
+                    t.log_study_artifact(p)
+        return paths
+    except Exception as e:  # plots are a nicety
+        print(f"warning: plots not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return []
 
 
 def _png(data: dict[str, Any], out_dir: Path) -> Path:

@@ -107,6 +107,37 @@ def ensure_built(
     return _reuse_or_build(build, force, log, train)
 
 
+def build_summary(candidate: Candidate, model_dir: Path, max_steps: int | None = None) -> dict:
+    """What `tournament train` reports about a model directory `ensure_built` returned (its `--json`
+    line, which `build_in_subprocess` reads): the build's config hash and its candidate.json numbers."""
+    manifest_path = model_dir.parent / "candidate.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    tr = manifest.get("train") or {}
+    return {
+        "id": candidate.id,
+        "model_dir": str(model_dir),
+        "build_dir": str(model_dir.parent) if candidate.needs_build() else None,
+        "config_hash": candidate.config_hash(max_steps),
+        "method": candidate.recipe.method,
+        "steps": tr.get("steps"),
+        "final_loss": tr.get("final_loss"),
+        "train_seconds": tr.get("train_seconds"),
+        "wall_seconds": manifest.get("wall_seconds"),
+        "mlflow_run_id": manifest.get("mlflow_run_id"),
+    }
+
+
+def summary_table(summary: dict, candidate_id: str):
+    """`build_summary` as a rich table of the values it has."""
+    from rich.table import Table
+
+    table = Table(title=f"candidate {candidate_id}", show_header=False)
+    for k, v in summary.items():
+        if v is not None:
+            table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table
+
+
 def _reuse_or_build(build: Path, force: bool, log: Callable[[str], None], train: Callable[[], Path]) -> Path:
     """`build/model` when the build is complete (unless `force`); else `train()` under the build's
     lock, unless another process completed the build while we waited for it."""
