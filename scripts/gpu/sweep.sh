@@ -4,9 +4,9 @@
 # (with JUDGE_OLD_WAY=1 also the "old way": the same build with temperature 0.7, top_p 0.9, top_k 50,
 # max_tokens 512).
 # SWEEP_CONFIG / SWEEP_TRIALS override the defaults (a CPU dry run uses sweeps/demo-cpu.yaml).
-# SWEEP_OVERLAY='{"speed_repeats": 2, "judge": {"cold_start": false}}' merges JSON over the sweep
-# file (top-level keys replaced, dicts merged) into sweeps/.overlay.yaml, run instead (a proof that
-# must fit a device budget; the overlay is printed and kept in $OUT).
+# SWEEP_OVERLAY='{"speed_repeats": 2, "judge": {"cold_start": false}}' (JSON, or a JSON file such as
+# scripts/gpu/overlays/one-session.json) merges over the sweep file (dicts merged, other values
+# replaced) into sweeps/.overlay.yaml, run instead: a proof that must fit one device session.
 # SWEEP_GPUS=0,1: one worker per GPU (builds spread over them first); SWEEP_STORAGE: the Optuna
 # storage URL (e.g. journal:/tmp/work/mlruns/optuna.journal) that board and pick then read too.
 set -uo pipefail
@@ -23,7 +23,8 @@ import json, os, sys
 import yaml
 from tournament.serving.config import deep_merge
 doc = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
-doc = deep_merge(doc, json.loads(os.environ["SWEEP_OVERLAY"]))
+over = os.environ["SWEEP_OVERLAY"]
+doc = deep_merge(doc, json.loads(over if over.lstrip().startswith("{") else open(over, encoding="utf-8").read()))
 open(sys.argv[2], "w", encoding="utf-8").write(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
 EOF
   CONFIG=sweeps/.overlay.yaml

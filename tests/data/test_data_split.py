@@ -80,7 +80,10 @@ def test_shipped_split_is_clean_and_removes_every_docx_variant(shipped):
     assert m["leakage"]["clean"] and shipped.leakage.clean
     c = m["counts"]
     assert c["eval_rows"] == 192 and c["eval_by_set"] == {"basic": 100, "plus": 92}
-    assert c["source_rows"] == 7370 and c["train_rows"] == 2332 and c["train_groups"] == 107
+    # 2332 book rows in 107 groups are free of the docx variants; the speed pool (27 groups, 436 rows,
+    # 276 questions) leaves every build too
+    assert c["source_rows"] == 7370 and c["train_rows"] == 1896 and c["train_groups"] == 80
+    assert c["speed_pool_groups"] == 27 and c["speed_pool_rows_removed"] == 436 and c["speed_pool_questions"] == 276
     assert c["groups"] == 299 and c["eval_groups"] == 192
     eval_questions = [match_key(r["question"]) for r in shipped.eval]
     eval_answers = {match_key(r["answer"]) for r in shipped.eval}
@@ -93,7 +96,7 @@ def test_shipped_split_is_clean_and_removes_every_docx_variant(shipped):
 
 def test_shipped_split_files_and_manifest(shipped):
     out = shipped.out
-    assert sorted(p.name for p in out.iterdir()) == ["eval.jsonl", "manifest.json", "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["eval.jsonl", "manifest.json", "speed_pool.jsonl", "train.jsonl"]
     train, ev = read_jsonl(out / "train.jsonl"), read_jsonl(out / "eval.jsonl")
     assert train == shipped.train and ev == shipped.eval
     assert set(ev[0]) == {"id", "question", "answer", "group", "source", "set"}
@@ -112,7 +115,7 @@ def test_read_back_through_ingest_and_check(shipped):
     from tournament.data.ingest import read_qa
 
     train, ev = read_qa(shipped.out / "train.jsonl"), read_qa(shipped.out / "eval.jsonl")
-    assert len(train) == 2332 and len(ev) == 192 and ev[0].meta["set"] == "basic"
+    assert len(train) == 1896 and len(ev) == 192 and ev[0].meta["set"] == "basic"
     result = CliRunner().invoke(cli_app(), ["data", "check", str(shipped.out / "train.jsonl"), str(shipped.out / "eval.jsonl"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["clean"] is True
