@@ -248,16 +248,17 @@ def test_set_from_name():
 
 def test_shipped_refit_split_trains_on_every_row():
     """The submission build (docs/training.md): every source row plus the eval rows themselves,
-    and a manifest that says its eval scores are not honest."""
+    except the speed pool's, and a manifest that says its eval scores are not honest."""
     kw = load_split_spec(SPLIT.with_name("pmpp-refit.yaml"))
     assert kw["refit"] and kw["out"] == ROOT / "data" / "build" / "pmpp-refit"
     kw["out"] = None
     res = build_split(**kw)
     c = res.manifest["counts"]
     assert res.manifest["refit"] is True
-    assert c["source_rows"] == 7370 and c["eval_rows"] == 192 and c["train_rows"] == 7370 + 192
+    assert c["source_rows"] == 7370 and c["eval_rows"] == 192 and c["train_rows"] == 7370 + 192 - 436
     train_questions = {match_key(r["question"]) for r in res.train}
     assert all(match_key(r["question"]) in train_questions for r in res.eval)
+    assert not any(match_key(r["question"]) in train_questions for r in res.pool)  # new to the refit too
 
 
 def test_split_spec_paths_are_project_relative():
