@@ -91,12 +91,35 @@ def test_sweep_mode_changes_decode_and_mode_without_restart(batch_server):
         httpx.post(batch_server.url + "/admin/config", json={"decode": {"max_tokens": 12}, "mode": "batch"}, timeout=5)
 
 
+def test_sweep_mode_empties_the_prefix_cache_on_request(batch_server):
+    """The sweep times every POST as a fresh server would answer it; the transformers engine keeps
+    no prefix cache, so there is nothing to reset, and the request is counted all the same."""
+    from tournament.serving.engines import reset_prefix_cache
+
+    before = httpx.get(batch_server.url + "/info", timeout=5).json()["stats"].get("prefix_cache_resets", 0)
+    r = httpx.post(batch_server.url + "/admin/reset_prefix_cache", timeout=10)
+    assert r.status_code == 200 and r.json() == {"reset": False, "engine": "transformers"}
+    assert httpx.get(batch_server.url + "/info", timeout=5).json()["stats"]["prefix_cache_resets"] == before + 1
+
+    class Cached:  # an engine with a prefix cache (vLLM's LLM.reset_prefix_cache returns True when done)
+        resets = 0
+
+        def reset_prefix_cache(self):
+            self.resets += 1
+            return True
+
+    engine = Cached()
+    assert reset_prefix_cache(engine) is True and engine.resets == 1
+    assert reset_prefix_cache(object()) is False
+
+
 def test_serial_mode_server_and_no_admin_endpoint_outside_sweep_mode(tiny_model, tmp_path):
     with ServerProcess(_config(tiny_model, mode="serial"), log_path=tmp_path / "s.log") as server:
         server.wait_healthy(120)
         r = judge(server.url, QUESTIONS[:3], REFS[:3], health_timeout=10, predict_timeout=60, poll=0.1)
         assert r.mode == "serial" and not r.failed and all(r.answers)
         assert httpx.post(server.url + "/admin/config", json={"mode": "batch"}, timeout=5).status_code == 404
+        assert httpx.post(server.url + "/admin/reset_prefix_cache", timeout=5).status_code == 404
         info = httpx.get(server.url + "/info", timeout=5).json()
         assert info["engine"] == "transformers" and info["stats"]["prompts"] >= 3
 

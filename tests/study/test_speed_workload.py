@@ -105,6 +105,11 @@ def test_the_sweep_times_one_post_of_the_judges_count_of_distinct_questions(tmp_
         assert len(questions) == size and len(set(questions)) == size  # one POST, every question distinct
         assert {q for q, _ in TINY_QA} <= set(questions)  # the set's samples are in it
     assert sent[0] == sent[1]  # the same POST for every trial of the seed
+    # every judged POST of a trial (seen/speed, cycled) found an empty prefix cache, as a fresh server
+    log = " ".join(p.read_text(encoding="utf-8", errors="replace")
+                   for p in (runs_dir / "studies" / f"speed-{track}" / "servers").glob("*ship*.log"))
+    # two trials on one server, each: the speed POST (1 repeat) and the cycled POST
+    assert log.count("prefix cache emptied for a timed POST") == 4
     out = runner.invoke(app, ["board", "--runs-dir", str(runs_dir), "--study", f"speed-{track}", "--json",
                               "--no-plots", "--ledger", str(tmp_path / "none.json")])
     rows = [row for row in json.loads(out.stdout)["trials"] if row["state"] == "COMPLETE"]

@@ -233,3 +233,20 @@ async def admin_config(request: Request) -> JSONResponse:
     except ValidationError as e:
         return _error(422, f"bad admin request: {e.errors()[0]['msg']}")
     return JSONResponse({"decode": state.config.decode.model_dump(), "mode": state.config.mode})
+
+
+@app.post("/admin/reset_prefix_cache")
+async def admin_reset_prefix_cache() -> JSONResponse:
+    """Sweep-only: empty the engine's prefix cache before a timed POST. The judge sends each
+    question once to a fresh server; a sweep that times the same POST again (repeats, later trials
+    on the same server) would otherwise find its prompts' KV blocks cached and time less prefill."""
+    if not sweep_mode_enabled():
+        return _error(404, "not found")
+    from tournament.serving.engines import reset_prefix_cache
+
+    assert state.engine is not None
+    # on the generation thread: never while a batch runs
+    done = await asyncio.get_running_loop().run_in_executor(state.executor, reset_prefix_cache, state.engine)
+    state.stats["prefix_cache_resets"] = state.stats.get("prefix_cache_resets", 0) + 1
+    log.info("prefix cache emptied for a timed POST (%s)", "reset" if done else "none kept by this engine")
+    return JSONResponse({"reset": done, "engine": state.engine.name})

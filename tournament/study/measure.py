@@ -12,6 +12,11 @@ Per judge set of the sweep (the track's set first), on the running servers:
   scored (unseen accuracy). Its time never enters chars/s. A single build's seen and unseen
   accuracy are the same run.
 
+Before every judged POST the server's prefix cache is emptied (``POST /admin/reset_prefix_cache``,
+sweep mode only), so each POST is timed as the judge's fresh server would answer it: on an H100 a
+refit served fresh from its winner.json gave 16,903 chars/s on the distinct basic POST where the
+sweep, timing the same POST again on a warm prefix cache, had measured 22,277.
+
 Then the judge model turns seen and unseen into a predicted judge accuracy with an sd. Speed is
 the median of the repeats; its noise is the MAD (scaled by 1.4826 to match an sd): the noise-aware
 speed is ``median - 1.4826 MAD`` and the relative spread ``1.4826 MAD / median``.
@@ -85,6 +90,17 @@ def _part(report, references: Sequence[str], positions: Sequence[int]) -> _Part:
     return _Part(answers, [report.scores[i] for i in positions], zh_rougeL(answers, refs) if refs else None)
 
 
+def _reset_prefix_cache(url: str) -> None:
+    """Empty the server's prefix cache (sweep mode): the judge sends each question once, to a fresh
+    server, but a sweep sends the same speed POST again and again."""
+    from tournament.judge.emulator import http_client
+
+    with http_client() as client:
+        r = client.post(url + "/admin/reset_prefix_cache", timeout=60)
+    if r.status_code != 200:
+        raise RuntimeError(f"POST /admin/reset_prefix_cache answered {r.status_code}: {r.text[:200]}")
+
+
 def _accuracy(report) -> tuple[float, float]:
     """(accuracy, its standard error over the questions)."""
     n = len(report.scores)
@@ -100,6 +116,7 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
     from tournament.judge.emulator import judge
 
     def run(url, qs, refs, score):
+        _reset_prefix_cache(url)  # timed as a fresh server: nothing of an earlier POST cached
         rep = judge(url, qs, refs, health_timeout=health_timeout, predict_timeout=predict_timeout,
                     poll=0.05, score=score)
         if rep.failed:

@@ -22,6 +22,13 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def reset_prefix_cache(engine: Engine) -> bool:
+    """Empty the engine's prefix cache (vLLM's KV blocks kept for repeated prompt prefixes), so the
+    next batch is timed as a fresh server would answer it; False for an engine without one."""
+    reset = getattr(engine, "reset_prefix_cache", None)
+    return bool(reset()) if callable(reset) else False
+
+
 def load_engine(model_dir: Path, model: ModelRef, settings: EngineSettings) -> Engine:
     if settings.engine == "vllm":
         from tournament.serving.engines.vllm_engine import VLLMEngine

@@ -156,5 +156,10 @@ class VLLMEngine:
         outputs = self.llm.generate(self._token_prompts(prompts, decode.max_tokens), self._params(decode), use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
 
+    def reset_prefix_cache(self) -> bool:
+        """`LLM.reset_prefix_cache()` (vLLM 0.10 and current): False when there is none to reset."""
+        reset = getattr(self.llm, "reset_prefix_cache", None)
+        return bool(reset()) if callable(reset) and self.settings.enable_prefix_caching else False
+
     def close(self) -> None:
         self.llm = None
