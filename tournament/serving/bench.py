@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 from tournament.paths import REPO_ROOT
 from tournament.serving.config import ServeConfig
+from tournament.serving.process import with_compile_cache
 
 
 def raw_generate(config: dict[str, Any], questions: list[str], repeats: int) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def serve_vs_raw(
         raise ValueError(f"compile_cache must be shared or fresh, not {compile_cache!r}")
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    raw = None if skip_raw else _with_cache(compile_cache, lambda env: _raw_in_subprocess(
+    raw = None if skip_raw else with_compile_cache(compile_cache, lambda env: _raw_in_subprocess(
         config, questions, repeats, log_dir / "raw.log", env))
 
     def serve(env: dict[str, str] | None) -> tuple[float, list[dict[str, Any]]]:
@@ -99,7 +99,7 @@ def serve_vs_raw(
                                "reason": rep.reason})
         return healthy_s, served
 
-    healthy_s, served = _with_cache(compile_cache, serve)
+    healthy_s, served = with_compile_cache(compile_cache, serve)
     out: dict[str, Any] = {"n": len(questions), "healthy_seconds": healthy_s, "compile_cache": compile_cache,
                            "cache_root": None if compile_cache == "fresh" else os.environ.get("VLLM_CACHE_ROOT"),
                            "served": served, "served_chars_per_s": _stats([r["chars_per_s"] for r in served]),
@@ -109,20 +109,6 @@ def serve_vs_raw(
         out["raw_chars_per_s"] = _stats([r["chars_per_s"] for r in raw["runs"]])
         out["ratio"] = out["served_chars_per_s"]["median"] / out["raw_chars_per_s"]["median"]
     return out
-
-
-def _with_cache(mode: str, run):
-    """`run(env)`: env None (shared: the environment's caches), or a new, empty compile cache folder
-    that is removed afterwards (fresh)."""
-    if mode != "fresh":
-        return run(None)
-    from tournament.serving.process import compile_cache_env
-
-    root = Path(tempfile.mkdtemp(prefix="compile-cache-"))
-    try:
-        return run(compile_cache_env(root))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _stats(xs: list[float]) -> dict[str, float]:

@@ -13,16 +13,14 @@ engine: for smoke tests on a machine without vLLM (the CPU tests), never for num
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tournament.serving.config import ServeConfig, read_winner_serve
+from tournament.serving.process import COMPILE_CACHES, with_compile_cache
 
 ENGINE_OVERRIDES = {"transformers": {"engine": "transformers"}}
-COMPILE_CACHES = ("fresh", "shared")
 
 
 @dataclass
@@ -86,26 +84,10 @@ def run_setup(name: str, config: dict[str, Any], questions: list[str], reference
                    failed=rep.failed, reason=rep.reason)
 
     try:
-        _with_compile_cache(compile_cache, measure)
+        with_compile_cache(compile_cache, measure)
     except Exception as e:  # a setup that cannot start is a row with its reason; the others still run
         row.update(failed=True, reason=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
     return row
-
-
-def _with_compile_cache(mode: str, run: Callable[[dict[str, str] | None], None]) -> None:
-    """fresh: a new, empty compile cache for this server, removed afterwards (the judge's fresh
-    container); shared: this environment's caches as they are."""
-    if mode not in COMPILE_CACHES:
-        raise ValueError(f"compile cache must be one of {COMPILE_CACHES}, not {mode!r}")
-    if mode == "shared":
-        return run(None)
-    from tournament.serving.process import compile_cache_env
-
-    root = Path(tempfile.mkdtemp(prefix="compile-cache-"))
-    try:
-        return run(compile_cache_env(root))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def bench_setups(setups: list[Setup], model_dir: Path, questions: list[str], references: list[str], *,

@@ -100,7 +100,7 @@ def bench_serve(
 
 
 @bench_app.command("setups")
-def bench_setups(
+def bench_setups_cmd(
     model: Path = typer.Option(..., "--model", exists=True, file_okay=False,
                                help="Model directory every setup serves (replaces each setup's model.path)."),
     questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False,
@@ -128,14 +128,15 @@ def bench_setups(
     from rich.console import Console
 
     from tournament.data.ingest import load_questions
-    from tournament.serving import bench_setups as P2
+    from tournament.serving import bench_setups
+    from tournament.serving.process import COMPILE_CACHES
 
-    if compile_cache not in P2.COMPILE_CACHES:
-        raise typer.BadParameter(" or ".join(P2.COMPILE_CACHES), param_hint="--compile-cache")
-    if engine is not None and engine not in P2.ENGINE_OVERRIDES:
-        raise typer.BadParameter(f"only {', '.join(P2.ENGINE_OVERRIDES)} (smoke tests)", param_hint="--engine")
+    if compile_cache not in COMPILE_CACHES:
+        raise typer.BadParameter(" or ".join(COMPILE_CACHES), param_hint="--compile-cache")
+    if engine is not None and engine not in bench_setups.ENGINE_OVERRIDES:
+        raise typer.BadParameter(f"only {', '.join(bench_setups.ENGINE_OVERRIDES)} (smoke tests)", param_hint="--engine")
     try:
-        setups = [P2.load_setup(p) for p in setup] + ([P2.load_setup(winner)] if winner else [])
+        setups = [bench_setups.load_setup(p) for p in setup] + ([bench_setups.load_setup(winner)] if winner else [])
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--setup/--winner") from None
     if not setups:
@@ -150,11 +151,11 @@ def bench_setups(
             out.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
 
     try:
-        P2.bench_setups(setups, model, qs, refs, engine_override=engine, health_timeout=health_timeout,
+        bench_setups.bench_setups(setups, model, qs, refs, engine_override=engine, health_timeout=health_timeout,
                         compile_cache=compile_cache, log_dir=log_dir, on_row=keep)
     except ValueError as e:  # a setup whose settings are invalid: before any server starts
         raise typer.BadParameter(str(e)) from None
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in r.items() if k != "config"} for r in rows], indent=1, ensure_ascii=False))
         return
-    Console(width=max(160, Console().width)).print(P2.setups_table(rows, model.name, qs, compile_cache))
+    Console(width=max(160, Console().width)).print(bench_setups.setups_table(rows, model.name, qs, compile_cache))

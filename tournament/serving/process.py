@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tournament.machine import die_with_parent
 from tournament.paths import REPO_ROOT
@@ -43,6 +43,26 @@ def compile_cache_env(root: Path) -> dict[str, str]:
     cold start of the judge's fresh container; a filled one, a cache baked into the image."""
     return {"VLLM_CACHE_ROOT": str(root), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
             "TRITON_CACHE_DIR": str(root / "triton")}
+
+
+COMPILE_CACHES = ("fresh", "shared")
+
+
+def with_compile_cache(mode: str, run: Callable[[dict[str, str] | None], Any]) -> Any:
+    """`run(env)` under a compile cache: fresh, a new, empty folder (`compile_cache_env`), removed
+    afterwards (the judge's fresh container); shared, env None (this environment's caches)."""
+    if mode not in COMPILE_CACHES:
+        raise ValueError(f"compile cache must be one of {COMPILE_CACHES}, not {mode!r}")
+    if mode == "shared":
+        return run(None)
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="compile-cache-"))
+    try:
+        return run(compile_cache_env(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
