@@ -209,8 +209,8 @@ def known_metric(name: str) -> bool:
     return any(name == f"{k}_{s}" for k in PER_SET_METRICS for s in ("basic", "bonus"))
 
 
-_FIELD_NAMES = {f.name for f in fields(TrialRecord)} - {"metrics", "params", "constraints", "serve_config",
-                                                        "predicted", "candidate_info"}
+# the record's numeric fields: what `value` reads from the record itself (annotations are strings here)
+_FIELD_NAMES = {f.name for f in fields(TrialRecord) if f.type in ("float | None", "int | None")}
 _NOT_IN_ROW = {"metrics", "candidate_info"}
 _TYPED = {"metrics", "trial", "state", "speed_n_questions", "speed_distinct"}  # set apart in from_trial
 _ROW_KEYS = {f.name for f in fields(TrialRecord)} - _NOT_IN_ROW
