@@ -105,6 +105,11 @@ def test_the_sweep_times_one_post_of_the_judges_count_of_distinct_questions(tmp_
         assert len(questions) == size and len(set(questions)) == size  # one POST, every question distinct
         assert {q for q, _ in TINY_QA} <= set(questions)  # the set's samples are in it
     assert sent[0] == sent[1]  # the same POST for every trial of the seed
+    # `tournament speed-post` writes exactly the POST the sweep timed
+    written = tmp_path / "post.jsonl"
+    r = runner.invoke(app, ["speed-post", "--config", str(cfg), "--out", str(written)])
+    assert r.exit_code == 0 and f"{size} questions" in r.output, r.output
+    assert [json.loads(line)["question"] for line in written.read_text(encoding="utf-8").splitlines()] == sent[0]
     # every judged POST of a trial (seen/speed, cycled) found an empty prefix cache, as a fresh server
     log = " ".join(p.read_text(encoding="utf-8", errors="replace")
                    for p in (runs_dir / "studies" / f"speed-{track}" / "servers").glob("*ship*.log"))

@@ -232,25 +232,29 @@ def load_speed_pool(cfg: SweepConfig) -> tuple[list[tuple[str, str]], str | None
 
 
 def speed_post(cfg: SweepConfig, judged: str, size: int | None = None):
-    """The speed POST a sweep times for the judge set `judged` (its eval samples plus the speed
-    pool, seeded): a SpeedWorkload. `size` defaults to the sweep's speed.questions for its own set,
-    else the judge's count of that set. The eval file and the refit split are built when missing."""
-    from tournament.judge.rules import QUESTIONS, judge_set, row_in_set
-    from tournament.study.workload import judge_workload
+    """The speed POST a sweep times for the judge set `judged`, built as measure.py builds it (the
+    set's eval samples plus the speed pool, seeded): a SpeedWorkload. `size` defaults to the sweep's
+    for its own set, else the judge's count of that set. The eval file and the refit split are
+    built when missing."""
+    import dataclasses
+
+    from tournament.judge.rules import QUESTIONS, judge_set
+    from tournament.study.measure import set_indices
 
     judged = judge_set(judged)
     ev = load_eval(cfg)
     if cfg.speed.pool is None and cfg.refit.enabled:
         _refit_dataset(cfg)  # builds the refit split, and with it its speed pool
-    pool, _ = load_speed_pool(cfg)
-    if not pool:
+    plan, _ = speed_plan(cfg)
+    if plan is None:
         raise FileNotFoundError("this sweep has no speed pool: set speed.pool, or build the refit split with a "
                                 "speed_pool (data/splits/pmpp-refit.yaml)")
-    rows = [i for i, label in enumerate(ev.sets) if row_in_set(label, judged) or (label is None and judged == cfg.judge.set)]
-    if size is None:
-        size = (cfg.speed.questions or cfg.judge.questions) if judged == cfg.judge.set else QUESTIONS[judged]
-    return judge_workload([ev.questions[i] for i in rows], [ev.references[i] for i in rows], pool, size,
-                          cfg.speed.seed)
+    if size is None and judged != cfg.judge.set:
+        size = QUESTIONS[judged]
+    if size is not None:
+        plan = dataclasses.replace(plan, size=size)
+    rows = set_indices(ev.sets, [judged], cfg.judge.set)[judged]
+    return plan.workload([ev.questions[i] for i in rows], [ev.references[i] for i in rows])
 
 
 def speed_plan(cfg: SweepConfig):

@@ -36,7 +36,6 @@ from typing import Any, Sequence
 SPEED_PRIOR_LOG_SD = 0.5
 LOG_SD_FLOOR = 0.05
 CYCLED_MUST_BE_TIGHTER = 0.5  # cycled's log-sd must be below this share of distinct's to be chosen
-HYPOTHESES = ("distinct", "cycled")
 
 
 @dataclass
