@@ -3,7 +3,9 @@
 # winner.json exactly as the judge image serves it, judged on the held-out basic and bonus sets,
 # (with JUDGE_OLD_WAY=1 also the "old way": the same build with temperature 0.7, top_p 0.9, top_k 50,
 # max_tokens 512).
-# SWEEP_CONFIG / SWEEP_TRIALS override the defaults (a CPU dry run uses sweeps/demo-cpu.yaml).
+# SWEEP_CONFIG / SWEEP_TRIALS override the defaults; SWEEP_TIMEOUT (seconds, builds included): no
+# trial starts after it, so the phases after the sweep keep their share of a device session.
+# A CPU dry run uses sweeps/demo-cpu.yaml.
 # SWEEP_OVERLAY='{"speed_repeats": 2, "judge": {"cold_start": false}}' (JSON, or a JSON file such as
 # scripts/gpu/overlays/one-session.json) merges over the sweep file (dicts merged, other values
 # replaced) into sweeps/.overlay.yaml, run instead: a proof that must fit one device session.
@@ -32,7 +34,7 @@ EOF
 fi
 t0=$SECONDS
 ST=(${SWEEP_STORAGE:+--storage "$SWEEP_STORAGE"})
-$T sweep --config "$CONFIG" ${SWEEP_TRIALS:+--trials $SWEEP_TRIALS} ${SWEEP_GPUS:+--gpus $SWEEP_GPUS} ${ST[@]+"${ST[@]}"} \
+$T sweep --config "$CONFIG" ${SWEEP_TRIALS:+--trials $SWEEP_TRIALS} ${SWEEP_TIMEOUT:+--timeout $SWEEP_TIMEOUT} ${SWEEP_GPUS:+--gpus $SWEEP_GPUS} ${ST[@]+"${ST[@]}"} \
   --runs-dir "$RUNS" --json > "$OUT/sweep.json" 2> "$OUT/sweep.err"
 rc=$?; echo "sweep wall $((SECONDS - t0)) s"; tail -3 "$OUT/sweep.err"
 [ $rc = 0 ] || { echo "sweep failed (exit $rc)"; tail -40 "$OUT/sweep.err"; exit 1; }

@@ -60,6 +60,32 @@ def test_a_dict_valued_engine_choice_round_trips_into_the_serve_config(tiny_mode
     assert same["engine.compilation_config"] == json.dumps(CC, sort_keys=True)
 
 
+def test_enqueued_entries_naming_the_same_settings_share_one_engine_group(tiny_model_dir, tiny_qa_file):
+    """A group setting an enqueue entry leaves out takes the space's first choice, not a fresh draw
+    each time: two entries that differ only in decode settings land in one group (one server start)."""
+    import optuna
+
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.space import enqueue_params, suggest_plan
+
+    space = {"engine": {"engine": "transformers", "device": "cpu", "compilation_config": {"choices": [None, CC]},
+                        "max_num_seqs": [384, 256, 512], "kv_cache_dtype": ["auto", "fp8"]},
+             "decode": {"max_tokens": [4, 6, 8]}}
+    entries = [{"engine": {"kv_cache_dtype": "fp8"}, "decode": {"max_tokens": m}} for m in (4, 6, 8)]
+    cfg = _cfg(str(tiny_model_dir), str(tiny_qa_file), space=space, enqueue=entries)
+    cands = resolve_candidates(cfg)
+    params = [enqueue_params(e, cfg, cands) for e in cfg.enqueue]
+    assert all(p["engine.max_num_seqs"] == 384 and p["engine.compilation_config"] is None for p in params)
+    study = optuna.create_study(directions=["maximize", "maximize"],
+                                sampler=optuna.samplers.RandomSampler(seed=3))
+    for p in params:
+        study.enqueue_trial(p)
+    plans = [suggest_plan(study.ask(), cfg, cands) for _ in params]
+    assert len({p.group_key for p in plans}) == 1
+    assert [p.decode.max_tokens for p in plans] == [4, 6, 8]
+    assert plans[0].engine.kv_cache_dtype == "fp8" and plans[0].engine.max_num_seqs == 384
+
+
 def test_bad_compilation_config_values_and_fixed_list_settings(tiny_model_dir, tiny_qa_file):
     from tournament.study.config import SweepConfigError, parse_sweep_config
 

@@ -223,3 +223,29 @@ def test_an_old_study_and_sweep_file_with_judge_track_still_work(tmp_path, tiny_
     assert r.exit_code == 0 and "another sweep file" not in r.output, r.output
     r = CliRunner().invoke(app, ["board", "--runs-dir", str(runs_dir), "--study", "t", "--no-plots"])
     assert r.exit_code == 0 and "judge basic" in r.output, r.output
+
+
+def test_timeout_stops_starting_trials_and_the_same_command_resumes(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    """--timeout: past it no new trial starts (the running one finishes and is kept); the same
+    command without it finishes the study."""
+    from optuna.trial import TrialState
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    cfg = sweep_file(tmp_path, tiny_model_dir, tiny_qa_file, trials=3, enqueue=[],
+                     space={"decode": {"max_tokens": [4, 6, 8]}, "mode": "batch"},
+                     candidates=[{"id": "tiny", "model_path": str(tiny_model_dir),
+                                  "engine": {"engine": "transformers", "device": "cpu"}}])
+    base = ["sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--no-track"]
+    r = CliRunner().invoke(app, base + ["--timeout", "1"])
+    assert r.exit_code == 0, r.output
+    assert "--timeout 1 s reached" in r.output
+    done = [t for t in _trials(runs_dir) if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(done) < 3
+    assert not [t for t in _trials(runs_dir) if t.state == TrialState.RUNNING]
+    assert CliRunner().invoke(app, base + ["--timeout", "0"]).exit_code == 2  # rejected up front
+    r = CliRunner().invoke(app, base)
+    assert r.exit_code == 0, r.output
+    measured = [t for t in _trials(runs_dir) if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(measured) == 3  # repeats of a measured configuration are kept but do not count

@@ -91,6 +91,9 @@ def sweep_cmd(
                                        help="one worker per GPU on the shared study, e.g. 0,1 or all: builds "
                                             "first (spread over the GPUs), then the workers"),
     json_out: bool = typer.Option(False, "--json", help="print a JSON summary at the end"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1,
+                                            help="seconds after which no new trial starts (the running one "
+                                                 "finishes; builds count); run again to resume"),
 ) -> None:
     """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
     from tournament.study import sweep_view
@@ -107,10 +110,11 @@ def sweep_cmd(
     track = not (no_track or no_mlflow)
     if gpus is not None:
         _sweep_on_gpus(gpus, config, trials or cfg.trials, study or cfg.study, _storage(storage, runs), runs,
-                       no_cache_speed, track, ledger, json_out)
+                       no_cache_speed, track, ledger, json_out, timeout)
         return
     opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
-                        runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger)
+                        runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger,
+                        timeout_s=timeout)
     echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
     try:
         res = run_sweep(cfg, opts, echo=echo)
@@ -130,7 +134,8 @@ def sweep_cmd(
 
 
 def _sweep_on_gpus(gpus: str, config: Path, trials: int, study: str, storage: str, runs: Path,
-                   no_cache_speed: bool, track: bool, ledger: Path, json_out: bool) -> None:
+                   no_cache_speed: bool, track: bool, ledger: Path, json_out: bool,
+                   timeout: float | None = None) -> None:
     from tournament.study import sweep_view
     from tournament.study.workers import (all_gpus, open_storage, parse_gpus, prebuild_on_gpus, run_workers,
                                           study_counts, summarize, worker_failures)
@@ -157,6 +162,8 @@ def _sweep_on_gpus(gpus: str, config: Path, trials: int, study: str, storage: st
             "--runs-dir", str(runs), "--ledger", str(ledger)]
     args += ["--no-cache-speed"] if no_cache_speed else []
     args += [] if track else ["--no-track"]
+    if timeout is not None:  # the builds above spent part of it
+        args += ["--timeout", str(max(1.0, timeout - build_s))]
     try:
         workers, sweep_s = run_workers(gpu_list, args, shared, study, echo)
     except KeyboardInterrupt:

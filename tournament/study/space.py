@@ -102,12 +102,27 @@ def serve_config(plan: TrialPlan, cfg: SweepConfig, rc: ResolvedCandidate, model
 
 
 def enqueue_params(entry: dict[str, Any], cfg: SweepConfig, candidates) -> dict[str, Any]:
-    """Turn a known-good config from the sweep file into Optuna parameter values."""
+    """Turn a known-good config from the sweep file into Optuna parameter values.
+
+    A group setting (candidate, prompt variant, engine setting) the entry leaves out takes its
+    space's first choice: left to the sampler it would be drawn anew for every entry, and entries
+    that name the same settings would each start their own servers instead of sharing one group.
+    Decode settings left out are drawn (they cost no server start)."""
     params: dict[str, Any] = {}
+    ids = cfg.space.candidate or list(candidates)
     if "candidate" in entry:
         params["candidate"] = entry["candidate"]
+    elif len(ids) > 1:
+        params["candidate"] = ids[0]
     if "prompt" in entry:
         params["prompt"] = entry["prompt"]
+    elif cfg.space.prompt and len(cfg.space.prompt) > 1:
+        params["prompt"] = next(iter(cfg.space.prompt))
+    given = entry.get("engine") or {}
+    for k, spec in cfg.space.engine.items():
+        p = normalize_param(f"engine.{k}", spec)
+        if k not in given and isinstance(p, Choices):
+            params[f"engine.{k}"] = encode_choice(p.choices[0])
     for section in ("engine", "decode"):
         for k, v in (entry.get(section) or {}).items():
             name = f"{section}.{k}"

@@ -72,6 +72,7 @@ class SweepOptions:
     reuse_cached_speed: bool = False  # on an answer-cache hit, reuse the stored speed too (no server start)
     tracking: bool = True
     ledger: Path | None = None  # judge results calibrate the predicted accuracy
+    timeout_s: float | None = None  # start no trial after this many seconds (the running one finishes)
 
 
 @dataclass
@@ -231,6 +232,9 @@ class Sweep:
                 optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
                 if counted(trials) >= self.opts.trials:
+                    break
+                if self.opts.timeout_s is not None and time.monotonic() - t_start >= self.opts.timeout_s:
+                    self.echo(f"--timeout {self.opts.timeout_s:.0f} s reached: no new trial; resume to go on")
                     break
                 waiting = any(t.state == TrialState.WAITING for t in trials)
                 if group_left > 0 and group_params and not waiting and self.servers.alive():
