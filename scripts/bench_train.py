@@ -6,7 +6,7 @@ Each run is a fresh process (`python -m tournament.cli train ... --json`) on a t
 process's peak RSS (CPU) or the build's recorded peak memory. --repeat runs it several times and
 prints the median.
 
-    python scripts/bench_train.py --method full --steps 30        # tiny model, CPU
+    python scripts/bench_train.py --method full                   # the tests' tiny model, CPU
     python scripts/bench_train.py --model models/gemma-3-270m --steps 20 --batch-size 8 --device cuda
 """
 
@@ -25,12 +25,12 @@ from pathlib import Path
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="HF model directory (default: a tiny random Llama)")
-    ap.add_argument("--hidden-size", type=int, default=256, help="of the tiny model")
-    ap.add_argument("--layers", type=int, default=4, help="of the tiny model")
+    ap.add_argument("--hidden-size", type=int, default=64, help="of the tiny model")
+    ap.add_argument("--layers", type=int, default=2, help="of the tiny model")
     ap.add_argument("--method", default="full", choices=["full", "lora"])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--recipe", default="{}", help="extra recipe keys as JSON, e.g. '{\"liger\": true}'")
