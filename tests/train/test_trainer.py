@@ -73,6 +73,10 @@ def test_build_records_peak_memory_time_and_kernels(tiny_model_dir, dataset, tmp
     assert tr["train_seconds"] > 0 and doc["wall_seconds"] >= tr["train_seconds"]
     assert "liger-kernel" in doc["versions"]
     assert all(loss > 0 for _, loss in tr["loss_curve"])
+    from tournament.train.build import build_summary
+
+    summary = build_summary(cand, cand.build_dir(tmp_path, 2) / "model", 2)  # `tournament train --json`
+    assert summary["peak_memory_bytes"] == tr["peak_memory"]["bytes"] and summary["peak_memory_kind"] == "cpu_max_rss"
 
 
 def test_liger_setting(tiny_model_dir, dataset):

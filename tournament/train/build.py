@@ -123,6 +123,8 @@ def build_summary(candidate: Candidate, model_dir: Path, max_steps: int | None =
         "final_loss": tr.get("final_loss"),
         "train_seconds": tr.get("train_seconds"),
         "wall_seconds": manifest.get("wall_seconds"),
+        "peak_memory_bytes": (tr.get("peak_memory") or {}).get("bytes"),
+        "peak_memory_kind": (tr.get("peak_memory") or {}).get("kind"),
         "mlflow_run_id": manifest.get("mlflow_run_id"),
     }
 

@@ -11,7 +11,6 @@ process must not create a CUDA context), and free memory is read with nvidia-smi
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +41,8 @@ def measure_peak(device: str) -> dict[str, Any]:
         return {"kind": "cuda_max_allocated", "bytes": int(torch.cuda.max_memory_allocated(idx)),
                 "reserved_bytes": int(torch.cuda.max_memory_reserved(idx)),
                 "device_total_bytes": int(torch.cuda.get_device_properties(idx).total_memory)}
+    import resource  # Unix; a build's peak RSS
+
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"kind": "cpu_max_rss", "bytes": int(rss if sys.platform == "darwin" else rss * 1024)}
 
