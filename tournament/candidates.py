@@ -40,7 +40,10 @@ from tournament.files import sha256_file
 from tournament.prompting import PromptSpec
 
 # Bump when the training code changes what a given config produces (invalidates old builds).
-BUILD_FORMAT = 1
+# 2: transformers' Trainer (its data order and AdamW weight-decay groups) replaced the hand loop.
+BUILD_FORMAT = 2
+# Recipe keys that choose how to compute, not what: kept out of the config hash (like the device).
+COMPUTE_ONLY = ("liger",)
 class CandidateError(ValueError):
     """A candidate file that cannot be used; the message names the file and the field."""
 
@@ -109,6 +112,9 @@ class Recipe(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     gradient_checkpointing: bool = False
+    # Liger kernels (GPU only): the fused linear cross-entropy never holds the logits of the whole
+    # vocabulary. auto = when liger-kernel is installed and training runs on CUDA.
+    liger: Literal["auto"] | bool = "auto"
     # data: a `tournament data build` folder (train.jsonl + manifest.json) or one jsonl file
     dataset: str | None = None
     packing: bool = False
@@ -254,6 +260,8 @@ class Candidate(_Strict):
             d["recipe"] = {"method": "none"}
         else:
             d["recipe"]["dataset"] = self.dataset_fingerprint().get("sha256")
+            for k in COMPUTE_ONLY:
+                d["recipe"].pop(k, None)
         if not self.quantization.needs_checkpoint:
             d["quantization"] = {"method": "none"}  # engine-side quantization leaves weights alone
         if self.base.gguf and self.base.gguf.sha256:

@@ -113,26 +113,46 @@ def test_existing_build_is_reused(tiny_model_dir, dataset, tmp_path, monkeypatch
         ensure_built(cand, tmp_path, max_steps=1, force=True)
 
 
-def test_resume_from_checkpoint_matches_an_uninterrupted_run(tiny_model_dir, dataset, tmp_path, monkeypatch):
-    import tournament.train.sft as sft
+# A build in its own process that stalls once step 8 is logged (checkpoint-6 is the last one):
+# the test kills it there with SIGKILL, as a crash or an OOM kill would.
+KILLED_BUILD = """
+import sys, time
+from pathlib import Path
+from transformers import TrainerCallback
+from tournament.candidates import load_candidate
+from tournament.train.build import build_candidate
+
+class StallAt8(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.global_step == 8:
+            print("at step 8", flush=True)
+            time.sleep(600)
+
+build_candidate(load_candidate(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), callbacks=[StallAt8()])
+"""
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tiny_model_dir, dataset, tmp_path):
+    import signal
+    import subprocess
+    import sys
 
     cand = _cand(tiny_model_dir, dataset, cid="resume", epochs=2, save_steps=3, dropout=0.0)  # 10 steps
     ref = json.loads((ensure_built(cand, tmp_path / "ref").parent / "candidate.json").read_text())
 
-    real_save = sft._save_checkpoint
-
-    def save_then_die(root, step, *a, **k):
-        real_save(root, step, *a, **k)
-        if step == 6:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(sft, "_save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        ensure_built(cand, tmp_path / "b")
+    yml = tmp_path / "resume.yaml"
+    yml.write_text(yaml.safe_dump(cand.model_dump(mode="json"), allow_unicode=True))
     build = cand.build_dir(tmp_path / "b")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(yml), str(tiny_model_dir), str(build)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "at step 8", child.stderr.read()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
     tmp = build.with_name(build.name + ".tmp")
-    assert not build.exists() and (tmp / "checkpoints" / "step-00000006" / "state.pt").exists()
-    monkeypatch.setattr(sft, "_save_checkpoint", real_save)
+    assert not build.exists() and (tmp / "checkpoints" / "checkpoint-6" / "trainer_state.json").exists()
     model_dir = ensure_built(cand, tmp_path / "b", resume=True)
     doc = json.loads((model_dir.parent / "candidate.json").read_text())
     steps = [json.loads(line)["step"] for line in (model_dir.parent / "train_log.jsonl").read_text().splitlines()]
@@ -140,6 +160,13 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tiny_model_dir, dat
     assert [s for s, _ in doc["train"]["loss_curve"]] == list(range(1, 11))
     for (_, a), (_, b) in zip(doc["train"]["loss_curve"], ref["train"]["loss_curve"]):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    assert doc["train"]["resumed_from"] == "checkpoint-6" and ref["train"]["resumed_from"] is None
+    assert doc["train"]["steps"] == ref["train"]["steps"] == 10
+    import torch
+
+    resumed, uninterrupted = _tensors(model_dir), _tensors(cand.build_dir(tmp_path / "ref") / "model")
+    assert set(resumed) == set(uninterrupted)
+    assert all(torch.allclose(resumed[k], uninterrupted[k], rtol=1e-4, atol=1e-5) for k in resumed)
 
 
 def test_mlflow_logging(tiny_model_dir, dataset, tmp_path):

@@ -30,7 +30,7 @@ from tournament.machine import die_with_parent, library_versions
 from tournament.paths import REPO_ROOT
 from tournament.prompting import render_prompt
 from tournament.train.examples import read_rows
-from tournament.train.sft import TRAIN_LIBRARIES, _tmp_dir, train_sft, weights_hash
+from tournament.train.sft import TRAIN_LIBRARIES, _tmp_dir, train_sft, weights_hash, world
 
 if TYPE_CHECKING:
     from tournament.tracking import Tracker
@@ -99,7 +99,7 @@ def ensure_built(
     build = candidate.build_dir(builds_dir, max_steps)
 
     def train() -> Path:
-        tracker = training_tracker(mlflow_uri) if candidate.recipe.method != "none" else None
+        tracker = training_tracker(mlflow_uri) if candidate.recipe.method != "none" and world()[1] else None
         base_dir = resolve_base(candidate, models_dir, log)
         return build_candidate(candidate, base_dir, build, resume=resume, max_steps=max_steps, device=device,
                                tracker=tracker, log=log)
@@ -123,6 +123,8 @@ def build_summary(candidate: Candidate, model_dir: Path, max_steps: int | None =
         "final_loss": tr.get("final_loss"),
         "train_seconds": tr.get("train_seconds"),
         "wall_seconds": manifest.get("wall_seconds"),
+        "peak_memory_bytes": (tr.get("peak_memory") or {}).get("bytes"),
+        "peak_memory_kind": (tr.get("peak_memory") or {}).get("kind"),
         "mlflow_run_id": manifest.get("mlflow_run_id"),
     }
 
@@ -162,8 +164,8 @@ def build_lock(build: Path, log: Callable[[str], None] = lambda s: None) -> Iter
     holder dies, so a killed build never blocks the next one. Where `flock` is missing (Windows)
     builds are not guarded."""
     build = Path(build)
-    if os.environ.get(LOCK_HELD_ENV) == str(build.resolve()):
-        yield
+    if os.environ.get(LOCK_HELD_ENV) == str(build.resolve()) or not world()[1]:
+        yield  # held by our parent, or by the main process of our `accelerate launch`
         return
     try:
         import fcntl
@@ -206,18 +208,24 @@ def build_candidate(
     max_steps: int | None = None,
     device: str = "auto",
     tracker: "Tracker | None" = None,
+    callbacks: list | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> Path:
     """Train (and quantize) into `<build>.tmp`, then rename it to `build`; return `build/model`.
-    `tracker`: where the training run logs (`training_tracker`); None: untracked."""
+    `tracker`: where the training run logs (`training_tracker`); None: untracked. `callbacks`:
+    more transformers `TrainerCallback`s. Under `accelerate launch` every process trains; the
+    main one alone prepares, saves and renames the folder."""
     build = Path(build)
     tmp = _tmp_dir(build)
-    if tmp.exists() and not resume:
+    _, main = world()
+    if main and tmp.exists() and not resume:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     if candidate.recipe.method != "none":
         train_sft(candidate, base_dir, tmp, resume=resume, max_steps=max_steps, device=device,
-                  tracker=tracker, log=log)
+                  tracker=tracker, callbacks=callbacks, log=log)
+        if not main:
+            return build / "model"
     else:
         _write_base_manifest(candidate, base_dir, tmp)
     if candidate.quantization.needs_checkpoint:

@@ -1,9 +1,8 @@
-"""Training examples: QA rows -> token sequences with answer-only labels, packing, the batch
-order (a pure function of seed and epoch, so a resumed run replays it) and collation."""
+"""Training examples: QA rows -> token sequences with answer-only labels, packing, and the
+collation Trainer uses (padding; labels -100 on the prompt and the padding)."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +65,6 @@ def pack(examples: list[tuple[list[int], list[int]]], max_length: int) -> list[t
     return out
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(n))
-    rng.shuffle(order)
-    return [order[i: i + batch_size] for i in range(0, n, batch_size)]
-
-
 def collate(seqs: list[tuple[list[int], list[int]]], pad_id: int):
     import torch
 
@@ -85,3 +77,16 @@ def collate(seqs: list[tuple[list[int], list[int]]], pad_id: int):
         labels[i, : len(s_labels)] = torch.tensor(s_labels)
         mask[i, : len(s_ids)] = 1
     return ids, labels, mask
+
+
+class CompletionCollator:
+    """Trainer's data collator: pads `{"input_ids", "labels"}` items to the longest of the batch.
+    The labels keep the -100 that `encode_example` put on the prompt (and padding gets -100), so
+    the loss counts the completion only."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, list[int]]]) -> dict[str, Any]:
+        ids, labels, mask = collate([(it["input_ids"], it["labels"]) for it in items], self.pad_id)
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

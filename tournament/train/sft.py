@@ -1,21 +1,25 @@
-"""Supervised fine-tuning (full or LoRA) with a plain PyTorch loop over transformers + peft.
+"""Supervised fine-tuning (full or LoRA) on transformers' `Trainer`, over peft and accelerate.
 
-One code path for CPU (tests, the tiny model; fp32) and GPU (bf16):
+One code path for CPU (tests, the tiny model; fp32), one GPU (bf16) and several GPUs
+(`accelerate launch`; see docs/training.md):
 - every example is ``render_prompt(spec, question, tokenizer)`` (the serving template, tokenized
   the way the serving engine does: BOS only when the rendered text lacks it) + the answer + EOS;
-  the loss counts answer tokens (and the EOS) only;
-- optional packing (whole examples concatenated up to ``max_length``), gradient accumulation with
-  token-weighted loss, AdamW, cosine/linear/constant schedule with warmup, gradient clipping;
-- checkpoints every ``save_steps`` optimizer steps inside ``<build>.tmp/checkpoints`` (trainable
-  weights, optimizer, scheduler, RNG, loss curve), so ``resume=True`` continues where a killed run
-  stopped (same data order: batches are a pure function of seed and epoch);
+  labels are -100 on the prompt (`examples.CompletionCollator` pads with -100 too), so the loss
+  counts answer tokens (and the EOS) only. No other templating: Trainer sees token ids;
+- Trainer does the rest: token-weighted loss over gradient accumulation (`num_items_in_batch`),
+  AdamW, cosine/linear/constant schedule with warmup, gradient clipping, bf16 autocast, gradient
+  checkpointing, Liger kernels (`recipe.liger`: the fused linear cross-entropy never materialises
+  the logits of a 262k vocabulary), DDP across the processes of `accelerate launch`;
+- checkpoints every ``save_steps`` optimizer steps inside ``<build>.tmp/checkpoints`` (Trainer's
+  `checkpoint-N`: weights, optimizer, scheduler, RNG, trainer state), so ``resume=True`` continues
+  where a killed run stopped (`Trainer.train(resume_from_checkpoint=...)`: same data order, the
+  batches already seen are skipped);
 - LoRA adapters are merged (``merge_and_unload``); the result is a plain HF directory
   (safetensors + tokenizer) that vLLM and the transformers engine load as is;
 - ``candidate.json`` records the config hash, dataset hashes, base weight hash, library versions,
-  hardware, the loss curve and the wall time; the finished ``<build>.tmp`` is renamed to
-  ``<build>`` (a build directory either is complete or does not exist);
+  hardware, the loss curve, the training time and the peak memory (`memory.measure_peak`);
 - MLflow logging through `tournament.tracking` when a `Tracker` is given (`build.py` opens it,
-  before any model is loaded): params, per-step loss and lr, ``candidate.json`` as an artifact.
+  before any model is loaded); `callbacks.BuildLog` forwards Trainer's per-step logs to it.
 No token (HF/ModelScope) is read or logged here.
 """
 
@@ -25,6 +29,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -34,14 +39,16 @@ from typing import TYPE_CHECKING, Any, Callable
 from tournament.candidates import Candidate
 from tournament.files import sha256_file
 from tournament.machine import hardware, library_versions, pick_device
-from tournament.train.examples import IGNORE, collate, encode_example, epoch_batches, pack, read_rows
+from tournament.train.examples import IGNORE, CompletionCollator, encode_example, pack, read_rows
 
 if TYPE_CHECKING:
     from tournament.tracking import Tracker
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 # what a build manifest records
-TRAIN_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tournament", "safetensors", "tokenizers")
+TRAIN_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tournament", "safetensors", "tokenizers",
+                   "liger-kernel")
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 # -- environment -------------------------------------------------------------------------------
@@ -68,6 +75,30 @@ def _seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def world() -> tuple[int, bool]:
+    """(processes, whether this one is the main one) of an `accelerate launch`/torchrun; (1, True) alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")) == 0
+
+
+def use_liger(setting: bool | str, device: str) -> bool:
+    """`recipe.liger`: auto = when liger-kernel is importable and training runs on CUDA (its
+    kernels are Triton); true = required (an error names what is missing); false = never."""
+    import importlib.util
+
+    if setting is False:
+        return False
+    on_cuda = device.startswith("cuda")
+    importable = importlib.util.find_spec("liger_kernel") is not None
+    if setting == "auto":
+        return on_cuda and importable
+    if not on_cuda:
+        raise ValueError(f"recipe.liger: true needs a CUDA GPU (Liger's kernels are Triton), not {device}; "
+                         "use liger: auto")
+    if not importable:
+        raise ValueError("recipe.liger: true needs liger-kernel (pip install 'tournament[liger]'); or liger: auto")
+    return True
+
+
 # -- training ------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -83,69 +114,50 @@ def _tmp_dir(build: Path) -> Path:
     return build.with_name(build.name + ".tmp")
 
 
-def _latest_checkpoint(ckpt_root: Path) -> Path | None:
-    cands = sorted(p for p in ckpt_root.glob("step-*") if (p / "state.pt").exists())
-    return cands[-1] if cands else None
-
-
-def _save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, curve, keep: int = 2) -> None:
-    import torch
-
-    d = ckpt_root / f"step-{step:08d}"
-    tmp = ckpt_root / f".step-{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {
-        "step": step,
-        "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-        "loss_curve": curve,
-    }
-    torch.save(state, tmp / "state.pt")
-    shutil.rmtree(d, ignore_errors=True)
-    tmp.rename(d)
-    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list]:
-    import torch
-
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, t in state["trainable"].items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return int(state["step"]), list(state["loss_curve"])
-
-
-def _scheduler(name: str, optimizer, warmup: int, total: int):
-    from transformers import (
-        get_constant_schedule_with_warmup,
-        get_cosine_schedule_with_warmup,
-        get_linear_schedule_with_warmup,
-    )
-
-    if name == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, total)
-    if name == "linear":
-        return get_linear_schedule_with_warmup(optimizer, warmup, total)
-    return get_constant_schedule_with_warmup(optimizer, warmup)
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The last complete `checkpoint-N` (Trainer writes `trainer_state.json` last: a folder
+    without it was cut by a kill and is removed)."""
+    if not ckpt_root.exists():
+        return None
+    found = sorted((int(m.group(1)), p) for p in ckpt_root.iterdir() if (m := CHECKPOINT.match(p.name)))
+    for _, p in reversed(found):
+        if (p / "trainer_state.json").exists():
+            return p
+        shutil.rmtree(p, ignore_errors=True)
+    return None
 
 
 def _torch_dtype(name: str):
     import torch
 
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def training_arguments(candidate: Candidate, out_dir: Path, *, device: str, total_steps: int, warmup: int,
+                       amp: bool, liger: bool, world_size: int):
+    """Trainer's arguments for a recipe. The recipe's batch_size is the global micro-batch: with
+    N processes each takes batch_size / N, so a build means the same steps on any GPU count."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    r = candidate.recipe
+    if r.batch_size % world_size:
+        raise ValueError(f"recipe.batch_size {r.batch_size} does not split over {world_size} processes")
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    kw: dict[str, Any] = dict(
+        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=r.batch_size // world_size,
+        gradient_accumulation_steps=r.grad_accum, max_steps=total_steps, learning_rate=r.learning_rate,
+        weight_decay=r.weight_decay, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+        optim="adamw_torch_fused" if device.startswith("cuda") else "adamw_torch",
+        lr_scheduler_type={"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[r.scheduler],
+        warmup_steps=warmup, max_grad_norm=r.max_grad_norm or 0.0,
+        logging_strategy="steps", logging_steps=1, save_strategy="steps", save_steps=r.save_steps,
+        save_total_limit=2, report_to="none", disable_tqdm=True, seed=r.seed, data_seed=r.seed,
+        bf16=amp, use_cpu=device == "cpu", remove_unused_columns=False, dataloader_num_workers=0,
+        use_liger_kernel=liger, ddp_find_unused_parameters=False if world_size > 1 else None,
+    )
+    return TrainingArguments(**{k: v for k, v in kw.items() if k in known})
 
 
 def train_sft(
@@ -158,13 +170,16 @@ def train_sft(
     device: str = "auto",
     tracker: "Tracker | None" = None,
     run_name: str | None = None,
+    callbacks: list | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> TrainResult:
     """Train `candidate` from `base_dir` into `out_dir` (its `model/`, `checkpoints/`, `train_log.jsonl`).
-
-    Low level: no atomic rename, no reuse (see `build_candidate`)."""
+    `callbacks`: more `TrainerCallback`s. Low level: no atomic rename, no reuse (see `build_candidate`)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer
+
+    from tournament.train.callbacks import BuildLog, loss_curve, truncate_log
+    from tournament.train.memory import measure_peak, reset_peak
 
     r = candidate.recipe
     if r.method == "none":
@@ -173,14 +188,20 @@ def train_sft(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_root = out_dir / "checkpoints"
+    world_size, is_main = world()
     device = pick_device(device)
+    if world_size > 1 and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     on_gpu = device.startswith("cuda")
+    if on_gpu and torch.device(device).index is not None:
+        torch.cuda.set_device(torch.device(device))
     # GPU: bf16 compute under autocast. Full SFT keeps fp32 master weights (pure-bf16 weights lose
     # updates of relative size < 2^-8, i.e. most AdamW steps at lr 5e-5); LoRA keeps the frozen base
     # in bf16 and the adapters in fp32 (peft's default). CPU: fp32 throughout.
     amp = on_gpu and torch.cuda.is_bf16_supported()
     compute_dtype = torch.bfloat16 if amp else torch.float32
     train_dtype = torch.bfloat16 if amp and r.method == "lora" else torch.float32
+    liger = use_liger(r.liger, device)
     _seed_everything(r.seed)
 
     # data
@@ -205,13 +226,17 @@ def train_sft(
         total_steps = min(total_steps, max_steps)
     warmup = int(round(r.warmup_ratio * total_steps))
     log(f"{len(rows)} rows -> {len(seqs)} sequences, {n_tokens} tokens ({n_answer_tokens} trained); "
-        f"{total_steps} optimizer steps on {device}")
+        f"{total_steps} optimizer steps on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
+        + (" with Liger kernels" if liger else ""))
 
     # model
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=train_dtype)
-    model.to(device)
     if r.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable = getattr(model, "activation_checkpointing_enable", None)  # its name from transformers 5.x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if r.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -221,82 +246,53 @@ def train_sft(
         lcfg = LoraConfig(r=r.rank, lora_alpha=r.alpha, lora_dropout=r.dropout,
                           target_modules=r.target_modules, task_type="CAUSAL_LM")
         model = get_peft_model(model, lcfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(trainable, lr=r.learning_rate, weight_decay=r.weight_decay,
-                                  betas=(0.9, 0.999), eps=1e-8)
-    scheduler = _scheduler(r.scheduler, optimizer, warmup, total_steps)
 
-    step, curve = 0, []
-    if resume and (ck := _latest_checkpoint(ckpt_root)) is not None:
-        step, curve = _load_checkpoint(ck, model, optimizer, scheduler)
-        log(f"resumed from {ck.name} (step {step})")
-    elif ckpt_root.exists():
-        shutil.rmtree(ckpt_root)
+    checkpoint = latest_checkpoint(ckpt_root) if resume else None
+    train_log = out_dir / "train_log.jsonl"
+    if is_main:
+        if checkpoint is None:
+            shutil.rmtree(ckpt_root, ignore_errors=True)
+        truncate_log(train_log, int(CHECKPOINT.match(checkpoint.name).group(1)) if checkpoint else 0)
+    if checkpoint is not None:
+        log(f"resumed from {checkpoint.name}")
 
     from tournament.tracking import Run, environment_tags
 
     ml = tracker.start_run(run_name or candidate.id, tags={
         **environment_tags(), "tournament.kind": "train", "tournament.candidate": candidate.id,
-    }) if tracker is not None else Run()
+    }) if tracker is not None and is_main else Run()
     ml.params({"candidate": candidate.id, "config_hash": candidate.config_hash(max_steps),
                "base": candidate.base.describe(), "device": device,
                "dtype": str(train_dtype).removeprefix("torch."), "compute_dtype": str(compute_dtype).removeprefix("torch."),
                "rows": len(rows), "sequences": len(seqs), "tokens": n_tokens, "total_steps": total_steps,
-               "trainable_params": n_trainable,
+               "trainable_params": n_trainable, "liger_used": liger, "processes": world_size,
                **{f"recipe.{k}": v for k, v in r.model_dump(mode="json").items()},
                "prompt.style": candidate.prompt.style})
 
-    # the micro-batch stream: a pure function of (seed, epoch) so resume replays the same order
-    def micro_batches():
-        epoch = 0
-        while True:
-            yield from epoch_batches(len(seqs), r.batch_size, r.seed, epoch)
-            epoch += 1
-
-    stream = micro_batches()
-    for _ in range(step * r.grad_accum):  # skip what the checkpointed run already consumed
-        next(stream)
-    train_log = open(out_dir / "train_log.jsonl", "a", encoding="utf-8")
-    model.train()
-    t_loop = time.time()
+    args = training_arguments(candidate, out_dir, device=device, total_steps=total_steps, warmup=warmup,
+                              amp=amp, liger=liger, world_size=world_size)
+    dataset = [{"input_ids": ids, "labels": labels} for ids, labels in seqs]
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=CompletionCollator(tokenizer.pad_token_id),
+                      callbacks=[BuildLog(train_log, ml, total_steps, log), *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout (a --json child's channel)
     status = "FAILED"
     try:
-        while step < total_steps:
-            window = [next(stream) for _ in range(r.grad_accum)]
-            n_items = sum(sum(1 for x in seqs[i][1] if x != IGNORE) for mb in window for i in mb)
-            n_items = max(1, n_items)
-            step_loss = 0.0
-            for mb in window:
-                ids, labels, mask = collate([seqs[i] for i in mb], tokenizer.pad_token_id)
-                ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    out = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False,
-                                num_items_in_batch=torch.tensor(n_items, device=device))
-                loss = out.loss
-                loss.backward()
-                step_loss += float(loss.detach())
-            grad_norm = None
-            if r.max_grad_norm:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, r.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]  # the rate this step uses
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            curve.append([step, round(step_loss, 6)])
-            train_log.write(json.dumps({"step": step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
-                                        "elapsed": round(time.time() - t_loop, 3)}) + "\n")
-            train_log.flush()
-            ml.metrics({"train_loss": step_loss, "lr": lr}, step)
-            if step % max(1, total_steps // 20) == 0 or step == total_steps:
-                log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {lr:.2e}")
-            if step % r.save_steps == 0 and step < total_steps:
-                _save_checkpoint(ckpt_root, step, model, optimizer, scheduler, curve)
+        reset_peak(device)
+        t_loop = time.time()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.time() - t_loop
+        peak = measure_peak(device)
+        step = trainer.state.global_step
+        curve = loss_curve(trainer.state.log_history)
+        if not is_main:  # the main process saves the model and writes the manifest
+            status = "FINISHED"
+            return TrainResult(out_dir / "model", out_dir, step, curve, time.time() - t_start, {})
 
         # merge + save
+        model = trainer.model
         if r.method == "lora":
             model = model.merge_and_unload()
         save_dtype = r.save_dtype
@@ -331,13 +327,16 @@ def train_sft(
             "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
             "versions": library_versions(TRAIN_LIBRARIES),
             "hardware": hardware(device),
-            "train": {"method": r.method, "steps": step, "total_steps": total_steps, "max_steps": max_steps,
+            "train": {"method": r.method, "trainer": "transformers.Trainer", "steps": step,
+                      "total_steps": total_steps, "max_steps": max_steps,
                       "dtype": str(train_dtype).removeprefix("torch."),
                       "compute_dtype": str(compute_dtype).removeprefix("torch."), "saved_dtype": save_dtype,
                       "trainable_params": n_trainable, "total_params": n_total,
                       "loss_curve": curve, "final_loss": curve[-1][1] if curve else None,
                       "train_seconds": round(train_seconds, 3),
-                      "tokens_per_s": round(n_tokens * r.epochs / train_seconds, 1) if train_seconds > 0 else None},
+                      "tokens_per_s": round(n_tokens * r.epochs / train_seconds, 1) if train_seconds > 0 else None,
+                      "peak_memory": peak, "liger": liger, "gradient_checkpointing": r.gradient_checkpointing,
+                      "processes": world_size, "resumed_from": checkpoint.name if checkpoint else None},
             "wall_seconds": round(wall, 3),
             "mlflow_run_id": ml.run_id,
             "pid": os.getpid(),  # the process that trained (builds run in a child: build_in_subprocess)
@@ -345,12 +344,11 @@ def train_sft(
         }
         (out_dir / "candidate.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                                 encoding="utf-8")
-        ml.metrics({"train_seconds": train_seconds}, step)
+        ml.metrics({"train_seconds": train_seconds, "peak_memory_bytes": peak["bytes"]}, step)
         ml.artifact(out_dir / "candidate.json")
         if candidate.dataset_file() and (candidate.dataset_file().parent / "manifest.json").exists():
             ml.artifact(candidate.dataset_file().parent / "manifest.json")
         status = "FINISHED"
         return TrainResult(model_dir, out_dir, step, curve, wall, manifest)
     finally:
-        train_log.close()
         ml.end(status)

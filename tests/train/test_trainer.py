@@ -1,0 +1,188 @@
+"""Training on transformers' Trainer: the prompt carries no loss, what a build records (peak
+memory, time, kernels), the recipe keys it adds (liger, gradient_checkpointing), the arguments
+for several processes, and how many builds fit side by side on one GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.train.test_train import _cand
+from tournament.candidates import CandidateError, parse_candidate
+from tournament.train.build import ensure_built
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from tests.train.test_train import QA
+
+    p = tmp_path_factory.mktemp("ds") / "train.jsonl"
+    rows = [{"question": f"{q} ({i})", "answer": a} for i in range(4) for q, a in QA]
+    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return p
+
+
+def test_prompt_tokens_carry_no_loss(tiny_model_dir):
+    """Through the collator Trainer uses, the loss's gradient reaches no logit that predicts a
+    prompt token (nor padding); the logit that predicts the first answer token gets one."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tournament.prompting import PromptSpec
+    from tournament.train.examples import IGNORE, CompletionCollator, encode_example
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    spec = PromptSpec(style="chat", system="简洁回答")
+    items = [dict(zip(("input_ids", "labels"), encode_example(tok, spec, q, a, 128)))
+             for q, a in [("什么是 warp？", "warp 是调度单位。"), ("什么是 tiling，它为什么减少访存？", "分块。")]]
+    batch = CompletionCollator(tok.pad_token_id)(items)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    out = model(**batch)
+    out.logits.retain_grad()
+    out.loss.backward()
+    grad = out.logits.grad.abs().sum(-1)  # per position: the gradient on the logits there
+    for row, item in enumerate(items):
+        n_prompt = sum(1 for x in item["labels"] if x == IGNORE)
+        n = len(item["input_ids"])
+        assert n_prompt > 0 and (batch["labels"][row, :n_prompt] == IGNORE).all()
+        assert (batch["labels"][row, n:] == IGNORE).all() and (batch["attention_mask"][row, n:] == 0).all()
+        # logits at t predict token t+1: positions 0..n_prompt-2 predict prompt tokens
+        assert torch.count_nonzero(grad[row, : n_prompt - 1]) == 0
+        assert (grad[row, n_prompt - 1: n - 1] > 0).all()  # every answer token (and the EOS) counts
+        assert torch.count_nonzero(grad[row, n - 1:]) == 0  # the last token and the padding predict nothing
+    # the same loss as a cross-entropy over the answer tokens alone
+    logits, labels = out.logits[:, :-1].detach(), batch["labels"][:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                           ignore_index=IGNORE)
+    assert float(out.loss.detach()) == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_build_records_peak_memory_time_and_kernels(tiny_model_dir, dataset, tmp_path):
+    """A LoRA build with gradient checkpointing trains on Trainer and its candidate.json says
+    what it held at peak (CPU: the process's peak RSS), how long it trained, and that Liger
+    kernels were not used (auto, on the CPU)."""
+    cand = _cand(tiny_model_dir, dataset, "lora", cid="gc", gradient_checkpointing=True)
+    assert cand.recipe.liger == "auto"
+    doc = json.loads((ensure_built(cand, tmp_path, max_steps=2).parent / "candidate.json").read_text())
+    tr = doc["train"]
+    assert tr["trainer"] == "transformers.Trainer" and tr["steps"] == 2
+    assert tr["gradient_checkpointing"] is True and tr["liger"] is False and tr["processes"] == 1
+    assert tr["peak_memory"]["kind"] == "cpu_max_rss" and tr["peak_memory"]["bytes"] > 50 * 2**20
+    assert tr["train_seconds"] > 0 and doc["wall_seconds"] >= tr["train_seconds"]
+    assert "liger-kernel" in doc["versions"]
+    assert all(loss > 0 for _, loss in tr["loss_curve"])
+    from tournament.train.build import build_summary
+
+    summary = build_summary(cand, cand.build_dir(tmp_path, 2) / "model", 2)  # `tournament train --json`
+    assert summary["peak_memory_bytes"] == tr["peak_memory"]["bytes"] and summary["peak_memory_kind"] == "cpu_max_rss"
+
+
+def test_liger_setting(tiny_model_dir, dataset):
+    import importlib.util
+
+    from tournament.train.sft import use_liger
+
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    assert use_liger("auto", "cpu") is False and use_liger(False, "cuda") is False
+    assert use_liger("auto", "cuda") is installed
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        use_liger(True, "cpu")
+    if not installed:
+        with pytest.raises(ValueError, match=r"pip install 'tournament\[liger\]'"):
+            use_liger(True, "cuda")
+    # a compute choice, not a weight choice: outside the config hash, like the device
+    hashes = {_cand(tiny_model_dir, dataset, liger=v).config_hash() for v in ("auto", True, False)}
+    assert len(hashes) == 1
+    assert _cand(tiny_model_dir, dataset, gradient_checkpointing=True).config_hash() not in hashes
+    with pytest.raises(CandidateError, match="recipe.liger"):
+        parse_candidate({"id": "x", "base": {"path": "m"},
+                         "recipe": {"method": "full", "dataset": "d", "liger": "sometimes"}})
+
+
+def test_arguments_for_several_processes(tiny_model_dir, dataset, tmp_path):
+    """Under `accelerate launch` the recipe's batch is split over the processes (same steps,
+    same global batch on any GPU count); Trainer's own reporting and progress bars are off."""
+    from tournament.train.sft import training_arguments
+
+    cand = _cand(tiny_model_dir, dataset, batch_size=8, grad_accum=2, scheduler="constant")
+    args = training_arguments(cand, tmp_path, device="cpu", total_steps=10, warmup=1, amp=False, liger=False,
+                              world_size=2)
+    assert args.per_device_train_batch_size == 4 and args.gradient_accumulation_steps == 2
+    assert args.max_steps == 10 and args.lr_scheduler_type.value == "constant_with_warmup"
+    assert args.report_to in ([], "none", ["none"]) and args.disable_tqdm and args.output_dir.endswith("checkpoints")
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        training_arguments(cand, tmp_path, device="cpu", total_steps=10, warmup=1, amp=False, liger=False,
+                           world_size=3)
+
+
+def test_non_main_process_neither_locks_nor_tracks(tmp_path, monkeypatch):
+    """The main process of a launch holds the build's lock for all: another rank must not wait on it."""
+    import threading
+
+    from tournament.train.build import build_lock, training_tracker
+    from tournament.train.sft import world
+
+    target = tmp_path / "x-1"
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with build_lock(target):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    assert held.wait(10)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert world() == (2, False)
+    entered = threading.Event()
+
+    def rank1():
+        with build_lock(target):
+            entered.set()
+
+    threading.Thread(target=rank1, daemon=True).start()
+    assert entered.wait(5)  # did not wait for the holder
+    release.set()
+    t.join(10)
+    assert training_tracker(None) is None
+
+
+# -- how many builds fit side by side --------------------------------------------------------------
+GiB = 2**30
+
+
+def test_builds_that_fit():
+    from tournament.train.memory import CUDA_CONTEXT_BYTES, builds_that_fit
+
+    # 3 GiB peaks on an empty 80 GiB card: (80 * 0.9) // (3 + 0.75) = 19
+    assert builds_that_fit([3 * GiB, 2 * GiB], 80 * GiB) == int(80 * GiB * 0.9) // (3 * GiB + CUDA_CONTEXT_BYTES)
+    assert builds_that_fit([3 * GiB], 80 * GiB, max_workers=4) == 4
+    assert builds_that_fit([54 * GiB], 139 * GiB) == 2  # full SFT of gemma-3-270m without Liger on an H200
+    assert builds_that_fit([54 * GiB], 78 * GiB) == 1  # one always runs
+    assert builds_that_fit([], 80 * GiB) == 1  # nothing measured: no guess
+    assert builds_that_fit([None, 0], 80 * GiB) == 1
+
+
+def test_measured_peaks_read_earlier_builds(tmp_path):
+    from tournament.train.memory import measured_peaks, plan_build_workers
+
+    def manifest(folder: str, cid: str, peak: dict | None) -> None:
+        d = tmp_path / folder
+        d.mkdir()
+        (d / "candidate.json").write_text(json.dumps({"id": cid, "train": {"peak_memory": peak} if peak else None}))
+
+    manifest("a-1", "a", {"kind": "cuda_max_allocated", "bytes": 5 * GiB, "reserved_bytes": 6 * GiB})
+    manifest("a-2", "a", {"kind": "cuda_max_allocated", "bytes": 7 * GiB})  # an older record: allocated only
+    manifest("b-1", "b", {"kind": "cpu_max_rss", "bytes": 9 * GiB})  # a CPU build says nothing of a GPU
+    manifest("c-1", "c", None)  # an untrained base
+    (tmp_path / "broken-1").mkdir()
+    (tmp_path / "broken-1" / "candidate.json").write_text("{")
+    assert measured_peaks(tmp_path) == {"a": 7 * GiB}
+    assert measured_peaks(tmp_path, ["b", "c"]) == {}
+    n, why = plan_build_workers(tmp_path, ["b"], gpu=0)
+    assert n == 1 and ("no earlier build" in why or "no free-memory reading" in why)

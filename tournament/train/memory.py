@@ -1,0 +1,117 @@
+"""Memory of training builds: the peak a build measured (recorded in its candidate.json) and how
+many builds fit side by side on one GPU given those peaks and the GPU's free memory.
+
+A build records `train.peak_memory`: on CUDA `torch.cuda.max_memory_allocated` (`bytes`) and
+`max_memory_reserved` (`reserved_bytes`, what the caching allocator really took from the card);
+on the CPU the process's peak RSS. `builds_that_fit` plans with the reserved figure plus the
+CUDA context every process pays, so `build_workers` comes from measured numbers, not a guess.
+torch is imported inside the functions; the planning functions need none of it (the sweep's
+process must not create a CUDA context), and free memory is read with nvidia-smi."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+# What a process pays on a CUDA GPU beyond the tensors torch counts (context, cuBLAS workspace,
+# kernels): about 0.5 GiB on H100/H200 with torch 2.x; 0.75 GiB keeps a margin.
+CUDA_CONTEXT_BYTES = int(0.75 * 2**30)
+# Leave this share of the free memory unplanned (fragmentation, a longer batch than measured).
+HEADROOM = 0.10
+
+
+def reset_peak(device: str) -> None:
+    """Start a fresh CUDA peak (the model's weights, already allocated, stay counted)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def measure_peak(device: str) -> dict[str, Any]:
+    """The peak memory of this build so far, for candidate.json's `train.peak_memory`."""
+    if device.startswith("cuda"):
+        import torch
+
+        idx = torch.device(device).index
+        idx = torch.cuda.current_device() if idx is None else idx
+        return {"kind": "cuda_max_allocated", "bytes": int(torch.cuda.max_memory_allocated(idx)),
+                "reserved_bytes": int(torch.cuda.max_memory_reserved(idx)),
+                "device_total_bytes": int(torch.cuda.get_device_properties(idx).total_memory)}
+    import resource  # Unix; a build's peak RSS
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"kind": "cpu_max_rss", "bytes": int(rss if sys.platform == "darwin" else rss * 1024)}
+
+
+def gpu_peak_bytes(manifest: dict[str, Any]) -> int | None:
+    """What one earlier build of a candidate.json held on its GPU (reserved, else allocated);
+    None for a CPU build or one that recorded nothing."""
+    peak = ((manifest.get("train") or {}).get("peak_memory")) or {}
+    if not str(peak.get("kind", "")).startswith("cuda"):
+        return None
+    got = peak.get("reserved_bytes") or peak.get("bytes")
+    return int(got) if got else None
+
+
+def measured_peaks(builds_dir: Path, ids: Iterable[str] | None = None) -> dict[str, int]:
+    """{candidate id: the largest GPU peak any of its builds under `builds_dir` recorded}.
+    `ids`: only these candidates. Builds of other hashes of the same id count: a recipe's memory
+    depends on its model, batch and length far more than on its learning rate."""
+    wanted = set(ids) if ids is not None else None
+    out: dict[str, int] = {}
+    for f in sorted(Path(builds_dir).glob("*/candidate.json")):
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        cid, peak = doc.get("id"), gpu_peak_bytes(doc)
+        if cid and peak and (wanted is None or cid in wanted):
+            out[cid] = max(peak, out.get(cid, 0))
+    return out
+
+
+def builds_that_fit(peaks: Iterable[int], free_bytes: int, *, max_workers: int | None = None,
+                    context_bytes: int = CUDA_CONTEXT_BYTES, headroom: float = HEADROOM) -> int:
+    """How many builds can train side by side on one GPU with `free_bytes` free, given the
+    measured peaks of the builds to run (the largest is planned for every slot). At least 1 (one
+    build always runs, as without planning); 1 when nothing was measured (no guess); at most
+    `max_workers`."""
+    peaks = [int(p) for p in peaks if p]
+    if not peaks:
+        return 1
+    per_build = max(peaks) + context_bytes
+    n = int(free_bytes * (1.0 - headroom)) // per_build
+    n = max(1, n)
+    return min(n, max_workers) if max_workers else n
+
+
+def free_gpu_bytes(gpu: str | int = 0) -> int | None:
+    """Free memory of one GPU (nvidia-smi's index), without creating a CUDA context here; None
+    when nvidia-smi is missing or fails."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits",
+                              "-i", str(gpu)], capture_output=True, text=True, timeout=30, check=True).stdout
+        return int(float(out.strip().splitlines()[0])) * 2**20  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def plan_build_workers(builds_dir: Path, ids: Iterable[str], gpu: str | int = 0, *,
+                       max_workers: int | None = None) -> tuple[int, str]:
+    """`build_workers` for one GPU from earlier builds' measured peaks of these candidate ids
+    and the GPU's free memory now, with the reason in words."""
+    ids = list(ids)
+    peaks = measured_peaks(builds_dir, ids)
+    free = free_gpu_bytes(gpu)
+    if free is None:
+        return 1, "no free-memory reading (nvidia-smi): 1 at a time"
+    if not peaks:
+        return 1, "no earlier build of these candidates recorded its peak: 1 at a time"
+    n = builds_that_fit(peaks.values(), free, max_workers=max_workers)
+    largest = max(peaks, key=peaks.get)
+    return n, (f"{n} at a time: largest measured peak {peaks[largest] / 2**30:.1f} GiB ({largest}) "
+               f"+ {CUDA_CONTEXT_BYTES / 2**30:.2f} GiB context each, {free / 2**30:.1f} GiB free on GPU {gpu}")
