@@ -226,6 +226,8 @@ def normalize_param(name: str, spec: Any) -> Range | Choices | None:
         return Choices.model_validate(spec)
     if isinstance(spec, dict) and {"low", "high"} <= set(spec):
         return Range.model_validate(spec)
+    if isinstance(spec, dict) and set(spec) == {"log"} and isinstance(spec["log"], list) and len(spec["log"]) == 2:
+        return Range(low=spec["log"][0], high=spec["log"][1], log=True)  # shorthand: {log: [low, high]}
     if isinstance(spec, list) and name.rsplit(".", 1)[-1] not in ("stop",):  # a list-valued setting: fixed
         if not spec:
             raise ValueError(f"{name}: an empty list of choices")
@@ -252,6 +254,61 @@ class SearchSpace(_Strict):
     engine: dict[str, Any] = Field(default_factory=dict)
     decode: dict[str, Any] = Field(default_factory=dict)
     mode: Any = "batch"
+    # The recipe space (study/recipes.py): each trained candidate is then a template, and a trial
+    # draws fields of its recipe (rank, learning_rate, epochs, method, ...), its `quantization`
+    # (a choice of candidate `quantization:` values: none, fp8, {method: gptq}, ...) and its `base`
+    # (named base models, a candidate `base:` each). A drawn recipe is built on first use.
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    quantization: Any = None
+    base: dict[str, dict[str, Any]] | None = None
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from tournament.candidates import Recipe
+
+        bad = sorted(set(v) - set(Recipe.model_fields) | ({"dataset"} & set(v)))
+        if bad:
+            raise ValueError(f"unknown or fixed recipe field(s) {bad}; searchable: "
+                             f"{sorted(set(Recipe.model_fields) - {'dataset'})}")
+        for k, spec in v.items():
+            p = normalize_param(f"recipe.{k}", spec)
+            values = [p.low, p.high] if isinstance(p, Range) else p.choices if isinstance(p, Choices) else [spec]
+            for x in values:
+                if isinstance(p, Range) and p.is_int():
+                    x = int(x)
+                try:
+                    Recipe.model_validate({k: x, "dataset": "-"})
+                except ValidationError as e:
+                    raise ValueError(f"recipe.{k}: value {x!r} is invalid: {e.errors()[0]['msg']}") from None
+        return v
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization(cls, v: Any) -> Any:
+        from tournament.candidates import Quantization
+
+        p = normalize_param("quantization", v)
+        for q in (p.choices if isinstance(p, Choices) else [] if v is None else [v]):
+            Quantization.model_validate({"method": q} if isinstance(q, str) else q)
+        return v
+
+    @field_validator("base")
+    @classmethod
+    def _bases(cls, v: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        from tournament.candidates import BaseModelSpec
+
+        if v is not None:
+            if not v:
+                raise ValueError("base: give at least one named base model")
+            for name, spec in v.items():
+                BaseModelSpec.model_validate(spec)
+        return v
+
+    @property
+    def draws_recipes(self) -> bool:
+        """Does a trial draw its recipe (then the candidates are templates)?"""
+        return bool(self.recipe) or self.quantization is not None or self.base is not None
 
     @field_validator("engine", "decode")
     @classmethod
@@ -315,6 +372,14 @@ class RefitSpec(_Strict):
     split: str | None = "data/splits/pmpp-refit.yaml"  # built when the dataset is missing
 
 
+class BuildBudget(_Strict):
+    """How much a sweep may train for drawn recipes (study/recipes.py): new recipes built (each
+    its refit and honest build), and/or minutes of training. Spent: trials draw among built ones."""
+
+    recipes: int | None = Field(None, ge=0)
+    minutes: float | None = Field(None, ge=0)
+
+
 class SweepConfig(_Strict):
     study: str = "tournament"
     trials: int = Field(20, ge=1)
@@ -341,6 +406,8 @@ class SweepConfig(_Strict):
     # What the sweep optimises (objectives.py): each an Optuna objective over a trial metric. The
     # default is the judge's ranking: predicted judge accuracy, then chars/s.
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
+    # With a recipe space: how many new recipes (or minutes of training) the study may build.
+    build_budget: BuildBudget = Field(default_factory=BuildBudget)
     # Folder that relative paths in this file start from (set by load_sweep_config).
     base_dir: str = "."
 
