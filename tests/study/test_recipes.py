@@ -38,7 +38,7 @@ def _sweep_file(tmp_path, small, large, qa, study="recipes", trials=8):
     sweep = tmp_path / f"{study}.yaml"
     sweep.write_text(yaml.safe_dump({
         "study": study, "trials": trials, "decode_trials_per_engine": 2, "speed_repeats": 1,
-        "start_builds_together": True,
+        "start_builds_together": True, "build_workers": 2,
         "candidates": [str(template)], "eval": {"path": str(qa), "limit": 4},
         "judge": {"set": "basic", "pass_mark": 0.0, "health_timeout": 120},
         "refit": {"dataset": str(every), "split": None},

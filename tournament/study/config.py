@@ -40,6 +40,11 @@ space:
     repetition_penalty: {choices: [1.0, 1.15]}
     stop: {choices: [[], ["\\n\\n"]]}     # list-valued settings need the explicit `choices` form
   mode: batch
+  # A recipe space (study/recipes.py) makes the trained candidates templates; a trial draws:
+  # recipe: {method: [lora, full], rank: [8, 16], learning_rate: {log: [5.0e-5, 5.0e-4]}, epochs: [1, 2]}
+  # quantization: [none, fp8]   # candidate `quantization:` values
+  # base: {small: {path: models/a}, large: {path: models/b}}   # named candidate `base:` values
+build_budget: {recipes: 5, minutes: 12}   # with a recipe space: new recipes built, minutes of building
 enqueue:                        # known-good configurations, run first (Optuna enqueue_trial)
   - {candidate: gemma-base, prompt: one-shot, decode: {max_tokens: 96}}
 objectives:                     # optional; default: predicted judge accuracy and chars/s, both maximised
@@ -248,62 +253,47 @@ def decode_choice(v: Any, example: Any) -> Any:
     return v
 
 
+def spec_values(name: str, spec: Any) -> list[Any]:
+    """The values to check of a setting: a range's ends, every choice, or the fixed value."""
+    p = normalize_param(name, spec)
+    if isinstance(p, Range):
+        return [int(p.low), int(p.high)] if p.is_int() else [p.low, p.high]
+    return p.choices if isinstance(p, Choices) else [spec]
+
+
 class SearchSpace(_Strict):
     candidate: list[str] | None = None
     prompt: dict[str, dict[str, Any]] | None = None
     engine: dict[str, Any] = Field(default_factory=dict)
     decode: dict[str, Any] = Field(default_factory=dict)
     mode: Any = "batch"
-    # The recipe space (study/recipes.py): each trained candidate is then a template, and a trial
-    # draws fields of its recipe (rank, learning_rate, epochs, method, ...), its `quantization`
-    # (a choice of candidate `quantization:` values: none, fp8, {method: gptq}, ...) and its `base`
-    # (named base models, a candidate `base:` each). A drawn recipe is built on first use.
+    # The recipe space (study/recipes.py): the trained candidates become templates; a trial draws
+    # recipe fields, a candidate `quantization:` value and a named candidate `base:`.
     recipe: dict[str, Any] = Field(default_factory=dict)
     quantization: Any = None
     base: dict[str, dict[str, Any]] | None = None
 
-    @field_validator("recipe")
-    @classmethod
-    def _recipe_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from tournament.candidates import Recipe
+    @model_validator(mode="after")
+    def _recipe_space(self) -> "SearchSpace":
+        from tournament.candidates import BaseModelSpec, Quantization, Recipe
 
-        bad = sorted(set(v) - set(Recipe.model_fields) | ({"dataset"} & set(v)))
-        if bad:
-            raise ValueError(f"unknown or fixed recipe field(s) {bad}; searchable: "
-                             f"{sorted(set(Recipe.model_fields) - {'dataset'})}")
-        for k, spec in v.items():
-            p = normalize_param(f"recipe.{k}", spec)
-            values = [p.low, p.high] if isinstance(p, Range) else p.choices if isinstance(p, Choices) else [spec]
-            for x in values:
-                if isinstance(p, Range) and p.is_int():
-                    x = int(x)
-                try:
-                    Recipe.model_validate({k: x, "dataset": "-"})
-                except ValidationError as e:
-                    raise ValueError(f"recipe.{k}: value {x!r} is invalid: {e.errors()[0]['msg']}") from None
-        return v
-
-    @field_validator("quantization")
-    @classmethod
-    def _quantization(cls, v: Any) -> Any:
-        from tournament.candidates import Quantization
-
-        p = normalize_param("quantization", v)
-        for q in (p.choices if isinstance(p, Choices) else [] if v is None else [v]):
-            Quantization.model_validate({"method": q} if isinstance(q, str) else q)
-        return v
-
-    @field_validator("base")
-    @classmethod
-    def _bases(cls, v: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
-        from tournament.candidates import BaseModelSpec
-
-        if v is not None:
-            if not v:
-                raise ValueError("base: give at least one named base model")
-            for name, spec in v.items():
-                BaseModelSpec.model_validate(spec)
-        return v
+        searchable = sorted(set(Recipe.model_fields) - {"dataset"})
+        if set(self.recipe) - set(searchable):
+            raise ValueError(f"recipe: unknown or fixed field(s) {sorted(set(self.recipe) - set(searchable))}; "
+                             f"searchable: {searchable}")
+        checks = [(Recipe, f"recipe.{k}", {k: x, "dataset": "-"}) for k, spec in self.recipe.items()
+                  for x in spec_values(f"recipe.{k}", spec)]
+        checks += [(Quantization, "quantization", {"method": q} if isinstance(q, str) else q)
+                   for q in ([] if self.quantization is None else spec_values("quantization", self.quantization))]
+        checks += [(BaseModelSpec, f"base.{name}", b) for name, b in (self.base or {}).items()]
+        for model, name, value in checks:
+            try:
+                model.model_validate(value)
+            except ValidationError as e:
+                raise ValueError(f"{name}: {value!r} is invalid: {e.errors()[0]['msg']}") from None
+        if self.base == {}:
+            raise ValueError("base: give at least one named base model")
+        return self
 
     @property
     def draws_recipes(self) -> bool:
@@ -400,7 +390,8 @@ class SweepConfig(_Strict):
     # profiling GPU memory at the same moment count each other's allocations (see study/servers.py).
     start_builds_together: bool = False
     # Build every trained build before the first trial, this many training processes at a time
-    # (0: build each when a trial first needs it). 6 builds of gemma-3-270m took 12 of a 20-minute
+    # (0: build each when a trial first needs it). With a recipe space nothing is built beforehand:
+    # this many of a drawn recipe's two builds (refit, honest) train at once (0 or 1: one after the other). 6 builds of gemma-3-270m took 12 of a 20-minute
     # H200 sweep one after another.
     build_workers: int = Field(0, ge=0)
     # What the sweep optimises (objectives.py): each an Optuna objective over a trial metric. The
@@ -417,11 +408,7 @@ class SweepConfig(_Strict):
         # extremes now, not at trial 17.
         for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
             for name, spec in self.space.params(section).items():
-                p = normalize_param(f"{section}.{name}", spec)
-                values = ([p.low, p.high] if isinstance(p, Range) else p.choices if isinstance(p, Choices) else [spec])
-                for v in values:
-                    if isinstance(p, Range) and p.is_int():
-                        v = int(v)
+                for v in spec_values(f"{section}.{name}", spec):
                     try:
                         model.model_validate({name: v})
                     except ValidationError as e:

@@ -173,7 +173,10 @@ class RecipeBook:
         template = trial.params.get("candidate")
         same = [e for e in built if e["params"].get("candidate") == template] or built
         mine = {k: v for k, v in trial.params.items() if k in param_names(self.cfg)}
-        target = min(same, key=lambda e: _distance(mine, e["params"]))["params"] if same else None
+        target = dict(min(same, key=lambda e: _distance(mine, e["params"]))["params"]) if same else None
+        if target and "quantization" in mine and _engine_side(mine["quantization"]) \
+                and _engine_side(target.get("quantization", "none")):
+            target["quantization"] = mine["quantization"]  # vLLM quantizes on load: no build needed
         raise OverBudget(f"{state.describe()}; {rc.id} is not built", target)
 
     def redirect(self, study, trial, e: OverBudget) -> str:
@@ -226,7 +229,8 @@ class RecipeBook:
             from concurrent.futures import ThreadPoolExecutor
 
             # the first build of this process alone: it may import the shared base model (embedded gemma)
-            together = len(rc.builds) if self.built_once else 1
+            # and two at once only when build_workers allows it (two full SFTs of gemma-3-270m overflow an H100)
+            together = min(len(rc.builds), max(1, self.cfg.build_workers)) if self.built_once else 1
             with ThreadPoolExecutor(max_workers=together) as pool:
                 for f in [pool.submit(b.model_dir, lambda line, r=b.role: self.echo(f"  [{rc.id}/{r}] {line}"))
                           for b in rc.builds.values()]:
@@ -279,6 +283,14 @@ def _manifest(build) -> dict[str, Any]:
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
     except ValueError:
         return {}
+
+
+def _engine_side(encoded: Any) -> bool:
+    """Is a drawn quantization (as Optuna holds it) done by the engine on load, weights unchanged?"""
+    from tournament.candidates import Quantization
+
+    q = json.loads(encoded) if isinstance(encoded, str) and encoded.startswith("{") else encoded
+    return not Quantization.model_validate({"method": q} if isinstance(q, str) else q).needs_checkpoint
 
 
 def _distance(drawn: dict[str, Any], params: dict[str, Any]) -> float:
