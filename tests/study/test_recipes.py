@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import TINY_QA
 from tournament.cli import app
+from tournament.study.board import recipe_cell
 from tournament.study.config import SweepConfigError, parse_sweep_config
 
 runner = CliRunner()
@@ -129,8 +130,11 @@ def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
     rows = json.loads(r.stdout)["trials"]
     assert all(row["recipe"]["config_hash"] in drawn for row in rows if row["state"] == "COMPLETE")
     r = runner.invoke(app, ["board", "--runs-dir", str(runs_dir), "--study", "recipes", "--no-plots",
-                            "--ledger", str(tmp_path / "ledger.json")])
-    assert "recipe (hash" in r.output and "–" in r.output  # no peak memory recorded: a dash
+                            "--ledger", str(tmp_path / "ledger.json")], env={"COLUMNS": "500"})
+    assert "recipe (hash" in r.output
+    row = next(row for row in rows if row["state"] == "COMPLETE")
+    cell = recipe_cell(row["recipe"])  # no peak memory recorded by the training: a dash
+    assert cell.startswith(row["recipe"]["config_hash"][:8]) and cell.endswith("–") and cell in r.output
 
     # pick writes the drawn recipe's YAML; it rebuilds the winner's config hashes
     winner = tmp_path / "winner.json"
@@ -146,3 +150,51 @@ def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
     refit = with_dataset(c, refit_data)
     assert refit.config_hash() == cand["config_hash"]
     assert ensure_built(refit).parent.name.endswith(cand["config_hash"][:12])  # reused: the same build
+
+
+def test_draws_derive_candidates_and_the_spent_budget_redirects(tmp_path, tiny_model_dir):
+    """Without training: a draw is the template with the drawn values (LoRA fields for lora only;
+    on-the-fly fp8 is the same build), the budget is read from the study, an over-budget draw names
+    the nearest built recipe (keeping on-the-fly fp8), and a failed recipe is not built again."""
+    import optuna
+
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipes import OverBudget, RecipeBook
+
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["space"]["quantization"] = ["none", "fp8"]
+    raw["build_budget"] = {"recipes": 1}
+    cfg = parse_sweep_config(raw)
+    candidates = resolve_candidates(cfg)
+    book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+
+    def draw(params):
+        study.enqueue_trial(params)
+        trial = study.ask()
+        try:
+            return trial, book.draw(trial, "tiny", study)
+        except OverBudget as e:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return trial, e
+
+    lora = {"base": "small", "recipe.method": "lora", "recipe.rank": 8, "recipe.learning_rate": 2e-4,
+            "quantization": "none"}
+    t, rc = draw(lora)
+    assert rc.id.startswith("tiny-") and rc.candidate_obj.recipe.rank == 8 and rc.unseen is not None
+    assert rc.info["drawn"]["recipe.rank"] == 8 and rc.info["candidate_yaml"]["recipe"]["rank"] == 8
+    t2, fp8 = draw({**lora, "quantization": "fp8"})
+    assert fp8.id == rc.id + "+fp8" and fp8.config_hash == rc.config_hash and fp8.engine["quantization"] == "fp8"
+    t3, full = draw({**lora, "recipe.method": "full"})
+    assert "recipe.rank" not in t3.params and full.config_hash != rc.config_hash
+    study.set_user_attr("recipe:" + rc.config_hash[:12], {"id": rc.id, "status": "built", "seconds": 60.0,
+                                                          "params": {k: t.params[k] for k in lora}})
+    assert book.budget(study).spent and book.budget(study).built == 1
+    _, over = draw({**lora, "recipe.method": "full", "quantization": "fp8"})
+    assert isinstance(over, OverBudget) and over.redirect == {**lora, "quantization": "fp8"}
+    study.set_user_attr("recipe:" + full.config_hash[:12], {"id": full.id, "status": "failed", "trial": 2,
+                                                            "reason": "OOM: boom", "params": {}})
+    with pytest.raises(RuntimeError, match="not retried: OOM: boom"):
+        book.ensure_built(study, t3, full.id)
+    assert not (tmp_path / "builds").exists()

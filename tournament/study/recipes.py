@@ -216,8 +216,7 @@ class RecipeBook:
         if entry and entry.get("status") == "failed":
             raise RuntimeError(f"recipe {rc.id} failed to build before (trial {entry.get('trial')}); not retried: "
                                f"{entry.get('reason')}")
-        params = {"candidate": trial.params.get("candidate"), **{k: v for k, v in trial.params.items()
-                                                                  if k in param_names(self.cfg)}}
+        params = {k: v for k, v in trial.params.items() if k == "candidate" or k in param_names(self.cfg)}
         fresh = entry is None and not self._built(rc)
         mine = fresh
         if fresh:
