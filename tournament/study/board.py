@@ -122,6 +122,17 @@ def _short(key: str) -> str:
     return _ABBR.get(k, k)
 
 
+def recipe_cell(recipe: dict[str, Any] | None) -> str:
+    """A drawn recipe's build on the board: its config hash, training seconds, peak memory ('–'
+    where the build did not record them)."""
+    if not recipe:
+        return "-"
+    dash = "–"
+    secs, peak = recipe.get("train_seconds"), recipe.get("peak_memory_gib")
+    return (f"{(recipe.get('config_hash') or '?')[:8]} · {dash if secs is None else f'{secs:.0f}'} · "
+            f"{dash if peak is None else f'{peak:.2f}'}")
+
+
 def _f(v, fmt="{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
@@ -155,6 +166,8 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
             "judge acc (pred.)" if cal else "pred. acc (prior)", "zh_rougeL", "POST", "chars/s", "spread",
             "cycled", "judge chars/s (pred.)" if cal else "judge chars/s (prior)", f"pred. s/{nq}",
             "health s"] + [o.name for o in extra]
+    recipes = any(r.recipe for r in records[:limit])  # a recipe space: the build of each trial's draw
+    cols += ["recipe (hash · train s · peak GiB)"] if recipes else []
     cols.append("status")
     for c in cols:
         table.add_column(c, overflow="fold")
@@ -179,6 +192,8 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
                  _f(r.chars_per_s, "{:.0f}"), spread, _f(r.chars_per_s_cycled, "{:.0f}"), judge_speed,
                  _f(r.predict_seconds_scaled, "{:.1f}"), _f(r.health_seconds, "{:.1f}")]
         cells += [_f(r.value(o.metric), "{:.4g}") for o in extra]
+        if recipes:
+            cells.append(recipe_cell(r.recipe))
         status = r.state if r.state != "FAIL" else f"FAIL: {(r.fail_reason or '')[-80:]}"
         if r.duplicate_of is not None:
             status = f"repeat of #{r.duplicate_of}"

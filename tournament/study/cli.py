@@ -247,7 +247,7 @@ def pick_cmd(
     from tournament.study import ledger as submissions
     from tournament.study.board import board_records, load_study
     from tournament.study.objectives import stored_objectives
-    from tournament.study.winner import auto_pick, build_winner, write_winner
+    from tournament.study.winner import auto_pick, build_winner, write_candidate_yaml, write_winner
     from tournament.study.winner_view import picked_line
 
     if (trial is None) == (not auto):
@@ -269,8 +269,11 @@ def pick_cmd(
         _fail(f"pick: {e}")
     for w in warns:
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+    recipe_yaml = write_candidate_yaml(doc, out)  # a drawn recipe: its YAML, for `tournament train`
     write_winner(doc, out)
     typer.echo(picked_line(doc, out, data["study"], trial_n, rule))
+    if recipe_yaml is not None:
+        typer.echo(f"wrote {recipe_yaml}: the drawn recipe (tournament train {recipe_yaml} --dataset <refit dataset>)")
 
 
 @app.command("submit")

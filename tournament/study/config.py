@@ -40,6 +40,11 @@ space:
     repetition_penalty: {choices: [1.0, 1.15]}
     stop: {choices: [[], ["\\n\\n"]]}     # list-valued settings need the explicit `choices` form
   mode: batch
+  # A recipe space (study/recipes.py) makes the trained candidates templates; a trial draws:
+  # recipe: {method: [lora, full], rank: [8, 16], learning_rate: {log: [5.0e-5, 5.0e-4]}, epochs: [1, 2]}
+  # quantization: [none, fp8]   # candidate `quantization:` values
+  # base: {small: {path: models/a}, large: {path: models/b}}   # named candidate `base:` values
+build_budget: {recipes: 5, minutes: 12}   # with a recipe space: new recipes built, minutes of building
 enqueue:                        # known-good configurations, run first (Optuna enqueue_trial)
   - {candidate: gemma-base, prompt: one-shot, decode: {max_tokens: 96}}
 objectives:                     # optional; default: predicted judge accuracy and chars/s, both maximised
@@ -226,6 +231,8 @@ def normalize_param(name: str, spec: Any) -> Range | Choices | None:
         return Choices.model_validate(spec)
     if isinstance(spec, dict) and {"low", "high"} <= set(spec):
         return Range.model_validate(spec)
+    if isinstance(spec, dict) and set(spec) == {"log"} and isinstance(spec["log"], list) and len(spec["log"]) == 2:
+        return Range(low=spec["log"][0], high=spec["log"][1], log=True)  # shorthand: {log: [low, high]}
     if isinstance(spec, list) and name.rsplit(".", 1)[-1] not in ("stop",):  # a list-valued setting: fixed
         if not spec:
             raise ValueError(f"{name}: an empty list of choices")
@@ -246,12 +253,52 @@ def decode_choice(v: Any, example: Any) -> Any:
     return v
 
 
+def spec_values(name: str, spec: Any) -> list[Any]:
+    """The values to check of a setting: a range's ends, every choice, or the fixed value."""
+    p = normalize_param(name, spec)
+    if isinstance(p, Range):
+        return [int(p.low), int(p.high)] if p.is_int() else [p.low, p.high]
+    return p.choices if isinstance(p, Choices) else [spec]
+
+
 class SearchSpace(_Strict):
     candidate: list[str] | None = None
     prompt: dict[str, dict[str, Any]] | None = None
     engine: dict[str, Any] = Field(default_factory=dict)
     decode: dict[str, Any] = Field(default_factory=dict)
     mode: Any = "batch"
+    # The recipe space (study/recipes.py): the trained candidates become templates; a trial draws
+    # recipe fields, a candidate `quantization:` value and a named candidate `base:`.
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    quantization: Any = None
+    base: dict[str, dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _recipe_space(self) -> "SearchSpace":
+        from tournament.candidates import BaseModelSpec, Quantization, Recipe
+
+        searchable = sorted(set(Recipe.model_fields) - {"dataset"})
+        if set(self.recipe) - set(searchable):
+            raise ValueError(f"recipe: unknown or fixed field(s) {sorted(set(self.recipe) - set(searchable))}; "
+                             f"searchable: {searchable}")
+        checks = [(Recipe, f"recipe.{k}", {k: x, "dataset": "-"}) for k, spec in self.recipe.items()
+                  for x in spec_values(f"recipe.{k}", spec)]
+        checks += [(Quantization, "quantization", {"method": q} if isinstance(q, str) else q)
+                   for q in ([] if self.quantization is None else spec_values("quantization", self.quantization))]
+        checks += [(BaseModelSpec, f"base.{name}", b) for name, b in (self.base or {}).items()]
+        for model, name, value in checks:
+            try:
+                model.model_validate(value)
+            except ValidationError as e:
+                raise ValueError(f"{name}: {value!r} is invalid: {e.errors()[0]['msg']}") from None
+        if self.base == {}:
+            raise ValueError("base: give at least one named base model")
+        return self
+
+    @property
+    def draws_recipes(self) -> bool:
+        """Does a trial draw its recipe (then the candidates are templates)?"""
+        return bool(self.recipe) or self.quantization is not None or self.base is not None
 
     @field_validator("engine", "decode")
     @classmethod
@@ -315,6 +362,14 @@ class RefitSpec(_Strict):
     split: str | None = "data/splits/pmpp-refit.yaml"  # built when the dataset is missing
 
 
+class BuildBudget(_Strict):
+    """How much a sweep may train for drawn recipes (study/recipes.py): new recipes built (each
+    its refit and honest build), and/or minutes of training. Spent: trials draw among built ones."""
+
+    recipes: int | None = Field(None, ge=0)
+    minutes: float | None = Field(None, ge=0)
+
+
 class SweepConfig(_Strict):
     study: str = "tournament"
     trials: int = Field(20, ge=1)
@@ -335,12 +390,15 @@ class SweepConfig(_Strict):
     # profiling GPU memory at the same moment count each other's allocations (see study/servers.py).
     start_builds_together: bool = False
     # Build every trained build before the first trial, this many training processes at a time
-    # (0: build each when a trial first needs it). 6 builds of gemma-3-270m took 12 of a 20-minute
+    # (0: build each when a trial first needs it). With a recipe space nothing is built beforehand:
+    # this many of a drawn recipe's two builds (refit, honest) train at once (0 or 1: one after the other). 6 builds of gemma-3-270m took 12 of a 20-minute
     # H200 sweep one after another.
     build_workers: int = Field(0, ge=0)
     # What the sweep optimises (objectives.py): each an Optuna objective over a trial metric. The
     # default is the judge's ranking: predicted judge accuracy, then chars/s.
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
+    # With a recipe space: how many new recipes (or minutes of training) the study may build.
+    build_budget: BuildBudget = Field(default_factory=BuildBudget)
     # Folder that relative paths in this file start from (set by load_sweep_config).
     base_dir: str = "."
 
@@ -350,11 +408,7 @@ class SweepConfig(_Strict):
         # extremes now, not at trial 17.
         for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
             for name, spec in self.space.params(section).items():
-                p = normalize_param(f"{section}.{name}", spec)
-                values = ([p.low, p.high] if isinstance(p, Range) else p.choices if isinstance(p, Choices) else [spec])
-                for v in values:
-                    if isinstance(p, Range) and p.is_int():
-                        v = int(v)
+                for v in spec_values(f"{section}.{name}", spec):
                     try:
                         model.model_validate({name: v})
                     except ValidationError as e:

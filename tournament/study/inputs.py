@@ -68,6 +68,7 @@ class ResolvedCandidate:
     gguf_file: str | None = None
     modelscope_id: str | None = None
     revision: str | None = None
+    candidate_obj: Any = None  # the tournament.candidates.Candidate of a YAML candidate (a recipe template)
 
     @property
     def ship(self) -> Build:
@@ -138,9 +139,16 @@ def _refit_dataset(cfg: SweepConfig) -> Path:
 
 
 def _yaml_candidate(cfg: SweepConfig, entry: str) -> ResolvedCandidate:
-    from tournament.candidates import load_candidate, with_dataset
+    from tournament.candidates import load_candidate
 
-    c = load_candidate(cfg.resolve_path(entry))
+    return resolve_candidate(cfg, load_candidate(cfg.resolve_path(entry)), str(entry))
+
+
+def resolve_candidate(cfg: SweepConfig, c, entry: str, key: str | None = None) -> ResolvedCandidate:
+    """A candidate (tournament.candidates.Candidate) with its builds: refit + honest for a trained
+    recipe (honest alone with refit disabled), else its base. `key`: the id the sweep knows it by."""
+    from tournament.candidates import with_dataset
+
     hints = c.serve_overrides("unused")
     publish, base = c.publish, c.base
     ms = base.modelscope
@@ -161,9 +169,9 @@ def _yaml_candidate(cfg: SweepConfig, entry: str) -> ResolvedCandidate:
             "quantization": c.quantization.model_dump(mode="json"), "modelscope_id": ms_id, "revision": rev}
     if "honest" in builds and ship.role != "honest":
         info["honest_config_hash"] = builds["honest"].config_hash
-    return ResolvedCandidate(id=c.id, prompt=c.prompt.model_dump(), engine=dict(hints.get("engine") or {}),
+    return ResolvedCandidate(id=key or c.id, prompt=c.prompt.model_dump(), engine=dict(hints.get("engine") or {}),
                              decode=dict(hints.get("decode") or {}), info=info, builds=builds,
-                             modelscope_id=ms_id, revision=rev)
+                             modelscope_id=ms_id, revision=rev, candidate_obj=c)
 
 
 def resolve_candidates(cfg: SweepConfig) -> dict[str, ResolvedCandidate]:

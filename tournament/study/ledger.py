@@ -217,6 +217,18 @@ def calibration(doc: dict[str, Any]):
     return fit(calibration_points(doc))
 
 
+def judge_model_from_ledger(path: Path | None):
+    """The judge model (judge_model.JudgeModel), calibrated by the ledger's judge results when
+    there are any (the sweep's)."""
+    if path is not None and Path(path).exists():
+        cal = calibration(load(path))
+        if cal is not None:
+            return cal.judge_model
+    from tournament.study.judge_model import JudgeModel
+
+    return JudgeModel.from_points()
+
+
 def listing(doc: dict[str, Any], path: Path):
     """The rich table of `tournament ledger`: one row per submission, with the judge's results."""
     from rich.table import Table

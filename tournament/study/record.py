@@ -131,6 +131,9 @@ class TrialRecord:
     # every metric the trial recorded (per judge set too), old studies normalised
     metrics: dict[str, Any] = field(default_factory=dict)
     candidate_info: dict[str, Any] = field(default_factory=dict)
+    # a drawn recipe (study/recipes.py): the drawn values, the build's id and hashes, training
+    # seconds and peak memory (None where the build did not record them); None for a listed candidate
+    recipe: dict[str, Any] | None = None
 
     @classmethod
     def from_trial(cls, t) -> "TrialRecord":
@@ -145,7 +148,8 @@ class TrialRecord:
         return cls(
             trial=t.number, state=t.state.name,
             feasible=t.state == TrialState.COMPLETE and bool(cons) and all(v <= 0 for v in cons.values()),
-            candidate=t.params.get("candidate") or cand.get("id"), build=build_of(cand), params=dict(t.params),
+            candidate=(cand.get("id") if cand.get("template") else None) or t.params.get("candidate") or cand.get("id"),
+            build=build_of(cand), params=dict(t.params), recipe=_recipe(t.user_attrs, cand),
             constraints=cons, duplicate_of=t.user_attrs.get("duplicate_of"),
             max_tokens=(sc.get("decode") or {}).get("max_tokens"), mode=sc.get("mode"), serve_config=sc,
             fail_reason=t.user_attrs.get("fail_reason"), mlflow_run_id=t.user_attrs.get("mlflow_run_id"),
@@ -200,6 +204,18 @@ class TrialRecord:
         if self.predicted is None:
             row.pop("predicted")
         return row
+
+
+def _recipe(attrs: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any] | None:
+    """The trial's drawn recipe: as its build recorded it, else as the draw named it (a trial that
+    failed before its build, or answered from the cache)."""
+    if attrs.get("recipe"):
+        return dict(attrs["recipe"])
+    if cand.get("template"):
+        return {"id": cand.get("id"), "template": cand["template"], "drawn": cand.get("drawn"),
+                "config_hash": cand.get("config_hash"), "honest_config_hash": cand.get("honest_config_hash"),
+                "train_seconds": None, "peak_memory_gib": None}
+    return None
 
 
 def known_metric(name: str) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.study.config import (
@@ -42,7 +42,8 @@ class TrialPlan:
         return json_hash(self.group, 12)
 
 
-def _suggest(trial, name: str, spec: Any) -> Any:
+def suggest_value(trial, name: str, spec: Any) -> Any:
+    """Draw one setting in the sweep file's syntax (a fixed value is returned as is)."""
     p = normalize_param(name, spec)
     if p is None:
         return spec
@@ -55,37 +56,42 @@ def _suggest(trial, name: str, spec: Any) -> Any:
     return trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
 
 
-def group_param_names(cfg: SweepConfig, candidates: dict[str, ResolvedCandidate]) -> list[str]:
+def group_param_names(cfg: SweepConfig, candidates: dict[str, ResolvedCandidate],
+                      recipe_params: list[str] = ()) -> list[str]:
     names = []
     if len(cfg.space.candidate or candidates) > 1:
         names.append("candidate")
+    names += list(recipe_params)  # a drawn recipe is a build: a new server
     if cfg.space.prompt and len(cfg.space.prompt) > 1:
         names.append("prompt")
     names += [f"engine.{k}" for k, v in cfg.space.engine.items() if normalize_param(f"engine.{k}", v) is not None]
     return names
 
 
-def suggest_plan(trial, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate]) -> TrialPlan:
+def suggest_plan(trial, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate],
+                 draw_recipe: Callable[[Any, str], ResolvedCandidate] | None = None) -> TrialPlan:
     """Define-by-run: group parameters first, then decode settings and mode. The one validation of
-    a drawn trial's settings."""
+    a drawn trial's settings. `draw_recipe(trial, template)`: the recipe space's draw on the chosen
+    candidate (study/recipes.py), which returns the drawn candidate."""
     ids = cfg.space.candidate or list(candidates)
     unknown = [i for i in ids if i not in candidates]
     if unknown:
         raise ValueError(f"space.candidate names unknown candidate(s) {unknown}; known: {list(candidates)}")
     cand = trial.suggest_categorical("candidate", ids) if len(ids) > 1 else ids[0]
+    rc = draw_recipe(trial, cand) if draw_recipe is not None else candidates[cand]
     variants = cfg.space.prompt
     pv = None
     if variants:
         names = list(variants)
         pv = trial.suggest_categorical("prompt", names) if len(names) > 1 else names[0]
-    engine = {**EngineSettings().model_dump(), **candidates[cand].engine}
+    engine = {**EngineSettings().model_dump(), **rc.engine}
     for k, spec in cfg.space.engine.items():
-        engine[k] = _suggest(trial, f"engine.{k}", spec)
-    decode = {**DecodeSettings().model_dump(), **candidates[cand].decode}
+        engine[k] = suggest_value(trial, f"engine.{k}", spec)
+    decode = {**DecodeSettings().model_dump(), **rc.decode}
     for k, spec in cfg.space.decode.items():
-        decode[k] = _suggest(trial, f"decode.{k}", spec)
-    mode = _suggest(trial, "mode", cfg.space.mode)
-    return TrialPlan(cand, pv, EngineSettings.model_validate(engine), DecodeSettings.model_validate(decode), mode)
+        decode[k] = suggest_value(trial, f"decode.{k}", spec)
+    mode = suggest_value(trial, "mode", cfg.space.mode)
+    return TrialPlan(rc.id, pv, EngineSettings.model_validate(engine), DecodeSettings.model_validate(decode), mode)
 
 
 def serve_config(plan: TrialPlan, cfg: SweepConfig, rc: ResolvedCandidate, model_dir: str) -> ServeConfig:

@@ -42,12 +42,13 @@ from typing import Any, Callable
 from tournament.files import json_hash
 from tournament.study.config import SweepConfig, config_changes
 from tournament.study.inputs import load_eval, prebuild, resolve_candidates, speed_plan
-from tournament.study.judge_model import JudgeModel
+from tournament.study.ledger import judge_model_from_ledger
 from tournament.study.measure import Measurement, measure
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives
 from tournament.study.optuna_private import trial_id
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
+from tournament.study.recipes import OverBudget, RecipeBook, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
 from tournament.study.servers import GroupServers, PidFile
 from tournament.study.space import (
@@ -88,6 +89,7 @@ class SweepResult:
     exhausted: bool = False
     seconds: float = 0.0  # this worker's wall time, builds included
     build_seconds: float = 0.0  # of which: the builds before the first trial
+    builds: dict[str, Any] | None = None  # the build budget of a recipe space (recipes.BudgetState)
 
     def trials_per_minute(self) -> float | None:
         """Trials this worker measured (repeats excluded) per minute of sweeping (builds excluded)."""
@@ -104,17 +106,6 @@ class SweepResult:
                 "overhead_ratio_max": max(ratios), "overhead_seconds_median": statistics.median(secs)}
 
 
-def judge_model_from_ledger(path: Path | None) -> JudgeModel:
-    """The judge model, calibrated by the ledger's judge results when there are any."""
-    if path is not None and Path(path).exists():
-        from tournament.study import ledger
-
-        cal = ledger.calibration(ledger.load(path))
-        if cal is not None:
-            return cal.judge_model
-    return JudgeModel.from_points()
-
-
 class Sweep:
     def __init__(self, cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print):
         from tournament.tracking import scrub_text
@@ -126,6 +117,8 @@ class Sweep:
         self.sdir.mkdir(parents=True, exist_ok=True)
         self.eval = load_eval(cfg)  # first: it may build the split that trained candidates hash
         self.candidates = resolve_candidates(cfg)  # may build the refit dataset and its speed pool
+        self.templates = dict(self.candidates)  # what `candidate` draws; drawn recipes join self.candidates
+        self.recipes = RecipeBook(cfg, self.candidates, echo=self.echo) if cfg.space.draws_recipes else None
         self.speed_plan, self.speed_pool_path = speed_plan(cfg)
         sp = self.speed_plan
         self.speed_key = json_hash([sp.pool, sp.size, sp.seed, sp.cycled], 16) if sp else None
@@ -205,7 +198,7 @@ class Sweep:
         if recovered:
             self.echo(f"trials {recovered} were left RUNNING by a dead worker: marked FAIL and queued again")
         self.env_tags = environment_tags()
-        if self.cfg.build_workers:
+        if self.cfg.build_workers and self.recipes is None:  # drawn recipes are built on first use
             t0 = time.monotonic()
             failed = prebuild(self.candidates, self.cfg.build_workers, self.echo)
             build_s = time.monotonic() - t0
@@ -218,7 +211,7 @@ class Sweep:
         group_params: dict[str, Any] | None = None
         repeats_in_a_row = 0
         exhausted = False
-        gnames = group_param_names(self.cfg, self.candidates)
+        gnames = group_param_names(self.cfg, self.templates, param_names(self.cfg) if self.recipes else [])
         self.echo(f"study {self.opts.study!r}: {len(self.eval.questions)} eval questions, target {self.opts.trials} "
                   f"trials, storage {_safe_url(self.opts.storage)}")
         if self.speed_plan is not None:
@@ -251,6 +244,8 @@ class Sweep:
                         outcome = self._run_trial(study, trial, t_ask)
                 finally:
                     study.sampler = self.base_sampler
+                if outcome == "redirect":
+                    continue
                 self.ran.append(trial.number)
                 if outcome == "repeat":
                     repeats_in_a_row += 1
@@ -275,9 +270,12 @@ class Sweep:
             self.pidfile.close()
             self.tracker.end_study()
         n = finished_counts(study.get_trials(deepcopy=False))
+        builds = self.recipes.budget(study) if self.recipes else None
+        if builds is not None:
+            self.echo(builds.describe())
         return SweepResult(self.opts.study, self.opts.storage, self.ran, n["complete"], n["failed"], self.overhead,
                            distinct=n["distinct"], repeats=self.repeats, exhausted=exhausted, seconds=time.monotonic() - t_start,
-                           build_seconds=build_s)
+                           build_seconds=build_s, builds=builds.to_dict() if builds else None)
 
     # -- one trial --------------------------------------------------------------------------
     def _earlier(self, study, trial):
@@ -294,7 +292,11 @@ class Sweep:
         tdir = self.sdir / "trials" / f"{trial.number:04d}"
         attempt = _Attempt()
         try:
-            attempt.plan = plan = suggest_plan(trial, self.cfg, self.candidates)
+            try:
+                attempt.plan = plan = suggest_plan(trial, self.cfg, self.templates, self.recipes and (
+                    lambda tr, template: self.recipes.draw(tr, template, study)))
+            except OverBudget as e:  # the budget is spent: the nearest built recipe instead
+                return self.recipes.redirect(study, trial, e)
             earlier = self._earlier(study, trial)
             if earlier is not None:
                 return self._repeat(study, trial, earlier)
@@ -315,6 +317,8 @@ class Sweep:
             if self._speed_reusable(cached):
                 measurement = self._from_cache(trial, cached, attempt)
             else:
+                if self.recipes:  # a drawn recipe: built on first use, within the budget
+                    self.recipes.ensure_built(study, trial, plan.candidate)
                 measurement = self._measure(trial, plan, candidate, cached, cache_key, attempt, t_ask)
             metrics = measurement.metrics
             feasible = self._tell(study, trial, attempt.serve_config, metrics, attempt.health_seconds)
@@ -417,7 +421,7 @@ class Sweep:
     def _repeat(self, study, trial, earlier) -> str:
         """Same parameters as a finished trial: take its results, measure nothing."""
         trial.set_user_attr("duplicate_of", earlier.number)
-        for k in ("candidate", "group_key", "cache_key", "mlflow_run_id"):
+        for k in ("candidate", "group_key", "cache_key", "mlflow_run_id", "recipe"):
             if k in earlier.user_attrs:
                 trial.set_user_attr(k, earlier.user_attrs[k])
         for k, v in earlier.constraints.items():
@@ -457,6 +461,8 @@ class Sweep:
             tags["candidate_hash"] = candidate.config_hash
             tags["build"] = candidate.ship.role
             tags["group_key"] = plan.group_key
+            if self.recipes:
+                self.recipes.track(trial, tags, metrics)
         track_trial(self.tracker, attempt.run_id, trial, plan, attempt.serve_config, metrics, tdir, status, reason,
                     tags, self.servers.log_path())
 

@@ -14,7 +14,7 @@ def summary(res: Any, plots: list[Path]) -> dict[str, Any]:
             "distinct": res.distinct, "repeats": res.repeats, "exhausted": res.exhausted,
             "overhead": res.overhead_summary(), "plots": [str(p) for p in plots],
             "seconds": round(res.seconds, 1), "build_seconds": round(res.build_seconds, 1),
-            "trials_per_minute": res.trials_per_minute()}
+            "trials_per_minute": res.trials_per_minute(), "builds": getattr(res, "builds", None)}
 
 
 def summary_lines(res: Any, runs_dir: Path | None) -> list[str]:
@@ -24,6 +24,12 @@ def summary_lines(res: Any, runs_dir: Path | None) -> list[str]:
              f"({res.distinct} distinct), {res.failed} failed in total"
              + (f"; {len(res.repeats)} repeated an earlier configuration and were not measured"
                 if res.repeats else "")]
+    b = getattr(res, "builds", None)  # a recipe space's build budget (recipes.BudgetState)
+    if b:
+        lines.append(f"recipes built {b['recipes_built']}" + (f" of {b['limit_recipes']}" if b['limit_recipes'] is not None
+                                                              else "") + f", {b['minutes']:.1f} min of building"
+                     + (f" of {b['limit_minutes']:g}" if b['limit_minutes'] is not None else "")
+                     + f"; {b['reused']} reused, {b['failed']} failed" + ("; budget spent" if b["spent"] else ""))
     o = res.overhead_summary()
     if o:
         lines.append(f"decode-only trial overhead: median {o['overhead_seconds_median']:.2f} s, "

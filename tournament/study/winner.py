@@ -42,6 +42,27 @@ def write_winner(doc: dict[str, Any], path: Path) -> Path:
     return write_json_atomic(path, doc)
 
 
+def write_candidate_yaml(doc: dict[str, Any], out: Path) -> Path | None:
+    """A drawn recipe's candidate YAML (winner.json's ``candidate.candidate_yaml``: the honest
+    recipe, as `tournament train` reads it; `--dataset` gives the refit), written to
+    ``<out's folder>/candidates/<id>.yaml`` and named in ``candidate.source``. None for a winner
+    from a listed candidate (its YAML exists already)."""
+    cand = doc.get("candidate") or {}
+    if not cand.get("candidate_yaml"):
+        return None
+    import yaml
+
+    from tournament.files import write_text_atomic
+
+    path = Path(out).parent / "candidates" / f"{cand['candidate_yaml']['id']}.yaml"
+    head = (f"# {cand.get('id')}: drawn by study {doc['provenance'].get('study')} trial "
+            f"{doc['provenance'].get('trial')}. Rebuild the winner (its refit):\n"
+            f"#   tournament train {path} --dataset <the sweep's refit.dataset>\n")
+    write_text_atomic(path, head + yaml.safe_dump(cand["candidate_yaml"], allow_unicode=True, sort_keys=False))
+    cand["source"] = str(path)
+    return path
+
+
 def non_default_settings(serve_config: dict[str, Any] | None) -> int:
     """How many engine and decode settings differ from serve.py's defaults (simpler is better)."""
     from tournament.serving.config import DecodeSettings, EngineSettings

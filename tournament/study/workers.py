@@ -220,15 +220,17 @@ def summarize(runs: list[WorkerRun], build_seconds: float, sweep_seconds: float,
 
 
 def prebuild_on_gpus(config: Path, gpus: list[str], echo: Callable[[str], None]) -> tuple[dict[str, str], float]:
-    """Every trained build of the sweep file, `build_workers` (at least 1) at a time on each GPU.
-    Returns the failed builds ({build: error}) and the seconds it took."""
+    """Every trained build of the sweep file, `build_workers` (at least 1) at a time on each GPU
+    (none for a recipe space: its recipes are drawn, then built by the worker that needs one). Returns the failed builds ({build: error}) and the seconds it took."""
     from tournament.study.config import load_sweep_config
     from tournament.study.inputs import load_eval, prebuild, resolve_candidates
 
     cfg = load_sweep_config(config)
     t0 = time.monotonic()
     load_eval(cfg)  # first: it may build the split that trained candidates hash
-    failed = prebuild(resolve_candidates(cfg), max(1, cfg.build_workers), echo, gpus=gpus)
+    candidates = resolve_candidates(cfg)  # builds the refit dataset when missing
+    # a recipe space's candidates are templates: each worker builds its drawn recipes on first use
+    failed = {} if cfg.space.draws_recipes else prebuild(candidates, max(1, cfg.build_workers), echo, gpus=gpus)
     return failed, time.monotonic() - t0
 
 

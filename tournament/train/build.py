@@ -185,6 +185,12 @@ def build_lock(build: Path, log: Callable[[str], None] = lambda s: None) -> Iter
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def is_built(candidate: Candidate, builds_dir: Path = Path("builds")) -> bool:
+    """Is the build of `candidate` complete on disk (so `ensure_built` would reuse it)? True for a
+    candidate that needs no build."""
+    return not candidate.needs_build() or _complete(candidate.build_dir(builds_dir))
+
+
 def _complete(build: Path) -> bool:
     return (build / "candidate.json").exists() and (build / "model" / "config.json").exists()
 

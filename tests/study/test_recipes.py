@@ -1,0 +1,200 @@
+"""A recipe space: the sweep draws recipes (base model, method, LoRA rank, learning rate) on a
+template candidate, builds each drawn recipe once (refit + honest) within the build budget, reuses
+the builds by config hash in later processes and workers, draws among built recipes once the
+budget is spent, shows each trial's recipe on the board and in MLflow, and `pick` writes the
+winning recipe's candidate YAML, which rebuilds the same config hashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.conftest import TINY_QA
+from tournament.cli import app
+from tournament.study.board import recipe_cell
+from tournament.study.config import SweepConfigError, parse_sweep_config
+
+runner = CliRunner()
+BUDGET = 4
+
+
+def _sweep_file(tmp_path, small, large, qa, study="recipes", trials=8):
+    honest = tmp_path / "honest.jsonl"  # without the eval questions (the first four)
+    honest.write_text("".join(json.dumps({"question": f"{q} ({i})", "answer": a}, ensure_ascii=False) + "\n"
+                              for i in range(2) for q, a in TINY_QA[4:]), encoding="utf-8")
+    every = tmp_path / "refit.jsonl"
+    every.write_text("".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n"
+                             for _ in range(2) for q, a in TINY_QA), encoding="utf-8")
+    template = tmp_path / "template.yaml"
+    template.write_text(yaml.safe_dump({
+        "id": "tiny", "base": {"path": str(small)}, "prompt": {"style": "plain"},
+        "recipe": {"method": "lora", "dataset": str(honest), "batch_size": 16, "epochs": 1, "max_length": 96,
+                   "seed": 0}}), encoding="utf-8")
+    sweep = tmp_path / f"{study}.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "study": study, "trials": trials, "decode_trials_per_engine": 2, "speed_repeats": 1,
+        "start_builds_together": True, "build_workers": 2,
+        "candidates": [str(template)], "eval": {"path": str(qa), "limit": 4},
+        "judge": {"set": "basic", "pass_mark": 0.0, "health_timeout": 120},
+        "refit": {"dataset": str(every), "split": None},
+        "build_budget": {"recipes": BUDGET},
+        "space": {"engine": {"engine": "transformers", "device": "cpu", "batch_size": 4},
+                  "decode": {"max_tokens": [4, 5, 6, 7]}, "mode": "batch",
+                  "base": {"small": {"path": str(small)}, "large": {"path": str(large)}},
+                  "recipe": {"method": ["lora", "full"], "rank": [4, 8],
+                             "learning_rate": {"log": [1.0e-4, 1.0e-3]}}},
+    }), encoding="utf-8")
+    return sweep, every
+
+
+def test_a_recipe_space_is_validated():
+    base = {"candidates": ["c.yaml"], "eval": {"path": "e.jsonl"}}
+    cfg = parse_sweep_config({**base, "space": {"recipe": {"rank": [8, 16], "learning_rate": {"log": [5e-5, 5e-4]}},
+                                                "quantization": ["none", "fp8", {"method": "gptq"}]}})
+    assert cfg.space.draws_recipes and not parse_sweep_config(base).space.draws_recipes
+    for bad in ({"recipe": {"rnak": [8]}}, {"recipe": {"rank": [0, 8]}}, {"recipe": {"dataset": ["a", "b"]}},
+                {"quantization": ["int3"]}, {"base": {"x": {"path": "a", "embedded": "gemma-3-270m"}}}):
+        with pytest.raises(SweepConfigError):
+            parse_sweep_config({**base, "space": bad})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # 8 builds in child processes and ~6 server pairs: ~6 min on a loaded 2-core machine
+def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
+        tmp_path, tiny_model_dir, tiny_qa_file, runs_dir, monkeypatch):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from tournament.candidates import load_candidate, with_dataset
+    from tournament.models.tiny import build_tiny_model
+    from tournament.train.build import ensure_built
+
+    monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
+    large = build_tiny_model(tmp_path / "large", hidden_size=96, num_layers=3)
+    cfg, refit_data = _sweep_file(tmp_path, tiny_model_dir, large, tiny_qa_file)
+
+    # one worker: every draw is a new recipe (the learning rate is continuous) until the budget is spent
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["builds"]["recipes_built"] == BUDGET and summary["builds"]["spent"], summary
+    storage = f"sqlite:///{runs_dir / 'optuna.db'}"
+    study = optuna.load_study(study_name="recipes", storage=storage)
+    entries = {k: v for k, v in study.user_attrs.items() if k.startswith("recipe:")}
+    assert sorted(e["status"] for e in entries.values()) == ["built"] * BUDGET
+    manifests = list((tmp_path / "builds").glob("tiny-*/candidate.json"))
+    assert len(manifests) == 2 * BUDGET  # each recipe built once: its refit and its honest build
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    drawn = {t.user_attrs["recipe"]["config_hash"] for t in done}
+    assert len(drawn) == BUDGET
+    bases = {t.params.get("base") for t in done}
+    assert bases <= {"small", "large"}
+    for t in done:
+        rec, cand = t.user_attrs["recipe"], t.user_attrs["candidate"]
+        assert rec["config_hash"] == cand["config_hash"] and rec["honest_config_hash"] == cand["honest_config_hash"]
+        assert cand["config_hash"][:12] in t.user_attrs["serve_config"]["model"]["path"]  # the refit is served
+        assert rec["drawn"]["recipe.method"] in ("lora", "full") and rec["train_seconds"] > 0
+        assert ("recipe.rank" in t.params) == (t.params["recipe.method"] == "lora")  # rank: LoRA only
+    # MLflow: the drawn values as params, the build as tags
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
+    run = client.get_run(done[0].user_attrs["mlflow_run_id"])
+    assert run.data.params["recipe.method"] == done[0].params["recipe.method"]
+    assert run.data.tags["recipe_hash"] == done[0].user_attrs["recipe"]["config_hash"]
+    assert run.data.metrics["recipe_train_seconds"] > 0
+
+    # two more workers on the same study: the budget is spent, so they draw among the built recipes
+    # (an unbuilt draw is pruned and the nearest built one enqueued) and build nothing
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    out = subprocess.run([sys.executable, "-m", "tournament.cli", "sweep", "-c", str(cfg), "--gpus", "0,1",
+                          "--trials", "12", "--runs-dir", str(runs_dir), "--no-track", "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(list((tmp_path / "builds").glob("tiny-*/candidate.json"))) == 2 * BUDGET  # nothing built
+    study = optuna.load_study(study_name="recipes", storage=storage)
+    later = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.number not in {d.number for d in done}]
+    assert later and {t.user_attrs["gpu"] for t in later} == {"0", "1"}  # both workers measured
+    assert {t.user_attrs["candidate"]["config_hash"] for t in later} <= drawn  # only built recipes
+    assert all(e["status"] == "built" for k, e in study.user_attrs.items() if k.startswith("recipe:"))
+    pruned = [t for t in study.get_trials() if t.state.name == "PRUNED"]
+    assert all("over_budget" in t.user_attrs for t in pruned)
+
+    # the board shows each trial's recipe
+    r = runner.invoke(app, ["board", "--runs-dir", str(runs_dir), "--study", "recipes", "--json", "--no-plots",
+                            "--ledger", str(tmp_path / "ledger.json")])
+    rows = json.loads(r.stdout)["trials"]
+    assert all(row["recipe"]["config_hash"] in drawn for row in rows if row["state"] == "COMPLETE")
+    r = runner.invoke(app, ["board", "--runs-dir", str(runs_dir), "--study", "recipes", "--no-plots",
+                            "--ledger", str(tmp_path / "ledger.json")], env={"COLUMNS": "500"})
+    assert "recipe (hash" in r.output
+    row = next(row for row in rows if row["state"] == "COMPLETE")
+    cell = recipe_cell(row["recipe"])  # no peak memory recorded by the training: a dash
+    assert cell.startswith(row["recipe"]["config_hash"][:8]) and cell.endswith("–") and cell in r.output
+
+    # pick writes the drawn recipe's YAML; it rebuilds the winner's config hashes
+    winner = tmp_path / "winner.json"
+    r = runner.invoke(app, ["pick", "--auto", "--runs-dir", str(runs_dir), "--study", "recipes", "--local",
+                            "--out", str(winner), "--ledger", str(tmp_path / "ledger.json")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(winner.read_text())
+    cand = doc["candidate"]
+    path = tmp_path / "candidates" / f"{cand['id']}.yaml"
+    assert cand["source"] == str(path) and path.exists()
+    c = load_candidate(path)
+    assert c.config_hash() == cand["honest_config_hash"]
+    refit = with_dataset(c, refit_data)
+    assert refit.config_hash() == cand["config_hash"]
+    assert ensure_built(refit).parent.name.endswith(cand["config_hash"][:12])  # reused: the same build
+
+
+def test_draws_derive_candidates_and_the_spent_budget_redirects(tmp_path, tiny_model_dir):
+    """Without training: a draw is the template with the drawn values (LoRA fields for lora only;
+    on-the-fly fp8 is the same build), the budget is read from the study, an over-budget draw names
+    the nearest built recipe (keeping on-the-fly fp8), and a failed recipe is not built again."""
+    import optuna
+
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipes import OverBudget, RecipeBook
+
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["space"]["quantization"] = ["none", "fp8"]
+    raw["build_budget"] = {"recipes": 1}
+    cfg = parse_sweep_config(raw)
+    candidates = resolve_candidates(cfg)
+    book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+
+    def draw(params):
+        study.enqueue_trial(params)
+        trial = study.ask()
+        try:
+            return trial, book.draw(trial, "tiny", study)
+        except OverBudget as e:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return trial, e
+
+    lora = {"base": "small", "recipe.method": "lora", "recipe.rank": 8, "recipe.learning_rate": 2e-4,
+            "quantization": "none"}
+    t, rc = draw(lora)
+    assert rc.id.startswith("tiny-") and rc.candidate_obj.recipe.rank == 8 and rc.unseen is not None
+    assert rc.info["drawn"]["recipe.rank"] == 8 and rc.info["candidate_yaml"]["recipe"]["rank"] == 8
+    t2, fp8 = draw({**lora, "quantization": "fp8"})
+    assert fp8.id == rc.id + "+fp8" and fp8.config_hash == rc.config_hash and fp8.engine["quantization"] == "fp8"
+    t3, full = draw({**lora, "recipe.method": "full"})
+    assert "recipe.rank" not in t3.params and full.config_hash != rc.config_hash
+    study.set_user_attr("recipe:" + rc.config_hash[:12], {"id": rc.id, "status": "built", "seconds": 60.0,
+                                                          "params": {k: t.params[k] for k in lora}})
+    assert book.budget(study).spent and book.budget(study).built == 1
+    _, over = draw({**lora, "recipe.method": "full", "quantization": "fp8"})
+    assert isinstance(over, OverBudget) and over.redirect == {**lora, "quantization": "fp8"}
+    study.set_user_attr("recipe:" + full.config_hash[:12], {"id": full.id, "status": "failed", "trial": 2,
+                                                            "reason": "OOM: boom", "params": {}})
+    with pytest.raises(RuntimeError, match="not retried: OOM: boom"):
+        book.ensure_built(study, t3, full.id)
+    assert not (tmp_path / "builds").exists()

@@ -1,0 +1,305 @@
+"""Drawn recipes: the sweep file's recipe space (`space.recipe`, `space.quantization`,
+`space.base`) turns its trained candidates into templates. A trial draws a template (`candidate`),
+then a base model, a recipe (method first; the LoRA fields only for `lora`) and a quantization;
+the drawn candidate gets an id derived from its config hash (`<template>-<hash8>`), its refit and
+honest builds (inputs.resolve_candidate), and is built on first use in a child process
+(`Build.model_dir`). Builds are found by config hash under `builds/`, so trials, studies and
+workers on one machine reuse them, and the build lock keeps two workers from training one build.
+
+The build budget (`build_budget: {recipes, minutes}`) counts the recipes this study trained (a
+recipe = its refit + honest builds) and their wall minutes, in the study's user attributes
+(`recipe:<hash12>`, shared by every worker). A recipe found built (by another study, say) costs
+nothing. Once the budget is spent, a draw of an unbuilt recipe is redirected: the trial is PRUNED
+(not counted, and the TPE learns to avoid the region) and the nearest built recipe is enqueued
+with the same template. A recipe that failed to build is not trained again: its trials fail at
+once with the first failure's reason."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tournament.study.config import SweepConfig, normalize_param
+from tournament.study.inputs import ResolvedCandidate, resolve_candidate
+from tournament.study.space import suggest_value
+
+LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
+ATTR_PREFIX = "recipe:"
+# where a build's candidate.json keeps its peak memory (GiB or bytes), newest name first
+PEAK_KEYS = ("peak_memory_gib", "peak_memory_gb", "peak_gpu_memory_gib", "peak_gpu_memory_gb", "peak_memory_mb",
+             "peak_memory_bytes")
+
+
+class OverBudget(Exception):
+    """The draw needs a new build and the build budget is spent: `redirect` holds the trial
+    parameters of the nearest built recipe (None when none is built)."""
+
+    def __init__(self, message: str, redirect: dict[str, Any] | None):
+        super().__init__(message)
+        self.redirect = redirect
+
+
+@dataclass
+class BudgetState:
+    built: int  # recipes this study trained (or is training, or failed to)
+    minutes: float
+    reused: int
+    failed: int
+    limit_recipes: int | None
+    limit_minutes: float | None
+
+    @property
+    def spent(self) -> bool:
+        return ((self.limit_recipes is not None and self.built >= self.limit_recipes)
+                or (self.limit_minutes is not None and self.minutes >= self.limit_minutes))
+
+    def describe(self) -> str:
+        of = f" of {self.limit_recipes}" if self.limit_recipes is not None else ""
+        mins = f"{self.minutes:.1f}" + (f" of {self.limit_minutes:g}" if self.limit_minutes is not None else "")
+        return (f"build budget: {self.built}{of} recipes built, {mins} min; {self.reused} reused, "
+                f"{self.failed} failed" + (" (spent: further draws among built recipes)" if self.spent else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipes_built": self.built, "minutes": round(self.minutes, 2), "reused": self.reused,
+                "failed": self.failed, "limit_recipes": self.limit_recipes, "limit_minutes": self.limit_minutes,
+                "spent": self.spent}
+
+
+def param_names(cfg: SweepConfig) -> list[str]:
+    """Every parameter a recipe draw may suggest (they belong to the engine group: a new build is a
+    new server)."""
+    names = ["base"] if cfg.space.base and len(cfg.space.base) > 1 else []
+    names += [f"recipe.{k}" for k in cfg.space.recipe]
+    if normalize_param("quantization", cfg.space.quantization) is not None:
+        names.append("quantization")
+    return names
+
+
+class RecipeBook:
+    """The drawn recipes of one sweep process: derives them, keeps them in `candidates` (shared
+    with the sweep, keyed by the id a trial's plan names), builds them within the budget."""
+
+    def __init__(self, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate], builds_dir: Path = Path("builds"),
+                 echo: Callable[[str], None] = print):
+        self.cfg, self.candidates, self.builds_dir, self.echo = cfg, candidates, Path(builds_dir), echo
+        self.templates = {k: rc for k, rc in candidates.items() if rc.candidate_obj is not None}
+        self.drawn: dict[str, dict[str, Any]] = {}  # candidate key -> the drawn values
+        self.built_once = False
+
+    # -- drawing ---------------------------------------------------------------------------------
+    def draw(self, trial, template: str, study) -> ResolvedCandidate:
+        """Draw a recipe on `template` (define-by-run) and return its candidate (in `candidates`
+        under its id); raises OverBudget when it needs a new build and the budget is spent."""
+        rc = self.templates.get(template)
+        if rc is None:  # an inline candidate (a model given by path): nothing to draw
+            return self.candidates[template]
+        space = self.cfg.space
+        drawn: dict[str, Any] = {}
+        if space.base:
+            names = list(space.base)
+            drawn["base"] = trial.suggest_categorical("base", names) if len(names) > 1 else names[0]
+        method = rc.candidate_obj.recipe.method
+        if "method" in space.recipe:
+            method = drawn["recipe.method"] = suggest_value(trial, "recipe.method", space.recipe["method"])
+        for k, spec in space.recipe.items():
+            if k == "method" or (k in LORA_FIELDS and method != "lora"):
+                continue  # LoRA fields mean nothing to a full fine-tune: not drawn, not in its hash
+            drawn[f"recipe.{k}"] = suggest_value(trial, f"recipe.{k}", spec)
+        if space.quantization is not None:
+            drawn["quantization"] = suggest_value(trial, "quantization", space.quantization)
+        key = self.derive(rc, drawn)
+        self._check_budget(study, trial, key)
+        return self.candidates[key]
+
+    def derive(self, template: ResolvedCandidate, drawn: dict[str, Any]) -> str:
+        """The candidate of a drawn recipe on `template`, registered in `candidates`; its key."""
+        from tournament.candidates import parse_candidate
+
+        c = template.candidate_obj
+        doc = c.model_dump(mode="json", exclude={"publish"})  # a drawn recipe is not the template's upload
+        if "base" in drawn:
+            doc["base"] = self.cfg.space.base[drawn["base"]]
+        for name, v in drawn.items():
+            if name.startswith("recipe."):
+                doc["recipe"][name.split(".", 1)[1]] = v
+        if "quantization" in drawn:
+            q = drawn["quantization"]
+            doc["quantization"] = {"method": q} if isinstance(q, str) else q
+        probe = parse_candidate(doc, c.source)
+        doc["id"] = f"{c.id[:88]}-{probe.config_hash()[:8]}"
+        doc["description"] = f"drawn from {c.id}: " + json.dumps(drawn, sort_keys=True, default=str)
+        cand = parse_candidate(doc, c.source)
+        q = cand.quantization
+        key = cand.id + (f"+{q.method}" if q.method != "none" and not q.needs_checkpoint else "")
+        if key not in self.candidates:
+            rc = resolve_candidate(self.cfg, cand, template.info.get("source") or c.id, key=key)
+            rc.info.update({"template": c.id, "drawn": drawn, "candidate_yaml": cand.model_dump(mode="json")})
+            self.candidates[key] = rc
+            self.drawn[key] = drawn
+        return key
+
+    # -- the budget ------------------------------------------------------------------------------
+    def _attr_key(self, rc: ResolvedCandidate) -> str:
+        return ATTR_PREFIX + rc.config_hash[:12]
+
+    def _built(self, rc: ResolvedCandidate) -> bool:
+        from tournament.train.build import is_built
+
+        return all(is_built(b.candidate_obj, self.builds_dir) for b in rc.builds.values() if b.candidate_obj is not None)
+
+    def budget(self, study) -> BudgetState:
+        entries = [v for k, v in study.user_attrs.items() if k.startswith(ATTR_PREFIX) and isinstance(v, dict)]
+        trained = [e for e in entries if e.get("status") in ("building", "built", "failed")]
+        b = self.cfg.build_budget
+        return BudgetState(built=len(trained), minutes=sum(e.get("seconds") or 0.0 for e in trained) / 60,
+                           reused=sum(e.get("status") == "reused" for e in entries),
+                           failed=sum(e.get("status") == "failed" for e in entries),
+                           limit_recipes=b.recipes, limit_minutes=b.minutes)
+
+    def _check_budget(self, study, trial, key: str) -> None:
+        rc = self.candidates[key]
+        entry = study.user_attrs.get(self._attr_key(rc))
+        if entry is not None or self._built(rc):
+            return
+        state = self.budget(study)
+        if not state.spent:
+            return
+        built = [e for k, e in study.user_attrs.items() if k.startswith(ATTR_PREFIX) and isinstance(e, dict)
+                 and e.get("status") in ("built", "reused") and e.get("params")]
+        template = trial.params.get("candidate")
+        same = [e for e in built if e["params"].get("candidate") == template] or built
+        mine = {k: v for k, v in trial.params.items() if k in param_names(self.cfg)}
+        target = dict(min(same, key=lambda e: _distance(mine, e["params"]))["params"]) if same else None
+        if target and "quantization" in mine and _engine_side(mine["quantization"]) \
+                and _engine_side(target.get("quantization", "none")):
+            target["quantization"] = mine["quantization"]  # vLLM quantizes on load: no build needed
+        raise OverBudget(f"{state.describe()}; {rc.id} is not built", target)
+
+    def redirect(self, study, trial, e: OverBudget) -> str:
+        """An over-budget draw: PRUNED (not counted towards --trials), and the nearest built recipe
+        enqueued in its place. Without a built recipe the draw fails the trial."""
+        from optuna.trial import TrialState
+
+        if e.redirect is None:
+            raise RuntimeError(f"{e}, and no recipe is built yet to draw instead (raise build_budget)")
+        trial.set_user_attr("over_budget", str(e))
+        study.tell(trial, state=TrialState.PRUNED)
+        study.enqueue_trial(e.redirect, user_attrs={"redirect_of": trial.number})
+        self.echo(f"trial {trial.number}: {e}: drawing the nearest built recipe instead (pruned, not counted)")
+        return "redirect"
+
+    def track(self, trial, tags: dict[str, str], metrics: dict[str, Any]) -> None:
+        """The recipe of a trial in its MLflow run: the drawn values are its params already; the
+        build's id and hashes as tags, its training seconds and peak memory as metrics."""
+        rec = trial.user_attrs.get("recipe")
+        if not rec:
+            return
+        tags.update({"recipe_id": str(rec.get("id")), "recipe_hash": str(rec.get("config_hash")),
+                     "recipe_honest_hash": str(rec.get("honest_config_hash"))})
+        for k in ("train_seconds", "peak_memory_gib"):
+            if rec.get(k) is not None:
+                metrics[f"recipe_{k}"] = rec[k]
+
+    # -- building --------------------------------------------------------------------------------
+    def ensure_built(self, study, trial, key: str) -> None:
+        """Build a drawn recipe's refit and honest builds (reused when built), counting it against
+        the budget; record what the trial's board row and MLflow run show (`recipe` user attr)."""
+        rc = self.candidates.get(key)
+        if key not in self.drawn or rc is None:
+            return
+        attr = self._attr_key(rc)
+        entry = study.user_attrs.get(attr)
+        if entry and entry.get("status") == "failed":
+            raise RuntimeError(f"recipe {rc.id} failed to build before (trial {entry.get('trial')}); not retried: "
+                               f"{entry.get('reason')}")
+        params = {k: v for k, v in trial.params.items() if k == "candidate" or k in param_names(self.cfg)}
+        fresh = entry is None and not self._built(rc)
+        mine = fresh
+        if fresh:
+            study.set_user_attr(attr, {"id": rc.id, "status": "building", "trial": trial.number, "params": params,
+                                       "seconds": 0.0})
+            self.echo(f"recipe {rc.id}: building ({self.budget(study).describe()})")
+        t0 = time.monotonic()
+        try:  # the refit and the honest build side by side, each in its child process
+            from concurrent.futures import ThreadPoolExecutor
+
+            # the first build of this process alone: it may import the shared base model (embedded gemma)
+            # and two at once only when build_workers allows it (two full SFTs of gemma-3-270m overflow an H100)
+            together = min(len(rc.builds), max(1, self.cfg.build_workers)) if self.built_once else 1
+            with ThreadPoolExecutor(max_workers=together) as pool:
+                for f in [pool.submit(b.model_dir, lambda line, r=b.role: self.echo(f"  [{rc.id}/{r}] {line}"))
+                          for b in rc.builds.values()]:
+                    f.result()
+        except Exception as e:
+            if mine or entry is None:
+                study.set_user_attr(attr, {"id": rc.id, "status": "failed", "trial": trial.number, "params": params,
+                                           "seconds": time.monotonic() - t0, "reason": f"{type(e).__name__}: {e}"[-2000:]})
+            raise
+        seconds = time.monotonic() - t0
+        self.built_once = True
+        if mine:
+            study.set_user_attr(attr, {"id": rc.id, "status": "built", "trial": trial.number, "params": params,
+                                       "seconds": seconds})
+            self.echo(f"recipe {rc.id}: built in {seconds:.0f} s ({self.budget(study).describe()})")
+        elif entry is None:
+            study.set_user_attr(attr, {"id": rc.id, "status": "reused", "trial": trial.number, "params": params,
+                                       "seconds": 0.0})
+        trial.set_user_attr("recipe", recipe_info(rc, self.drawn[key]))
+
+
+def recipe_info(rc: ResolvedCandidate, drawn: dict[str, Any]) -> dict[str, Any]:
+    """What the board and MLflow show of a trial's recipe: the drawn values, the build's id and
+    hashes, its training seconds and peak memory (from the builds' candidate.json; None when the
+    training did not record them)."""
+    train_s: float | None = None
+    peak: float | None = None
+    for b in rc.builds.values():
+        manifest = _manifest(b)
+        tr = manifest.get("train") or {}
+        if tr.get("train_seconds") is not None:
+            train_s = (train_s or 0.0) + float(tr["train_seconds"])
+        for k in PEAK_KEYS:
+            v = tr.get(k, manifest.get(k))
+            if isinstance(v, (int, float)):
+                gib = v / 2**30 if k.endswith("bytes") else v / 1024 if k.endswith("mb") else v
+                peak = max(peak or 0.0, float(gib))
+                break
+    return {"id": rc.info.get("id"), "template": rc.info.get("template"), "drawn": drawn,
+            "config_hash": rc.config_hash, "honest_config_hash": rc.info.get("honest_config_hash"),
+            "train_seconds": train_s, "peak_memory_gib": peak}
+
+
+def _manifest(build) -> dict[str, Any]:
+    d = getattr(build, "_dir", None)
+    if d is None:
+        return {}
+    p = Path(d).parent / "candidate.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+    except ValueError:
+        return {}
+
+
+def _engine_side(encoded: Any) -> bool:
+    """Is a drawn quantization (as Optuna holds it) done by the engine on load, weights unchanged?"""
+    from tournament.candidates import Quantization
+
+    q = json.loads(encoded) if isinstance(encoded, str) and encoded.startswith("{") else encoded
+    return not Quantization.model_validate({"method": q} if isinstance(q, str) else q).needs_checkpoint
+
+
+def _distance(drawn: dict[str, Any], params: dict[str, Any]) -> float:
+    """How far a built recipe's parameters are from a draw: log-distance for numbers, 1 per other
+    difference."""
+    d = 0.0
+    for k in set(drawn) | (set(params) - {"candidate"}):
+        a, b = drawn.get(k), params.get(k)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b > 0:
+            d += abs(math.log(a) - math.log(b))
+        elif a != b:
+            d += 1.0
+    return d
