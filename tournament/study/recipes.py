@@ -29,9 +29,6 @@ from tournament.study.space import suggest_value
 
 LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
 ATTR_PREFIX = "recipe:"
-# where a build's candidate.json keeps its peak memory (GiB or bytes), newest name first
-PEAK_KEYS = ("peak_memory_gib", "peak_memory_gb", "peak_gpu_memory_gib", "peak_gpu_memory_gb", "peak_memory_mb",
-             "peak_memory_bytes")
 
 
 class OverBudget(Exception):
@@ -262,12 +259,10 @@ def recipe_info(rc: ResolvedCandidate, drawn: dict[str, Any]) -> dict[str, Any]:
         tr = manifest.get("train") or {}
         if tr.get("train_seconds") is not None:
             train_s = (train_s or 0.0) + float(tr["train_seconds"])
-        for k in PEAK_KEYS:
-            v = tr.get(k, manifest.get(k))
-            if isinstance(v, (int, float)):
-                gib = v / 2**30 if k.endswith("bytes") else v / 1024 if k.endswith("mb") else v
-                peak = max(peak or 0.0, float(gib))
-                break
+        # the trainer's record (train/memory.py): on CUDA the allocated peak, on a CPU the peak RSS
+        got = (tr.get("peak_memory") or {}).get("bytes")
+        if isinstance(got, (int, float)):
+            peak = max(peak or 0.0, float(got) / 2**30)
     return {"id": rc.info.get("id"), "template": rc.info.get("template"), "drawn": drawn,
             "config_hash": rc.config_hash, "honest_config_hash": rc.info.get("honest_config_hash"),
             "train_seconds": train_s, "peak_memory_gib": peak}
