@@ -133,8 +133,10 @@ def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
                             "--ledger", str(tmp_path / "ledger.json")], env={"COLUMNS": "500"})
     assert "recipe (hash" in r.output
     row = next(row for row in rows if row["state"] == "COMPLETE")
-    cell = recipe_cell(row["recipe"])  # no peak memory recorded by the training: a dash
-    assert cell.startswith(row["recipe"]["config_hash"][:8]) and cell.endswith("–") and cell in r.output
+    cell = recipe_cell(row["recipe"])  # the training's peak memory (a CPU build: its peak RSS)
+    assert row["recipe"]["peak_memory_gib"] > 0
+    assert cell.startswith(row["recipe"]["config_hash"][:8]) and cell.endswith(f"{row['recipe']['peak_memory_gib']:.2f}")
+    assert cell in r.output
 
     # pick writes the drawn recipe's YAML; it rebuilds the winner's config hashes
     winner = tmp_path / "winner.json"
