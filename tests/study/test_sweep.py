@@ -169,8 +169,9 @@ def test_board_json_and_pick_serves_the_winner(swept):
 
 def test_cache_reuses_answers_and_speed(swept):
     """An identical configuration in another study is a cache hit: same answers, and with
-    --no-cache-speed the stored speed too (no server start). Inside one study the same parameters
-    are a repeat instead: nothing is measured, and the trial does not count."""
+    --reuse-cached-speed the stored speed too (no server start). Inside one study the same parameters
+    are a repeat instead: nothing is measured, and the trial does not count. The flag's old name,
+    --no-cache-speed, still works and warns."""
     import optuna
     from optuna.trial import TrialState
 
@@ -180,7 +181,7 @@ def test_cache_reuses_answers_and_speed(swept):
                                 directions=["maximize", "maximize"])
     other.enqueue_trial(done[0].params)
     r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--trials", "1",
-                            "--no-cache-speed", "--study", "t2", "--json", "--no-mlflow"])
+                            "--reuse-cached-speed", "--study", "t2", "--json", "--no-mlflow"])
     assert r.exit_code == 0, r.output
     trials = optuna.load_study(study_name="t2", storage=f"sqlite:///{runs / 'optuna.db'}").get_trials()
     trials = [t for t in trials if t.state != TrialState.WAITING]  # the sweep file's enqueued ones wait
@@ -194,8 +195,9 @@ def test_cache_reuses_answers_and_speed(swept):
     before = len(st.get_trials())
     st.enqueue_trial(done[0].params)
     r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--study", "t", "--json",
-                            "--no-mlflow", "--trials", "5"])
+                            "--no-mlflow", "--trials", "5", "--no-cache-speed"])
     assert r.exit_code == 0, r.output
+    assert "--no-cache-speed is deprecated" in r.output
     new = [t for t in _study(runs).get_trials() if t.state != TrialState.WAITING][before:]
     assert new[0].params == done[0].params and new[0].user_attrs["duplicate_of"] == done[0].number
     assert new[0].number in json.loads(r.stdout.strip().splitlines()[-1])["repeats"]
