@@ -48,8 +48,29 @@ def swept(tmp_path_factory, tiny_model_dir, tiny_qa_file, _mlflow_db_template):
     cfg = sweep_file(tmp, tiny_model_dir, tiny_qa_file)
     r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--json"])
     assert r.exit_code == 0, r.output
+    (tmp / "sweep-output.txt").write_text(r.output, encoding="utf-8")  # what a person (or a CI log) saw
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     return tmp, runs, cfg, summary
+
+
+def test_each_trial_line_names_every_drawn_setting_and_a_log_gets_no_bar(swept):
+    from optuna.trial import TrialState
+
+    tmp, runs, _, _ = swept
+    out = (tmp / "sweep-output.txt").read_text(encoding="utf-8")
+    assert "\r" not in out and "\x1b[" not in out  # not a terminal: plain lines, no bar
+    lines = {int(l.split(":")[0].split()[1]): l for l in out.splitlines() if l.startswith("trial ")}
+    measured = [t for t in _study(runs).get_trials()
+                if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(measured) >= 2
+    for t in measured:
+        line = lines[t.number]
+        assert line.startswith(f"trial {t.number}: {t.params['candidate']}/- ")
+        for name in ("decode.max_tokens", "decode.repetition_penalty", "mode"):
+            assert f" {name.removeprefix('decode.')}={t.params[name]} " in line, (name, line)
+    # different settings, different lines (before the measured numbers)
+    headings = {lines[t.number].split(" seen=")[0].split(": ", 1)[1]: t.params for t in measured}
+    assert len(headings) == len({json.dumps(t.params, sort_keys=True) for t in measured})
 
 
 def _study(runs: Path):

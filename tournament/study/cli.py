@@ -101,6 +101,7 @@ def sweep_cmd(
     from tournament.study.config import SweepConfigError, load_sweep_config
     from tournament.study.plots import write_study_plots
     from tournament.study.sweep import SweepOptions, run_sweep
+    from tournament.study.sweep_progress import SweepProgress
     from tournament.tracking import TrackingError
 
     try:
@@ -120,8 +121,8 @@ def sweep_cmd(
     opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
                         runs_dir=runs, reuse_cached_speed=reuse_cached_speed, tracking=track, ledger=ledger)
     echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
-    try:
-        res = run_sweep(cfg, opts, echo=echo)
+    try:  # the bar only on a terminal: with --json, in a pipe or a CI log, plain lines
+        res = run_sweep(cfg, opts, echo=echo, progress=SweepProgress(live=False if json_out else None))
     except KeyboardInterrupt:
         typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
         raise typer.Exit(130)

@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.study.config import SweepConfig, config_changes
-from tournament.study.inputs import load_eval, prebuild, resolve_candidates, speed_plan
+from tournament.study.inputs import builds_ready, load_eval, prebuild, resolve_candidates, speed_plan
 from tournament.study.judge_model import JudgeModel
 from tournament.study.measure import Measurement, measure
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
@@ -50,6 +50,7 @@ from tournament.study.optuna_private import trial_id
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
 from tournament.study.servers import GroupServers, PidFile
+from tournament.study.sweep_progress import SweepProgress, trial_heading, trial_line
 from tournament.study.space import (
     TrialPlan,
     enqueue_params,
@@ -115,10 +116,11 @@ def judge_model_from_ledger(path: Path | None) -> JudgeModel:
 
 
 class Sweep:
-    def __init__(self, cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print):
+    def __init__(self, cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print,
+                 progress: SweepProgress | None = None):
         from tournament.tracking import scrub_text
 
-        self.cfg, self.opts = cfg, opts
+        self.cfg, self.opts, self.progress = cfg, opts, progress or SweepProgress(live=False)
         self.echo = lambda text: echo(scrub_text(text))  # a secret in a path or prompt never reaches stdout
         self.runs_dir = Path(opts.runs_dir)
         self.sdir = study_dir(self.runs_dir, opts.study)
@@ -226,6 +228,7 @@ class Sweep:
         else:
             self.echo("speed POST: the eval questions alone (no speed pool: see `speed` in docs/tournament.md); "
                       "the board's speed_n_questions says how many")
+        self.progress.start(counted(study.get_trials(deepcopy=False)), self.opts.trials, builds_ready(self.candidates))
         try:
             while True:
                 optuna.storages.fail_stale_trials(study)
@@ -248,6 +251,7 @@ class Sweep:
                 finally:
                     study.sampler = self.base_sampler
                 self.ran.append(trial.number)
+                self.progress.update(counted(study.get_trials(deepcopy=False)), builds_ready(self.candidates))
                 if outcome == "repeat":
                     repeats_in_a_row += 1
                     if repeats_in_a_row >= GROUP_REPEATS:
@@ -267,6 +271,7 @@ class Sweep:
                 if not self.servers.alive():
                     group_left = 0
         finally:
+            self.progress.close()
             self.servers.stop()
             self.pidfile.close()
             self.tracker.end_study()
@@ -291,6 +296,7 @@ class Sweep:
         attempt = _Attempt()
         try:
             attempt.plan = plan = suggest_plan(trial, self.cfg, self.candidates)
+            self.progress.trial(heading := trial_heading(trial.number, plan, trial.params))
             earlier = self._earlier(study, trial)
             if earlier is not None:
                 return self._repeat(study, trial, earlier)
@@ -315,11 +321,7 @@ class Sweep:
             metrics = measurement.metrics
             feasible = self._tell(study, trial, attempt.serve_config, metrics, attempt.health_seconds)
             write_trial_files(tdir, measurement, attempt.serve_config, metrics)
-            self.echo(f"trial {trial.number}: {plan.candidate}/{plan.prompt_variant or '-'} "
-                      f"max_tokens={plan.decode.max_tokens} seen={metrics['seen_accuracy']:.3f} "
-                      f"unseen={metrics['unseen_accuracy']:.3f} predicted={metrics['predicted_accuracy']:.3f}"
-                      f"±{metrics['predicted_accuracy_sd']:.3f} chars/s={metrics['chars_per_s']:.0f} "
-                      f"{'feasible' if feasible else 'infeasible'}{' (new servers)' if attempt.started else ''}")
+            self.echo(trial_line(heading, metrics, feasible, attempt.started))
             self._track(trial, attempt, metrics, tdir, "FINISHED", None)
             return "new group" if attempt.started else "same group"
         except KeyboardInterrupt:
@@ -490,5 +492,6 @@ def _safe_url(url: str) -> str:
     return scrub_text(url)
 
 
-def run_sweep(cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print) -> SweepResult:
-    return Sweep(cfg, opts, echo).run()
+def run_sweep(cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print,
+              progress: SweepProgress | None = None) -> SweepResult:
+    return Sweep(cfg, opts, echo, progress).run()
