@@ -80,7 +80,7 @@ class SweepProgress:
         self._bar = Progress(BarColumn(bar_width=24), TextColumn("{task.completed}/{task.total} trials"),
                              TextColumn("builds {task.fields[builds]}"), TextColumn("ETA {task.fields[eta]}"),
                              TimeElapsedColumn(), TextColumn("{task.description}"),
-                             console=self.console, transient=True)
+                             console=self.console, transient=True, refresh_per_second=2)  # 2 cores: redraw little
         self._task = self._bar.add_task("starting", total=target, completed=min(done, target),
                                         builds=f"{builds[0]}/{builds[1]}", eta=_clock(None))
         self._bar.start()
