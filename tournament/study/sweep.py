@@ -121,7 +121,7 @@ class Sweep:
         from tournament.tracking import scrub_text
 
         self.cfg, self.opts, self.progress = cfg, opts, progress or SweepProgress(live=False)
-        self.echo = lambda text: echo(scrub_text(text))  # a secret in a path or prompt never reaches stdout
+        self.echo = self.progress.wrap(lambda text: echo(scrub_text(text)))  # no secret reaches stdout
         self.runs_dir = Path(opts.runs_dir)
         self.sdir = study_dir(self.runs_dir, opts.study)
         self.sdir.mkdir(parents=True, exist_ok=True)

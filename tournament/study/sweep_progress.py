@@ -104,6 +104,18 @@ class SweepProgress:
             self._bar.update(self._task, completed=min(done, self.target), builds=f"{builds[0]}/{builds[1]}",
                              eta=_clock(self.eta_seconds()), refresh=True)
 
+    def wrap(self, echo: Callable[[str], None]) -> Callable[[str], None]:
+        """`echo`, but while the bar is live its lines go through the bar's console, above the bar
+        (click's echo writes to the terminal's buffer behind rich's back: its lines were lost)."""
+
+        def say(text: str) -> None:
+            if self._bar is not None:
+                self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            else:
+                echo(text)
+
+        return say
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
