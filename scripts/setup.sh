@@ -1,26 +1,18 @@
 #!/usr/bin/env bash
-# Create .venv with everything the CPU tournament and the tests need.
+# Create .venv with everything the CPU tournament and the tests need.   scripts/setup.sh [-v]
 # torch goes first, pinned to the CPU build (a bare `torch` requirement would pull a CUDA build of
 # several GB); vLLM is an extra for GPU machines only (`pip install -e '.[vllm]'`).
-# pip runs quietly, so each stage prints one line: what it does, then its time.
+# Each stage prints one line: what it does, then its time; its own output goes to .venv/setup.log
+# (shown if it fails). -v shows everything as it comes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH=${TORCH_VERSION:-2.13.0}
-
-stage() {  # stage LABEL COMMAND...
-  local label=$1 t0=$SECONDS
-  shift
-  printf '%s ... ' "$label"
-  if "$@"; then
-    echo "$((SECONDS - t0)) s"
-  else
-    echo "failed after $((SECONDS - t0)) s"
-    exit 1
-  fi
-}
+case "${1:-}" in -v | --verbose) export VERBOSE=1 ;; esac
+. scripts/stage.sh
 
 [ -d .venv ] || "$PY" -m venv .venv
+: >"$SETUP_LOG"
 . .venv/bin/activate
 # TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu on a machine where PyPI's torch is the CUDA
 # build (plain Linux): the CPU wheel is ~200 MB instead of several GB. Where a CPU torch is already

@@ -50,7 +50,8 @@ def test_bench_serve_fresh_compile_cache_per_process(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         run = json.loads(out.read_text())["base"]
         assert run["compile_cache"] == mode
-        served_root = re.search(r"compile cache: (\S+)\)", (logs / "base" / "server.log").read_text()).group(1)
+        # the transformers engine names the VLLM_CACHE_ROOT it was given (vLLM: "compile cache: ...")
+        served_root = re.search(r"VLLM_CACHE_ROOT=(\S+) unused", (logs / "base" / "server.log").read_text()).group(1)
         raw_root = run["raw"]["cache_root"]
         if mode == "fresh":
             assert run["cache_root"] is None

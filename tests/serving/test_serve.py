@@ -45,6 +45,12 @@ def test_batch_mode_through_the_emulator(batch_server):
     assert r.chars_per_s == pytest.approx(sum(len(a) for a in r.answers) / r.predict_seconds)
 
 
+def test_the_transformers_engine_logs_no_compile_cache(batch_server):
+    log = batch_server.log_path.read_text(errors="replace")
+    assert "loading transformers engine" in log
+    assert "compile cache" not in log  # only vLLM compiles
+
+
 def test_single_and_list_prompts_keep_order_and_length(batch_server):
     one = httpx.post(batch_server.url + "/predict", json={"prompt": QUESTIONS[2]}, timeout=60).json()
     many = httpx.post(batch_server.url + "/predict", json={"prompt": QUESTIONS}, timeout=60).json()

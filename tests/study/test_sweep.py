@@ -48,8 +48,29 @@ def swept(tmp_path_factory, tiny_model_dir, tiny_qa_file, _mlflow_db_template):
     cfg = sweep_file(tmp, tiny_model_dir, tiny_qa_file)
     r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--json"])
     assert r.exit_code == 0, r.output
+    (tmp / "sweep-output.txt").write_text(r.output, encoding="utf-8")  # what a person (or a CI log) saw
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     return tmp, runs, cfg, summary
+
+
+def test_each_trial_line_names_every_drawn_setting_and_a_log_gets_no_bar(swept):
+    from optuna.trial import TrialState
+
+    tmp, runs, _, _ = swept
+    out = (tmp / "sweep-output.txt").read_text(encoding="utf-8")
+    assert "\r" not in out and "\x1b[" not in out  # not a terminal: plain lines, no bar
+    lines = {int(l.split(":")[0].split()[1]): l for l in out.splitlines() if l.startswith("trial ")}
+    measured = [t for t in _study(runs).get_trials()
+                if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(measured) >= 2
+    for t in measured:
+        line = lines[t.number]
+        assert line.startswith(f"trial {t.number}: {t.params['candidate']}/- ")
+        for name in ("decode.max_tokens", "decode.repetition_penalty", "mode"):
+            assert f" {name.removeprefix('decode.')}={t.params[name]} " in line, (name, line)
+    # different settings, different lines (before the measured numbers)
+    headings = {lines[t.number].split(" seen=")[0].split(": ", 1)[1]: t.params for t in measured}
+    assert len(headings) == len({json.dumps(t.params, sort_keys=True) for t in measured})
 
 
 def _study(runs: Path):
@@ -169,8 +190,9 @@ def test_board_json_and_pick_serves_the_winner(swept):
 
 def test_cache_reuses_answers_and_speed(swept):
     """An identical configuration in another study is a cache hit: same answers, and with
-    --no-cache-speed the stored speed too (no server start). Inside one study the same parameters
-    are a repeat instead: nothing is measured, and the trial does not count."""
+    --reuse-cached-speed the stored speed too (no server start). Inside one study the same parameters
+    are a repeat instead: nothing is measured, and the trial does not count. The flag's old name,
+    --no-cache-speed, still works and warns."""
     import optuna
     from optuna.trial import TrialState
 
@@ -180,7 +202,7 @@ def test_cache_reuses_answers_and_speed(swept):
                                 directions=["maximize", "maximize"])
     other.enqueue_trial(done[0].params)
     r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--trials", "1",
-                            "--no-cache-speed", "--study", "t2", "--json", "--no-mlflow"])
+                            "--reuse-cached-speed", "--study", "t2", "--json", "--no-mlflow"])
     assert r.exit_code == 0, r.output
     trials = optuna.load_study(study_name="t2", storage=f"sqlite:///{runs / 'optuna.db'}").get_trials()
     trials = [t for t in trials if t.state != TrialState.WAITING]  # the sweep file's enqueued ones wait
@@ -194,8 +216,9 @@ def test_cache_reuses_answers_and_speed(swept):
     before = len(st.get_trials())
     st.enqueue_trial(done[0].params)
     r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--study", "t", "--json",
-                            "--no-mlflow", "--trials", "5"])
+                            "--no-mlflow", "--trials", "5", "--no-cache-speed"])
     assert r.exit_code == 0, r.output
+    assert "--no-cache-speed is deprecated" in r.output
     new = [t for t in _study(runs).get_trials() if t.state != TrialState.WAITING][before:]
     assert new[0].params == done[0].params and new[0].user_attrs["duplicate_of"] == done[0].number
     assert new[0].number in json.loads(r.stdout.strip().splitlines()[-1])["repeats"]

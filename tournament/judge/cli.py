@@ -33,6 +33,10 @@ def score(
     except DataFormatError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+    if len(answers) > len(refs):  # the judge pads missing answers; extra ones mean the files do not match
+        typer.echo(f"error: {pred.name} has {len(answers)} predictions but {ref.name} has {len(refs)} references: "
+                   "are these the right files (same question set, same order)?", err=True)
+        raise typer.Exit(2)
     result = score_report(answers, refs)
     if as_json:
         typer.echo(json.dumps(result))
@@ -83,12 +87,12 @@ def judge_cmd(
     url: str = typer.Option(..., "--url", help="Server base URL, e.g. http://127.0.0.1:8000"),
     questions: Path = typer.Option(..., "--questions", exists=True, dir_okay=False,
                                    help="docx, JSONL of question/answer, or a data build's eval.jsonl"),
-    health_timeout: float = typer.Option(HEALTH_TIMEOUT["metax"], "--health-timeout", help="Seconds GET / may take (MetaX: 180, Paratera: 420)."),
-    predict_timeout: float = typer.Option(PREDICT_TIMEOUT, "--predict-timeout", help="Seconds all POSTs may take (360)."),
+    health_timeout: float = typer.Option(HEALTH_TIMEOUT["metax"], "--health-timeout", min=0.0, help="Seconds GET / may take (MetaX: 180, Paratera: 420)."),
+    predict_timeout: float = typer.Option(PREDICT_TIMEOUT, "--predict-timeout", min=0.0, help="Seconds all POSTs may take (360)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write per-question rows (JSONL) here."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-    repeat_to: Optional[int] = typer.Option(None, "--repeat-to", help="Cycle questions up to N (judge sizes: 292, 358)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
+    repeat_to: Optional[int] = typer.Option(None, "--repeat-to", min=1, help="Cycle questions up to N (judge sizes: 292, 358)."),
     set_name: Optional[str] = typer.Option(None, "--set", help="Only rows of this set (basic|plus) of a data build."),
 ) -> None:
     """Behave as the judge: health polling, batch/serial mode, limits, padding, character speed."""

@@ -104,8 +104,12 @@ def _generate_resilient(engine: Engine, prompts: list[str], decode: DecodeSettin
 def _startup() -> None:
     cfg, base = load_serve_config()
     model_dir = cfg.resolved_model_path(base)
-    log.info("loading %s engine from %s (compile cache: %s)", cfg.engine.engine, model_dir,
-             os.environ.get("VLLM_CACHE_ROOT") or "vLLM's default")
+    root = os.environ.get("VLLM_CACHE_ROOT")
+    if cfg.engine.engine == "vllm":
+        cache = " (compile cache: " + (root or "vLLM's default") + ")"
+    else:  # transformers compiles nothing: name the variable only when a caller set it (benches, cold starts)
+        cache = f" (VLLM_CACHE_ROOT={root} unused: this engine compiles nothing)" if root else ""
+    log.info("loading %s engine from %s%s", cfg.engine.engine, model_dir, cache)
     t0 = time.time()
     state.config = cfg
     state.engine = load_engine(model_dir, cfg.model, cfg.engine)

@@ -21,15 +21,56 @@ def _load_config(config: str) -> dict:
     return doc.get("serve", doc)  # a winner.json or a bare ServeConfig
 
 
+def port_problem(host: str, port: int) -> Optional[str]:
+    """Why uvicorn could not listen on host:port, found in a second (before a model loads), or None."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        return f"--host {host}: not an address of this machine ({e.strerror})"
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use (another server?): stop it or pass --port N"
+            if e.errno == errno.EACCES:
+                return f"port {port} on {host} needs root (ports below 1024): pass --port 8000 or above"
+            return f"cannot listen on {host}:{port}: {e.strerror}"
+    return None
+
+
+def model_problem() -> Optional[str]:
+    """Why the configured model cannot be served here (winner.json broken, weights missing), or None."""
+    from tournament.serving.config import WinnerFileError, load_serve_config, winner_path
+
+    try:
+        cfg, base = load_serve_config()
+    except WinnerFileError as e:
+        return str(e)
+    model_dir = cfg.resolved_model_path(base)
+    if model_dir.exists():
+        return None
+    wp = winner_path()
+    source = str(wp) if wp.is_file() else "the defaults (no winner.json)"
+    fix = ("fetch it as the image does with `python download_model.py`"
+           + (f" {wp}" if os.environ.get("TOURNAMENT_WINNER") else "") if cfg.model.modelscope_id else
+           "no published model is named (serve.model.modelscope_id) for download_model.py to fetch")
+    return (f"{source} serves the model at {cfg.model.path}, which is not there ({model_dir}): {fix}; or "
+            "write a winner.json that serves a build on this machine with `tournament pick --local` "
+            "(then --winner FILE)")
+
+
 @app.command("serve")
 def serve(
     winner: Optional[Path] = typer.Option(None, "--winner", help="winner.json to serve (default: the repo's)."),
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
 ) -> None:
     """Start `uvicorn serve:app` with winner.json (plus TOURNAMENT_* environment overrides)."""
-    import uvicorn
-
     from tournament.paths import REPO_ROOT
 
     if not (REPO_ROOT / "serve.py").is_file():
@@ -39,6 +80,13 @@ def serve(
         if not winner.is_file():
             raise typer.BadParameter(f"{winner}: no such file", param_hint="--winner")
         os.environ["TOURNAMENT_WINNER"] = str(winner.resolve())
+    # both checks take a second; loading the model first would make a user wait minutes for them
+    problem = port_problem(host, port) or model_problem()
+    if problem:
+        typer.secho(f"serve: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    import uvicorn
+
     os.chdir(REPO_ROOT)  # the image's working directory
     # The console script's sys.path holds the venv's bin, not the checkout: app_dir puts the
     # root (where serve.py sits) first, so "serve:app" imports from any directory.

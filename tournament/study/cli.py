@@ -75,13 +75,17 @@ def _lookup_failed(command: str, e: Exception, runs: Path, storage: Optional[str
 @app.command("sweep")
 def sweep_cmd(
     config: Path = typer.Option(Path("sweeps/demo-cpu.yaml"), "--config", "-c", help="sweep YAML"),
-    trials: Optional[int] = typer.Option(None, help="finished trials the study should hold (default: the file's)"),
+    trials: Optional[int] = typer.Option(None, min=1, help="finished trials the study should hold (default: the file's)"),
     study: Optional[str] = typer.Option(None, help="study name (default: the file's)"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<runs>/optuna.db; "
                                                      "journal:PATH or postgresql://... for several workers)"),
     runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-    no_cache_speed: bool = typer.Option(False, "--no-cache-speed",
-                                        help="on a cache hit reuse the stored speed too (no server start)"),
+    reuse_cached_speed: bool = typer.Option(
+        False, "--reuse-cached-speed/--remeasure-speed",
+        help="a configuration measured before (answer cache): reuse its stored speed too and start no server, "
+             "or (default) start its server and time the speed again"),
+    no_cache_speed: bool = typer.Option(False, "--no-cache-speed", hidden=True,
+                                        help="old name of --reuse-cached-speed (deprecated)"),
     no_track: bool = typer.Option(False, "--no-track",
                                   help="do not log to MLflow (the study is marked untracked); without it "
                                        "a sweep whose MLflow cannot start stops before its first trial"),
@@ -100,6 +104,7 @@ def sweep_cmd(
     from tournament.study.config import SweepConfigError, load_sweep_config
     from tournament.study.plots import write_study_plots
     from tournament.study.sweep import SweepOptions, run_sweep
+    from tournament.study.sweep_progress import SweepProgress
     from tournament.tracking import TrackingError
 
     try:
@@ -108,16 +113,20 @@ def sweep_cmd(
         _fail(str(e), 2)
     runs = _runs(runs_dir)
     track = not (no_track or no_mlflow)
+    if no_cache_speed:  # the old name said the opposite of what it did
+        typer.secho("warning: --no-cache-speed is deprecated (it reuses the cached speed); use --reuse-cached-speed",
+                    fg=typer.colors.YELLOW, err=True)
+        reuse_cached_speed = True
     if gpus is not None:
         _sweep_on_gpus(gpus, config, trials or cfg.trials, study or cfg.study, _storage(storage, runs), runs,
-                       no_cache_speed, track, ledger, json_out, timeout)
+                       reuse_cached_speed, track, ledger, json_out, timeout)
         return
     opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
-                        runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger,
+                        runs_dir=runs, reuse_cached_speed=reuse_cached_speed, tracking=track, ledger=ledger,
                         timeout_s=timeout)
     echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
-    try:
-        res = run_sweep(cfg, opts, echo=echo)
+    try:  # the bar only on a terminal: with --json, in a pipe or a CI log, plain lines
+        res = run_sweep(cfg, opts, echo=echo, progress=SweepProgress(live=False if json_out else None))
     except KeyboardInterrupt:
         typer.echo("interrupted: completed trials are stored; run the same command again to resume", err=True)
         raise typer.Exit(130)
@@ -134,7 +143,7 @@ def sweep_cmd(
 
 
 def _sweep_on_gpus(gpus: str, config: Path, trials: int, study: str, storage: str, runs: Path,
-                   no_cache_speed: bool, track: bool, ledger: Path, json_out: bool,
+                   reuse_cached_speed: bool, track: bool, ledger: Path, json_out: bool,
                    timeout: float | None = None) -> None:
     from tournament.study import sweep_view
     from tournament.study.workers import (all_gpus, open_storage, parse_gpus, prebuild_on_gpus, run_workers,
@@ -160,7 +169,7 @@ def _sweep_on_gpus(gpus: str, config: Path, trials: int, study: str, storage: st
     echo(f"builds ready in {build_s:.0f} s" + (f"; failed: {failed}" if failed else ""))
     args = ["--config", str(config), "--trials", str(trials), "--study", study, "--storage", storage,
             "--runs-dir", str(runs), "--ledger", str(ledger)]
-    args += ["--no-cache-speed"] if no_cache_speed else []
+    args += ["--reuse-cached-speed"] if reuse_cached_speed else []
     args += [] if track else ["--no-track"]
     if timeout is not None:  # the builds above spent part of it
         args += ["--timeout", str(max(1.0, timeout - build_s))]
@@ -187,7 +196,7 @@ def board_cmd(
     ledger: Path = typer.Option(Path("ledger.json"), help="submission ledger (for predictions, budget)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
     plots: bool = typer.Option(True, help="write pareto.png/html next to the study"),
-    limit: int = typer.Option(50, help="rows in the table"),
+    limit: int = typer.Option(50, min=1, help="rows in the table"),
 ) -> None:
     """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
     from tournament.study import ledger as submissions
@@ -282,7 +291,7 @@ def submit_cmd(
     force: bool = typer.Option(False, "--force", help="record it even past the budget"),
     winner: Path = typer.Option(Path("winner.json")),
     ledger: Path = typer.Option(Path("ledger.json")),
-    budget: Optional[int] = typer.Option(None, help="set the submission budget (default 20)"),
+    budget: Optional[int] = typer.Option(None, min=1, help="set the submission budget (default 20)"),
     runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
 ) -> None:
     """Record a judge submission of winner.json in ledger.json (and MLflow); refuses past the budget."""
@@ -290,9 +299,12 @@ def submit_cmd(
 
     try:
         again = submissions.same_winner(submissions.load(ledger), winner) if winner.is_file() else []
+        cautions = submissions.submission_warnings(winner) if winner.is_file() else []
         e = submissions.submit(ledger, winner, note=note, force=force, budget=budget, runs_dir=_runs(runs_dir))
     except submissions.LedgerError as ex:
         _fail(f"submit: {ex}")
+    for c in cautions:
+        typer.secho(f"warning: {c}", fg=typer.colors.YELLOW, err=True)
     if again:
         typer.secho(f"warning: {winner} (sha256 {e['winner_sha256'][:12]}) was already submitted as "
                     f"submission {', '.join(map(str, again))}; this one spent another slot",
@@ -391,8 +403,8 @@ def ui_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="where the demo's store and winner.json go"),
-    trials: int = typer.Option(6),
-    questions: int = typer.Option(12, help="held-out questions per trial"),
+    trials: int = typer.Option(6, min=1, help="finished trials the demo's study should hold"),
+    questions: int = typer.Option(12, min=1, help="held-out questions per trial"),
     config: Path = typer.Option(None, help="sweep file (default sweeps/demo-cpu.yaml)"),
     write_winner: bool = typer.Option(False, "--write-winner", help="also write ./winner.json"),
     fresh: bool = typer.Option(False, "--fresh", help="start a new study instead of resuming"),

@@ -29,6 +29,7 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
     from tournament.study.plots import write_plots
     from tournament.study.optuna_storage import default_storage, study_dir
     from tournament.study.sweep import SweepOptions, run_sweep
+    from tournament.study.sweep_progress import SweepProgress
     from tournament.study.winner import DEFAULT_MARGIN, auto_pick, build_winner
     from tournament.study.winner import write_winner as _write
 
@@ -42,7 +43,7 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
     study = cfg.study + (time.strftime("-%Y%m%d-%H%M%S") if fresh else "")
     opts = SweepOptions(trials=trials, study=study, storage=default_storage(runs), runs_dir=runs)
     echo(f"demo: {trials} trials x {questions} questions on {cfg.eval.path}; store {runs}")
-    res = run_sweep(cfg, opts, echo=echo)
+    res = run_sweep(cfg, opts, echo=echo, progress=SweepProgress())  # a bar on a terminal only
     data = board.board_records(opts.storage, study, REPO_ROOT / "ledger.json")
     board.render(data, limit=20)
     plots = write_plots(data, study_dir(runs, study))

@@ -85,6 +85,12 @@ class ResolvedCandidate:
         return self.ship.config_hash
 
 
+def builds_ready(candidates: dict[str, "ResolvedCandidate"]) -> tuple[int, int]:
+    """(builds whose weights are in place, all builds) of the sweep's candidates: the progress bar's."""
+    builds = [b for c in candidates.values() for b in c.builds.values()]
+    return sum(b._dir is not None for b in builds), len(builds)
+
+
 def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Callable[[str], None] = _progress,
              gpus: list[str] | None = None) -> dict[str, str]:
     """Build every trained build before the first trial, `workers` child processes at a time (on

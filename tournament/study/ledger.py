@@ -136,6 +136,39 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
     return entry
 
 
+def submission_warnings(winner: Path) -> list[str]:
+    """What would make the judge build something other than this winner.json: the file is not
+    committed (the judge builds from the repository), or it names no published model
+    (download_model.py then has nothing to fetch)."""
+    import subprocess
+
+    w = Path(winner).resolve()
+    warns = []
+    try:
+        git = ["git", "-C", str(w.parent)]
+        inside = subprocess.run([*git, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() == "true"
+        if inside:
+            tracked = subprocess.run([*git, "ls-files", "--error-unmatch", w.name], capture_output=True,
+                                     timeout=10).returncode == 0
+            changed = tracked and subprocess.run([*git, "diff", "--quiet", "HEAD", "--", w.name],
+                                                 capture_output=True, timeout=10).returncode != 0
+            if not tracked or changed:
+                warns.append(f"{winner} is {'not committed' if not tracked else 'changed since the last commit'}: "
+                             f"the judge builds your repository, not this folder (git add {w.name} && git commit)")
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git: nothing to check
+    try:
+        model = ((json.loads(w.read_text(encoding="utf-8")).get("serve") or {}).get("model") or {})
+    except (OSError, ValueError, AttributeError):
+        return warns
+    if isinstance(model, dict) and not model.get("modelscope_id"):
+        warns.append(f"{winner} names no published model (serve.model.modelscope_id is empty): download_model.py "
+                     "has nothing to fetch in the image; publish the build and run `tournament pick` again "
+                     "(docs/submitting.md)")
+    return warns
+
+
 def check_result(accuracy: float | None, speed: float | None) -> None:
     """Raise LedgerError unless accuracy is in [0, 1] and speed is a finite number > 0 (None: not given)."""
     if accuracy is not None and not (isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0):

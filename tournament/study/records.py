@@ -3,7 +3,7 @@
 - Cache: ``<runs>/cache/<key>.json`` holds a measured configuration's serve config, metrics and
   answers, keyed by everything that changes them (builds, prompt, engine, decode, mode, eval
   questions, judge sets). A repeated configuration in a later study reuses the answers (greedy
-  decoding answers alike) and, with ``--no-cache-speed``, the speed too.
+  decoding answers alike) and, with ``--reuse-cached-speed``, the speed too.
 - Files: ``<runs>/studies/<study>/trials/<n>/``: ``answers.jsonl`` (the shipped build's answers),
   ``answers_unseen.jsonl`` (the honest build's, when measured), ``speed_post.jsonl`` (the speed
   POST as sent, with the first run's answers), ``serve_config.json``,

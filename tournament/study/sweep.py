@@ -33,17 +33,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.study.config import SweepConfig, config_changes
-from tournament.study.inputs import load_eval, prebuild, resolve_candidates, speed_plan
+from tournament.study.inputs import builds_ready, load_eval, prebuild, resolve_candidates, speed_plan
 from tournament.study.ledger import judge_model_from_ledger
 from tournament.study.measure import Measurement, measure
+from tournament.study.sweep_result import SweepOptions, SweepResult  # noqa: F401 (importers)
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives
 from tournament.study.optuna_private import trial_id
@@ -51,6 +51,7 @@ from tournament.study.optuna_storage import make_sampler, make_storage, quiet_op
 from tournament.study.recipes import OverBudget, RecipeBook, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
 from tournament.study.servers import GroupServers, PidFile
+from tournament.study.sweep_progress import SweepProgress, trial_heading, trial_line
 from tournament.study.space import (
     TrialPlan,
     enqueue_params,
@@ -64,54 +65,13 @@ ACCURACY_KEYS = ("seen_", "unseen_", "predicted_", "accuracy", "zh_rougeL")
 GROUP_REPEATS = 3  # repeats in a row inside one engine group before the group is released
 
 
-@dataclass
-class SweepOptions:
-    trials: int
-    study: str
-    storage: str
-    runs_dir: Path
-    reuse_cached_speed: bool = False  # on an answer-cache hit, reuse the stored speed too (no server start)
-    tracking: bool = True
-    ledger: Path | None = None  # judge results calibrate the predicted accuracy
-    timeout_s: float | None = None  # start no trial after this many seconds (the running one finishes)
-
-
-@dataclass
-class SweepResult:
-    study: str
-    storage: str
-    ran: list[int]
-    complete: int
-    failed: int
-    overhead: list[dict[str, float]]
-    distinct: int = 0  # finished trials with a configuration of their own
-    repeats: list[int] = field(default_factory=list)  # trials that reused an earlier trial's results
-    exhausted: bool = False
-    seconds: float = 0.0  # this worker's wall time, builds included
-    build_seconds: float = 0.0  # of which: the builds before the first trial
-    builds: dict[str, Any] | None = None  # the build budget of a recipe space (recipes.BudgetState)
-
-    def trials_per_minute(self) -> float | None:
-        """Trials this worker measured (repeats excluded) per minute of sweeping (builds excluded)."""
-        measured = len(self.ran) - len(self.repeats)
-        minutes = (self.seconds - self.build_seconds) / 60
-        return measured / minutes if minutes > 0 and measured else None
-
-    def overhead_summary(self) -> dict[str, float] | None:
-        ratios = [o["overhead_ratio"] for o in self.overhead if o.get("decode_only")]
-        if not ratios:
-            return None
-        secs = [o["overhead_seconds"] for o in self.overhead if o.get("decode_only")]
-        return {"decode_only_trials": len(ratios), "overhead_ratio_median": statistics.median(ratios),
-                "overhead_ratio_max": max(ratios), "overhead_seconds_median": statistics.median(secs)}
-
-
 class Sweep:
-    def __init__(self, cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print):
+    def __init__(self, cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print,
+                 progress: SweepProgress | None = None):
         from tournament.tracking import scrub_text
 
-        self.cfg, self.opts = cfg, opts
-        self.echo = lambda text: echo(scrub_text(text))  # a secret in a path or prompt never reaches stdout
+        self.cfg, self.opts, self.progress = cfg, opts, progress or SweepProgress(live=False)
+        self.echo = self.progress.wrap(lambda text: echo(scrub_text(text)))  # no secret reaches stdout
         self.runs_dir = Path(opts.runs_dir)
         self.sdir = study_dir(self.runs_dir, opts.study)
         self.sdir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +180,7 @@ class Sweep:
         else:
             self.echo("speed POST: the eval questions alone (no speed pool: see `speed` in docs/tournament.md); "
                       "the board's speed_n_questions says how many")
+        self.progress.start(counted(study.get_trials(deepcopy=False)), self.opts.trials, builds_ready(self.candidates))
         try:
             while True:
                 optuna.storages.fail_stale_trials(study)
@@ -247,6 +208,7 @@ class Sweep:
                 if outcome == "redirect":
                     continue
                 self.ran.append(trial.number)
+                self.progress.update(counted(study.get_trials(deepcopy=False)), builds_ready(self.candidates))
                 if outcome == "repeat":
                     repeats_in_a_row += 1
                     if repeats_in_a_row >= GROUP_REPEATS:
@@ -266,6 +228,7 @@ class Sweep:
                 if not self.servers.alive():
                     group_left = 0
         finally:
+            self.progress.close()
             self.servers.stop()
             self.pidfile.close()
             self.tracker.end_study()
@@ -297,6 +260,7 @@ class Sweep:
                     lambda tr, template: self.recipes.draw(tr, template, study)))
             except OverBudget as e:  # the budget is spent: the nearest built recipe instead
                 return self.recipes.redirect(study, trial, e)
+            self.progress.trial(heading := trial_heading(trial.number, plan, trial.params))
             earlier = self._earlier(study, trial)
             if earlier is not None:
                 return self._repeat(study, trial, earlier)
@@ -323,11 +287,7 @@ class Sweep:
             metrics = measurement.metrics
             feasible = self._tell(study, trial, attempt.serve_config, metrics, attempt.health_seconds)
             write_trial_files(tdir, measurement, attempt.serve_config, metrics)
-            self.echo(f"trial {trial.number}: {plan.candidate}/{plan.prompt_variant or '-'} "
-                      f"max_tokens={plan.decode.max_tokens} seen={metrics['seen_accuracy']:.3f} "
-                      f"unseen={metrics['unseen_accuracy']:.3f} predicted={metrics['predicted_accuracy']:.3f}"
-                      f"±{metrics['predicted_accuracy_sd']:.3f} chars/s={metrics['chars_per_s']:.0f} "
-                      f"{'feasible' if feasible else 'infeasible'}{' (new servers)' if attempt.started else ''}")
+            self.echo(trial_line(heading, metrics, feasible, attempt.started))
             self._track(trial, attempt, metrics, tdir, "FINISHED", None)
             return "new group" if attempt.started else "same group"
         except KeyboardInterrupt:
@@ -500,5 +460,6 @@ def _safe_url(url: str) -> str:
     return scrub_text(url)
 
 
-def run_sweep(cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print) -> SweepResult:
-    return Sweep(cfg, opts, echo).run()
+def run_sweep(cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print,
+              progress: SweepProgress | None = None) -> SweepResult:
+    return Sweep(cfg, opts, echo, progress).run()

@@ -1,0 +1,51 @@
+"""What a sweep is asked (`SweepOptions`: the command line's choices) and what one worker reports
+back (`SweepResult`: counts, time, the decode-only overhead); sweep_view.py renders the result."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class SweepOptions:
+    trials: int
+    study: str
+    storage: str
+    runs_dir: Path
+    reuse_cached_speed: bool = False  # on an answer-cache hit, reuse the stored speed too (no server start)
+    tracking: bool = True
+    ledger: Path | None = None  # judge results calibrate the predicted accuracy
+    timeout_s: float | None = None  # start no trial after this many seconds (the running one finishes)
+
+
+@dataclass
+class SweepResult:
+    study: str
+    storage: str
+    ran: list[int]
+    complete: int
+    failed: int
+    overhead: list[dict[str, float]]
+    distinct: int = 0  # finished trials with a configuration of their own
+    repeats: list[int] = field(default_factory=list)  # trials that reused an earlier trial's results
+    exhausted: bool = False
+    seconds: float = 0.0  # this worker's wall time, builds included
+    build_seconds: float = 0.0  # of which: the builds before the first trial
+    builds: dict[str, Any] | None = None  # the build budget of a recipe space (recipes.BudgetState)
+
+    def trials_per_minute(self) -> float | None:
+        """Trials this worker measured (repeats excluded) per minute of sweeping (builds excluded)."""
+        measured = len(self.ran) - len(self.repeats)
+        minutes = (self.seconds - self.build_seconds) / 60
+        return measured / minutes if minutes > 0 and measured else None
+
+    def overhead_summary(self) -> dict[str, float] | None:
+        ratios = [o["overhead_ratio"] for o in self.overhead if o.get("decode_only")]
+        if not ratios:
+            return None
+        secs = [o["overhead_seconds"] for o in self.overhead if o.get("decode_only")]
+        return {"decode_only_trials": len(ratios), "overhead_ratio_median": statistics.median(ratios),
+                "overhead_ratio_max": max(ratios), "overhead_seconds_median": statistics.median(secs)}
