@@ -51,15 +51,16 @@ def study_experiment(study: str) -> str:
 # MLflow's shared view of a study's experiment (an experiment tag; `tournament ui` prints its link,
 # `...runs?viewStateShareKey=tournament`): the judge's numbers as columns, best predicted first
 VIEW_KEY = "tournament"
-VIEW_METRICS = ("judge/predicted_accuracy", "judge/predicted_accuracy_sd", "judge/seen_accuracy",
-                "judge/unseen_accuracy", "judge/chars_per_s", "judge/health_seconds", "ledger/judge_accuracy_basic")
+VIEW_METRICS = ("judge/predicted_accuracy", "judge/chars_per_s", "ledger/judge_accuracy_basic", "judge/seen_accuracy",
+                "judge/unseen_accuracy", "judge/predicted_accuracy_sd", "judge/health_seconds")
 VIEW_TAGS = ("winner",)
 
 
 def study_view() -> dict[str, Any]:
-    cols = [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"tags.`{t}`" for t in VIEW_TAGS]
-    return {"searchFilter": "", "orderByKey": f"metrics.`{VIEW_METRICS[0]}`", "orderByAsc": False,
-            "selectedColumns": ["attributes.`Duration`", *cols]}
+    metrics = [f"metrics.`{m}`" for m in VIEW_METRICS]
+    cols = [*metrics[:2], *(f"tags.`{t}`" for t in VIEW_TAGS), *metrics[2:]]  # accuracy, speed, the pick first
+    return {"searchFilter": "", "orderByKey": metrics[0], "orderByAsc": False, "selectedColumns": cols,
+            "columnOrder": cols, "columnWidths": {c: 165 for c in cols}}  # wide enough for the names
 
 
 def view_url(base: str, experiment_id: str) -> str:
@@ -453,4 +454,4 @@ def ui_command(runs_dir: Path, port: int = 5000, host: str = "127.0.0.1", uri: s
     art = artifact_root(uri)
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
             *(["--default-artifact-root", art.as_uri()] if art is not None else []),
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--workers", "1"]  # one person's dashboard: 1 is plenty

@@ -93,6 +93,6 @@ def track_trial(tracker, run_id: str | None, trial, plan, serve_config, metrics:
 
         build = (trial.user_attrs.get("candidate") or {}).get("build")
         tags["mlflow.runName"] = run_name(trial.number, plan.candidate, build, plan.prompt_variant, plan.mode,
-                                          serve_config)
+                                          serve_config, set(trial.params))
     m = {metric_name(k): v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
     tracker.finish_trial(run_id, params=params, metrics=m, tags=tags, artifacts=artifacts, status=status)

@@ -10,6 +10,7 @@ dashboard) the MLflow UI is that server; only optuna-dashboard starts here.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -58,10 +59,14 @@ def serve_dashboards(runs: Path, storage: str, host: str, port: int, optuna_port
     mlflow_cmd = ui_command(runs, port, host)
     base = f"http://{host}:{port}" if mlflow_cmd else uri
     optuna_cmd = optuna_dashboard_command(storage, host, optuna_port)
+    missing = storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists()
     echo(f"MLflow UI: {base}" + (f"  ({' '.join(mlflow_cmd[1:])})" if mlflow_cmd else "  (the tracking server)"))
     for name, link in study_links(uri, base):
         echo(f"  {name}: {link}")
-    if optuna_cmd:
+    if missing:  # reading never creates a store (as `board`); the MLflow UI still starts
+        optuna_cmd = None
+        echo(f"Optuna dashboard: not started, no Optuna storage at {storage} (run a sweep first, or pass --storage)")
+    elif optuna_cmd:
         echo(f"Optuna dashboard: http://{host}:{optuna_port}  (optuna-dashboard {optuna_cmd[1]})")
     else:
         echo("Optuna dashboard: not installed (pip install optuna-dashboard, or the sweep extra); MLflow only")
@@ -86,5 +91,10 @@ def serve_dashboards(runs: Path, storage: str, host: str, port: int, optuna_port
     finally:
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        for p in procs:  # both told at once, then each waited for (SIGKILL after its grace)
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for p in procs:
             stop_group(p)  # a signal or any other way out stops the whole group

@@ -44,15 +44,9 @@ def write_winner(doc: dict[str, Any], path: Path) -> Path:
 
 def non_default_settings(serve_config: dict[str, Any] | None) -> int:
     """How many engine and decode settings differ from serve.py's defaults (simpler is better)."""
-    from tournament.serving.config import DecodeSettings, EngineSettings
+    from tournament.study.dashboard import changed_settings
 
-    if not serve_config:
-        return 0
-    n = 0
-    for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
-        defaults = model().model_dump()
-        n += sum(1 for k, v in (serve_config.get(section) or {}).items() if k in defaults and defaults[k] != v)
-    return n
+    return len(changed_settings(serve_config))
 
 
 def _accuracy(r: TrialRecord) -> tuple[float, float, str]:
