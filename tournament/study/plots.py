@@ -84,11 +84,10 @@ def write_study_plots(storage: str, study: str, runs: Path, log_mlflow: bool,
 
         data = data or board_records(storage, study, None)
         paths = write_plots(data, study_dir(runs, study))
+        board = write_text_atomic(study_dir(runs, study) / "board.json", json.dumps(as_json(data), default=str, indent=1))
         if log_mlflow and paths:
             from tournament.study.dashboard import log_study_files
 
-            board = write_text_atomic(study_dir(runs, study) / "board.json",
-                                      json.dumps(as_json(data), default=str, indent=1))
             log_study_files(runs, study, [*paths, board])
         return paths
     except Exception as e:  # plots are a nicety
