@@ -68,8 +68,10 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_model_dir, tiny_qa_file, _mlflow_db_template):
-    """3 trials of the tiny model (one server), the board's plots, the winner picked."""
+def served(tmp_path_factory, tiny_model_dir, tiny_qa_file, _mlflow_db_template):
+    """3 trials of the tiny model (one server); `tournament ui` on them, started while the board
+    writes the plots and `pick` marks the winner. Yields the store, the board, winner.json, the
+    MLflow link `ui` printed and optuna-dashboard's port."""
     tmp = tmp_path_factory.mktemp("browser")
     runs = tmp / "mlruns"
     runs.mkdir()
@@ -78,30 +80,24 @@ def study(tmp_path_factory, tiny_model_dir, tiny_qa_file, _mlflow_db_template):
                      space={"candidate": ["tiny"], "decode": {"max_tokens": [8, 16, 24]}},
                      candidates=[{"id": "tiny", "model_path": str(tiny_model_dir),
                                   "engine": {"engine": "transformers", "device": "cpu", "batch_size": 8}}])
-    env = {"MLFLOW_TRACKING_URI": None}
-    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--json"], env=env)
+    no_server = {"MLFLOW_TRACKING_URI": None}
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs), "--json"], env=no_server)
     assert r.exit_code == 0, r.output
-    b = runner.invoke(app, ["board", "--runs-dir", str(runs), "--json", "--ledger", str(tmp / "ledger.json")], env=env)
-    assert b.exit_code == 0, b.output
-    p = runner.invoke(app, ["pick", "--auto", "--runs-dir", str(runs), "--local", "--out", str(tmp / "winner.json"),
-                            "--ledger", str(tmp / "ledger.json")], env=env)
-    assert p.exit_code == 0, p.output
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return runs, json.loads(b.stdout), json.loads((tmp / "winner.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def ui(study, tmp_path_factory):
-    """`tournament ui` on the study: the MLflow link it prints, optuna-dashboard's port."""
-    runs = study[0]
     port, optuna_port = free_port(), free_port()
-    log_path = tmp_path_factory.mktemp("ui") / "ui.log"
+    log_path = tmp / "ui.log"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "tournament.cli", "ui", "--runs-dir", str(runs), "--port",
                                  str(port), "--optuna-port", str(optuna_port)], stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env, cwd=REPO_ROOT)
     try:
+        b = runner.invoke(app, ["board", "--runs-dir", str(runs), "--json", "--ledger", str(tmp / "ledger.json")],
+                          env=no_server)
+        assert b.exit_code == 0, b.output
+        p = runner.invoke(app, ["pick", "--auto", "--runs-dir", str(runs), "--local", "--out", str(tmp / "winner.json"),
+                                "--ledger", str(tmp / "ledger.json")], env=no_server)
+        assert p.exit_code == 0, p.output
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         deadline = time.time() + 150
         while time.time() < deadline and proc.poll() is None and not (_port_open(port) and _port_open(optuna_port)):
             time.sleep(0.5)
@@ -109,7 +105,7 @@ def ui(study, tmp_path_factory):
         assert _port_open(port) and _port_open(optuna_port), out[-3000:]
         link = re.search(r"tournament/t: (http://\S+)", out)
         assert link, out
-        yield link.group(1), optuna_port
+        yield runs, json.loads(b.stdout), json.loads((tmp / "winner.json").read_text()), link.group(1), optuna_port
     finally:
         proc.send_signal(signal.SIGINT)  # one Ctrl-C stops both
         proc.wait(timeout=60)
@@ -119,9 +115,8 @@ def ui(study, tmp_path_factory):
         assert not _port_open(port) and not _port_open(optuna_port)
 
 
-def test_mlflow_opens_on_the_trials_with_the_judges_columns_and_the_winner(study, ui):
-    _, board, winner = study
-    link, _ = ui
+def test_mlflow_opens_on_the_trials_with_the_judges_columns_and_the_winner(served):
+    _, board, winner, link, _ = served
     dom = _chromium(link, ARTIFACTS / "mlflow-runs.png", budget_ms=15000)
     text = _text(dom)
     assert "Training runs" in text and "No data available" not in text  # the runs, not the GenAI overview
@@ -138,17 +133,18 @@ def test_mlflow_opens_on_the_trials_with_the_judges_columns_and_the_winner(study
     assert any("study-t" in r for r in rows)
 
 
-def test_optuna_dashboard_shows_the_study(study, ui):
-    _, board, _ = study
-    _, optuna_port = ui
+def test_optuna_dashboard_shows_the_study(served):
+    *_, optuna_port = served
     dom = _chromium(f"http://127.0.0.1:{optuna_port}/dashboard/studies/1", ARTIFACTS / "optuna-dashboard.png",
                     budget_ms=15000)
     text = _text(dom)
-    assert "predicted_accuracy" in text or "Objective" in text, text[:2000]
+    # the study by name, its Pareto front over the study's two objectives, drawn
+    assert "t (id=1)" in text and "Pareto Front" in text, text[:2000]
+    assert "accuracy" in text and "chars_per_s" in text and 'class="point"' in dom
 
 
-def test_pareto_html_from_file_offline_one_point_per_complete_trial(study):
-    runs, board, _ = study
+def test_pareto_html_from_file_offline_one_point_per_complete_trial(served):
+    runs, board, *_ = served
     page = runs / "studies" / "t" / "pareto.html"
     dom = _chromium(page.resolve().as_uri(), ARTIFACTS / "pareto.png", offline=True)
     measured = [t for t in board["trials"] if t["state"] == "COMPLETE" and t.get("duplicate_of") is None]
