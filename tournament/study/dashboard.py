@@ -35,18 +35,6 @@ def metric_name(key: str) -> str:
     return f"accuracy/{key}"
 
 
-def changed_settings(serve_config: dict[str, Any] | None) -> dict[str, Any]:
-    """The engine and decode settings that differ from serve.py's defaults (`decode.max_tokens`)."""
-    from tournament.serving.config import DecodeSettings, EngineSettings
-
-    out: dict[str, Any] = {}
-    for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
-        defaults = model().model_dump()
-        out.update({f"{section}.{k}": v for k, v in ((serve_config or {}).get(section) or {}).items()
-                    if k in defaults and defaults[k] != v})
-    return out
-
-
 def run_name(number: int, candidate: str, build: str | None, prompt_variant: str | None, mode: str | None,
              serve_config: dict[str, Any] | None, drawn: set[str] | None = None) -> str:
     """`#3 gemma · refit · one-shot · max_tokens=64 repetition_penalty=1.15`: what the trial served,
@@ -55,6 +43,8 @@ def run_name(number: int, candidate: str, build: str | None, prompt_variant: str
     parts += [build] if build and build != "base" else []
     parts += [prompt_variant] if prompt_variant else []
     parts += [mode] if mode and mode != "batch" else []
+    from tournament.study.winner import changed_settings
+
     changed = {k: v for k, v in changed_settings(serve_config).items() if drawn is None or k in drawn}
     settings = " ".join(f"{k.split('.', 1)[1]}={_short(v)}" for k, v in sorted(changed.items(), key=_decode_first))
     return " · ".join(parts + ([settings] if settings else ["defaults"]))[:250]

@@ -42,10 +42,20 @@ def write_winner(doc: dict[str, Any], path: Path) -> Path:
     return write_json_atomic(path, doc)
 
 
+def changed_settings(serve_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The engine and decode settings that differ from serve.py's defaults (`decode.max_tokens`)."""
+    from tournament.serving.config import DecodeSettings, EngineSettings
+
+    out: dict[str, Any] = {}
+    for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
+        defaults = model().model_dump()
+        out.update({f"{section}.{k}": v for k, v in ((serve_config or {}).get(section) or {}).items()
+                    if k in defaults and defaults[k] != v})
+    return out
+
+
 def non_default_settings(serve_config: dict[str, Any] | None) -> int:
     """How many engine and decode settings differ from serve.py's defaults (simpler is better)."""
-    from tournament.study.dashboard import changed_settings
-
     return len(changed_settings(serve_config))
 
 
