@@ -64,7 +64,9 @@ def study_view() -> dict[str, Any]:
 
 
 def view_url(base: str, experiment_id: str) -> str:
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+    # workflowType: MLflow 3's sidebar in its "Model training" mode (its GenAI mode is the default)
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+            "&workflowType=machine_learning")
 
 
 def runs_dir_default() -> Path:

@@ -119,7 +119,8 @@ def test_mlflow_opens_on_the_trials_with_the_judges_columns_and_the_winner(serve
     _, board, winner, link, _ = served
     dom = _chromium(link, ARTIFACTS / "mlflow-runs.png", budget_ms=15000)
     text = _text(dom)
-    assert "Training runs" in text and "No data available" not in text  # the runs, not the GenAI overview
+    assert "Runs" in text and "No data available" not in text  # the runs, not the GenAI overview
+    assert "Judges" not in text and "Agent versions" not in text  # the sidebar in its "Model training" mode
     for column in ("judge/predicted_accuracy", "judge/chars_per_s", "judge/seen_accuracy", "winner"):
         assert column in text, column
     rows = list(_grid_rows(dom).values())

@@ -149,7 +149,8 @@ def test_ui_on_a_tracking_server_links_it_and_starts_only_optuna_dashboard(tmp_p
             time.sleep(0.5)
         out = log_path.read_text(errors="replace")
         assert _healthy_port(optuna_port), out
-        assert f"tournament/s: {tracking_server}/#/experiments/{t.experiment_id}/runs?viewStateShareKey=tournament" in out
+        link = f"{tracking_server}/#/experiments/{t.experiment_id}/runs?viewStateShareKey=tournament"
+        assert f"tournament/s: {link}&workflowType=machine_learning" in out
         assert "mlflow ui" not in out and not _healthy_port(port)  # the server is the MLflow UI
     finally:
         proc.send_signal(signal.SIGINT)
