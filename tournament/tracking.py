@@ -1,9 +1,13 @@
-"""MLflow helpers: one parent run per Optuna study, one child run per trial, and runs of their
-own for training builds (`Tracker.start_run` -> `Run`).
+"""MLflow helpers: one experiment per Optuna study (``tournament/<study>``) holding one run per
+trial and the study's own run (board, plots, winner.json), and runs of their own for training
+builds (`Tracker.start_run` -> `Run`). Every experiment the tool creates carries
+``mlflow.experimentKind`` = ``custom_model_development``, so MLflow 3 opens it on its runs, not on
+its GenAI (traces) overview.
 
-Store: ``sqlite:///<runs>/mlflow.db`` with artifacts under ``<runs>/artifacts`` (the experiment is
-created with that artifact location), ``<runs>`` = ``mlruns`` by default. No plain file store
-(MLflow 3 refuses it without ``MLFLOW_ALLOW_FILE_STORE``).
+Store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI`` (as MLflow's own clients read it: workers
+on several hosts log to one tracking server), else ``sqlite:///<runs>/mlflow.db`` with artifacts
+under ``<runs>/artifacts`` (the experiment is created with that artifact location), ``<runs>`` =
+``mlruns`` by default. No plain file store (MLflow 3 refuses it without ``MLFLOW_ALLOW_FILE_STORE``).
 
 Secrets (`tournament.redact`, whose `scrub` / `scrub_text` are also importable from here): no
 secret-named key (HF_TOKEN, api_key) is ever logged, and the *value* of every secret-named
@@ -36,15 +40,43 @@ from tournament.redact import scrub, scrub_text  # also imported from here by th
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "tournament"
+EXPERIMENT = "tournament"  # the experiment of studies from before one experiment per study
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3: open on the runs
+
+
+def study_experiment(study: str) -> str:
+    return f"{EXPERIMENT}/{study}"
+
+
+# MLflow's shared view of a study's experiment (an experiment tag; `tournament ui` prints its link,
+# `...runs?viewStateShareKey=tournament`): the judge's numbers as columns, best predicted first
+VIEW_KEY = "tournament"
+VIEW_METRICS = ("judge/predicted_accuracy", "judge/chars_per_s", "ledger/judge_accuracy_basic", "judge/seen_accuracy",
+                "judge/unseen_accuracy", "judge/predicted_accuracy_sd", "judge/health_seconds")
+VIEW_TAGS = ("winner",)
+
+
+def study_view() -> dict[str, Any]:
+    metrics = [f"metrics.`{m}`" for m in VIEW_METRICS]
+    cols = [*metrics[:2], *(f"tags.`{t}`" for t in VIEW_TAGS), *metrics[2:]]  # accuracy, speed, the pick first
+    return {"searchFilter": "", "orderByKey": metrics[0], "orderByAsc": False, "selectedColumns": cols,
+            "columnOrder": cols, "columnWidths": {c: 165 for c in cols}}  # wide enough for the names
+
+
+def view_url(base: str, experiment_id: str) -> str:
+    # workflowType: MLflow 3's sidebar in its "Model training" mode (its GenAI mode is the default)
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+            "&workflowType=machine_learning")
 
 
 def runs_dir_default() -> Path:
     return Path(os.environ.get("TOURNAMENT_RUNS_DIR", "mlruns"))
 
 
-def tracking_uri(runs_dir: Path) -> str:
-    return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+def tracking_uri(runs_dir: Path, uri: str | None = None) -> str:
+    """Where MLflow lives: `uri` (--tracking-uri), else $MLFLOW_TRACKING_URI, else the runs
+    folder's sqlite file."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
 
 
 def artifact_root(uri: str) -> Path | None:
@@ -121,13 +153,13 @@ def environment_tags() -> dict[str, str]:
 
 # -- the tracker ----------------------------------------------------------------------------------
 class Tracker:
-    """Parent run per study, child run per trial, runs of training builds. `required`: raise
-    `TrackingError` when MLflow cannot start (else: a warning, and every call is a no-op).
-    After the start every call is best effort."""
+    """A study's experiment (`start_study` opens it), a run per trial, runs of training builds in
+    `experiment`. `required`: raise `TrackingError` when MLflow cannot start (else: a warning, and
+    every call is a no-op). After the start every call is best effort."""
 
-    def __init__(self, runs_dir: Path | None = None, experiment: str = EXPERIMENT, enabled: bool = True,
+    def __init__(self, runs_dir: Path | None = None, experiment: str | None = None, enabled: bool = True,
                  uri: str | None = None, required: bool = False):
-        self.uri = uri or tracking_uri(Path(runs_dir) if runs_dir is not None else runs_dir_default())
+        self.uri = tracking_uri(Path(runs_dir) if runs_dir is not None else runs_dir_default(), uri)
         self.enabled = enabled
         self.client = None
         self.experiment_id: str | None = None
@@ -172,27 +204,37 @@ class Tracker:
             log.warning("MLflow: %d logging call(s) failed in this run (first: %s)", self.errors,
                         keep_end(self._first_error, 300))
 
-    def _init(self, experiment: str) -> None:
+    def _init(self, experiment: str | None) -> None:
         from mlflow.tracking import MlflowClient
 
         art = artifact_root(self.uri)
         if art is not None:
             art.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            try:
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=art.as_uri() if art is not None else None)
-            except Exception:  # another worker created it first
-                exp = self.client.get_experiment_by_name(experiment)
-                self.experiment_id = exp.experiment_id
+        if experiment is None:  # the study's, once start_study names it; the store is checked now
+            self.client.search_experiments(max_results=1)
         else:
-            self.experiment_id = exp.experiment_id
+            self.experiment_id = self.experiment(experiment)
+
+    def experiment(self, name: str) -> str:
+        """The id of experiment `name`, created (with the project's artifact folder) when missing;
+        its kind tag set either way, so stores from older versions open on their runs too."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            art = artifact_root(self.uri)
+            try:
+                eid = self.client.create_experiment(name, artifact_location=art.as_uri() if art is not None else None,
+                                                    tags={KIND_TAG: KIND})
+            except Exception:  # another worker created it first
+                eid = self.client.get_experiment_by_name(name).experiment_id
+            return eid
+        if exp.tags.get(KIND_TAG) != KIND:
+            self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+        return exp.experiment_id
 
     @property
     def ok(self) -> bool:
-        return self.enabled and self.client is not None and self.experiment_id is not None
+        return self.enabled and self.client is not None
 
     # parent ------------------------------------------------------------------------------
     def start_study(self, study: str, params: dict[str, Any], tags: dict[str, str], reopen: bool = True) -> str | None:
@@ -201,10 +243,15 @@ class Tracker:
         return self._safe(self._start_study, study, params, tags, reopen)
 
     def _start_study(self, study: str, params: dict[str, Any], tags: dict[str, str], reopen: bool = True) -> str:
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`tournament.study` = '{study}' and tags.`tournament.kind` = 'study'",
-            max_results=1,
-        )
+        query = f"tags.`tournament.study` = '{study}' and tags.`tournament.kind` = 'study'"
+        found = []
+        for name in (study_experiment(study), EXPERIMENT):  # a study begun by an older version stays where it is
+            exp = self.client.get_experiment_by_name(name)
+            found = self.client.search_runs([exp.experiment_id], filter_string=query, max_results=1) if exp else []
+            if found:
+                break
+        self.experiment_id = self.experiment(name if found else study_experiment(study))
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(study_view()))
         if found:
             self.parent_run_id = found[0].info.run_id
             if reopen and found[0].info.status != "RUNNING":
@@ -247,7 +294,7 @@ class Tracker:
     # a run of its own (a training build) ---------------------------------------------------
     def start_run(self, name: str, params: dict[str, Any] | None = None,
                   tags: dict[str, str] | None = None) -> "Run":
-        if not self.ok:
+        if not self.ok or self.experiment_id is None:
             return Run()
 
         def _create() -> str:
@@ -261,14 +308,12 @@ class Tracker:
 
     # child -------------------------------------------------------------------------------
     def start_trial(self, study: str, number: int, tags: dict[str, str]) -> str | None:
-        if not self.ok:
+        if not self.ok or self.experiment_id is None:
             return None
 
         def _create() -> str:
             t = {"tournament.study": study, "tournament.kind": "trial", "tournament.trial": str(number),
-                 "mlflow.runName": f"{study}-trial-{number}"}
-            if self.parent_run_id:
-                t["mlflow.parentRunId"] = self.parent_run_id
+                 "mlflow.runName": f"{study}-trial-{number}"}  # named by what it served once it ends
             t.update(tags)
             return self.client.create_run(self.experiment_id, tags=scrub(t), run_name=f"{study}-trial-{number}").info.run_id
 
@@ -401,9 +446,14 @@ class Run:
         self.run_id = None
 
 
-def ui_command(runs_dir: Path, port: int = 5000, host: str = "127.0.0.1") -> list[str]:
+def ui_command(runs_dir: Path, port: int = 5000, host: str = "127.0.0.1", uri: str | None = None) -> list[str] | None:
+    """`mlflow ui` on the store; None when the store is already a tracking server (http[s]://)."""
     import sys
 
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(runs_dir),
-            "--default-artifact-root", (Path(runs_dir).resolve() / "artifacts").as_uri(),
-            "--host", host, "--port", str(port)]
+    uri = tracking_uri(runs_dir, uri)
+    if uri.startswith(("http://", "https://")):
+        return None
+    art = artifact_root(uri)
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+            *(["--default-artifact-root", art.as_uri()] if art is not None else []),
+            "--host", host, "--port", str(port), "--workers", "1"]  # one person's dashboard: 1 is plenty

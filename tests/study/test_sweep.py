@@ -117,28 +117,35 @@ def test_sweep_records_trials_constraints_and_failures(swept):
     assert not list((runs / "servers").glob("*.json"))  # pidfile removed on a clean exit
 
 
-def test_mlflow_parent_and_child_runs_with_artifacts(swept):
+def test_mlflow_study_experiment_with_its_trials_and_artifacts(swept):
+    """One experiment per study, opening on its runs (MLflow 3's kind tag), a run per trial named by
+    what it served, metrics under `judge/...`, the study's run holding the plots and the board."""
     from mlflow.tracking import MlflowClient
 
     _, runs, _, _ = swept
     c = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
-    exp = c.get_experiment_by_name("tournament")
+    exp = c.get_experiment_by_name("tournament/t")
     assert exp.artifact_location.startswith((runs / "artifacts").resolve().as_uri())
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp.tags["mlflow.sharedViewState.tournament"])
+    assert view["orderByKey"] == "metrics.`judge/predicted_accuracy`" and "metrics.`judge/chars_per_s`" in view["selectedColumns"]
     all_runs = c.search_runs([exp.experiment_id])
     parents = [r for r in all_runs if r.data.tags.get("tournament.kind") == "study"]
     children = [r for r in all_runs if r.data.tags.get("tournament.kind") == "trial"]
     assert len(parents) == 1 and len(children) == 4
-    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert not any("mlflow.parentRunId" in r.data.tags for r in children)  # flat: every trial a row
     ok = [r for r in children if r.info.status == "FINISHED"]
     bad = [r for r in children if r.info.status == "FAILED"]
     assert ok and bad and "does not exist" in bad[0].data.tags["fail_reason"]
     r = ok[0]
-    assert {"accuracy", "zh_rougeL", "chars_per_s", "predict_seconds", "health_seconds",
-            "answer_chars_mean"} <= set(r.data.metrics)
+    assert {"judge/predicted_accuracy", "judge/seen_accuracy", "judge/chars_per_s", "judge/health_seconds",
+            "accuracy/accuracy", "accuracy/zh_rougeL", "speed/predict_seconds", "answers/answer_chars_mean"} <= set(r.data.metrics)
+    assert r.info.run_name.startswith(f"#{r.data.tags['tournament.trial']} tiny · ")
+    assert "max_tokens=" in r.info.run_name or "defaults" in r.info.run_name
     assert {"candidate_hash", "git_commit", "gpu", "version.torch"} <= set(r.data.tags)
     arts = {a.path for a in c.list_artifacts(r.info.run_id)}
     assert {"answers.jsonl", "serve_config.json", "server.log"} <= arts
-    assert any(a.path == "pareto.png" for a in c.list_artifacts(parents[0].info.run_id))
+    assert {"pareto.png", "pareto.html", "board.json"} <= {a.path for a in c.list_artifacts(parents[0].info.run_id)}
 
 
 def test_board_json_and_pick_serves_the_winner(swept):

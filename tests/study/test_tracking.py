@@ -129,3 +129,33 @@ def test_dead_workers_mlflow_run_ends_killed_and_fail_reasons_keep_the_end(tmp_p
     tag = c.get_run(retry.user_attrs["mlflow_run_id"]).data.tags["fail_reason"]
     assert 2000 < len(tag) <= 4000 and tag.startswith("FileNotFoundError") and tag.endswith("does not exist")
     assert optuna.load_study(study_name="t", storage=f"sqlite:///{runs_dir / 'optuna.db'}").user_attrs["tracked"] is True
+
+
+def test_where_mlflow_lives_option_then_variable_then_the_runs_folder(tmp_path, monkeypatch):
+    """--tracking-uri wins, then MLFLOW_TRACKING_URI (as MLflow's own clients read it), then the
+    runs folder's sqlite file; `ui` starts no MLflow of its own for a tracking server."""
+    from tournament.tracking import tracking_uri, ui_command
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert "--backend-store-uri" in ui_command(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking_uri(tmp_path) == "http://127.0.0.1:5999" and ui_command(tmp_path) is None
+    assert tracking_uri(tmp_path, "sqlite:////elsewhere/mlflow.db") == "sqlite:////elsewhere/mlflow.db"
+
+
+def test_mlflow_names_sort_together_and_runs_say_what_they_served():
+    from tournament.study.dashboard import metric_name, run_name
+    from tournament.tracking import VIEW_METRICS
+
+    assert [metric_name(k) for k in ("predicted_accuracy", "chars_per_s", "chars_per_s_mad", "answer_chars_mean",
+                                     "zh_rougeL", "overhead_seconds", "seen_accuracy_bonus")] == [
+        "judge/predicted_accuracy", "judge/chars_per_s", "speed/chars_per_s_mad", "answers/answer_chars_mean",
+        "accuracy/zh_rougeL", "sweep/overhead_seconds", "accuracy/seen_accuracy_bonus"]
+    judge = {m for m in VIEW_METRICS if m.startswith("judge/")}
+    assert judge <= {metric_name(m.split("/", 1)[1]) for m in judge}  # the view shows names a trial logs
+    serve = {"engine": {"max_num_seqs": 256, "batch_size": 8}, "decode": {"max_tokens": 64, "temperature": 0.0}}
+    name = run_name(3, "gemma", "refit", "one-shot", "serial", serve, {"decode.max_tokens", "engine.max_num_seqs"})
+    assert name.startswith("#3 gemma · refit · one-shot · serial · max_tokens=64")
+    assert "batch_size" not in name  # the candidate's own setting, not drawn
+    assert run_name(0, "base", "base", None, "batch", {}, set()) == "#0 base · defaults"

@@ -19,6 +19,18 @@ from tournament.judge.rules import PASS_MARK
 app = typer.Typer()
 
 RUNS_HELP = "folder for optuna.db, mlflow.db, artifacts, studies/ (env TOURNAMENT_RUNS_DIR; default mlruns)"
+TRACKING_HELP = ("MLflow tracking URI, e.g. http://host:5000 for workers on several hosts (default: "
+                 "$MLFLOW_TRACKING_URI, else sqlite:///<runs>/mlflow.db); sets MLFLOW_TRACKING_URI for this "
+                 "command and the workers it starts")
+
+
+def _tracking(uri: Optional[str]) -> None:
+    """--tracking-uri is MLFLOW_TRACKING_URI, as MLflow's own clients read it: every part of the
+    tool that logs or reads MLflow, and every worker process, then uses the same store."""
+    if uri:
+        import os
+
+        os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
 def _runs(runs_dir: Optional[Path]) -> Path:
@@ -98,6 +110,7 @@ def sweep_cmd(
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1,
                                             help="seconds after which no new trial starts (the running one "
                                                  "finishes; builds count); run again to resume"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Run (or resume) an Optuna sweep: every trial is served by serve.py and judged like the judge."""
     from tournament.study import sweep_view
@@ -112,6 +125,7 @@ def sweep_cmd(
     except SweepConfigError as e:
         _fail(str(e), 2)
     runs = _runs(runs_dir)
+    _tracking(tracking_uri)
     track = not (no_track or no_mlflow)
     if no_cache_speed:  # the old name said the opposite of what it did
         typer.secho("warning: --no-cache-speed is deprecated (it reuses the cached speed); use --reuse-cached-speed",
@@ -197,6 +211,7 @@ def board_cmd(
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
     plots: bool = typer.Option(True, help="write pareto.png/html next to the study"),
     limit: int = typer.Option(50, min=1, help="rows in the table"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
     from tournament.study import ledger as submissions
@@ -204,6 +219,7 @@ def board_cmd(
     from tournament.study.plots import write_study_plots
 
     runs = _runs(runs_dir)
+    _tracking(tracking_uri)
     st = _storage(storage, runs)
     try:
         data = board_records(st, study, ledger)
@@ -235,6 +251,7 @@ def pick_cmd(
     ledger: Path = typer.Option(Path("ledger.json"), help="ledger (calibration for --auto)"),
     allow_honest: bool = typer.Option(False, "--allow-honest",
                                       help="write a winner that serves the honest build of a trained recipe"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Write winner.json (atomically) from a trial of a study.
 
@@ -262,6 +279,7 @@ def pick_cmd(
     if (trial is None) == (not auto):
         _fail("give exactly one of --trial N or --auto", 2)
     runs = _runs(runs_dir)
+    _tracking(tracking_uri)
     st = _storage(storage, runs)
     try:
         data = board_records(st, study, ledger)
@@ -283,6 +301,10 @@ def pick_cmd(
     typer.echo(picked_line(doc, out, data["study"], trial_n, rule))
     if recipe_yaml is not None:
         typer.echo(f"wrote {recipe_yaml}: the drawn recipe (tournament train {recipe_yaml} --dataset <refit dataset>)")
+    if data.get("tracked", True):  # the trial tagged `winner` in MLflow, winner.json on the study's run
+        from tournament.study.dashboard import mark_winner
+
+        mark_winner(runs, data["study"], doc["provenance"].get("mlflow_run_id"), trial_n, out)
 
 
 @app.command("submit")
@@ -293,10 +315,12 @@ def submit_cmd(
     ledger: Path = typer.Option(Path("ledger.json")),
     budget: Optional[int] = typer.Option(None, min=1, help="set the submission budget (default 20)"),
     runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Record a judge submission of winner.json in ledger.json (and MLflow); refuses past the budget."""
     from tournament.study import ledger as submissions
 
+    _tracking(tracking_uri)
     try:
         again = submissions.same_winner(submissions.load(ledger), winner) if winner.is_file() else []
         cautions = submissions.submission_warnings(winner) if winner.is_file() else []
@@ -323,10 +347,12 @@ def judge_result_cmd(
     note: str = typer.Option(""),
     ledger: Path = typer.Option(Path("ledger.json")),
     runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Record what the judge said about a submission (feeds the local->judge calibration)."""
     from tournament.study import ledger as submissions
 
+    _tracking(tracking_uri)
     if accuracy is None and speed is None:
         _fail("give --accuracy and/or --speed", 2)
     try:
@@ -367,37 +393,19 @@ def ledger_cmd(
 @app.command("ui")
 def ui_cmd(
     runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
-    port: int = typer.Option(5000),
+    port: int = typer.Option(5000, help="MLflow UI's port"),
     host: str = typer.Option("127.0.0.1"),
+    optuna_port: int = typer.Option(8080, help="optuna-dashboard's port"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<runs>/optuna.db)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
-    """Start the MLflow UI on the tournament's store (and show the optuna-dashboard command)."""
-    import signal
-    import subprocess
-
-    from tournament.serving.process import stop_group
-    from tournament.study.optuna_storage import default_storage
-    from tournament.tracking import ui_command
+    """Start the MLflow UI on the tournament's store and optuna-dashboard on its Optuna storage
+    (one Ctrl-C stops both). With a tracking server (http://...) only optuna-dashboard starts."""
+    from tournament.study.ui import serve_dashboards
 
     runs = _runs(runs_dir)
-    cmd = ui_command(runs, port, host)
-    typer.echo(f"MLflow UI: http://{host}:{port}  ({' '.join(cmd[1:])})")
-    typer.echo(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {default_storage(runs)}")
-    # mlflow ui starts uvicorn workers and huey consumers; in a group of their own they can all
-    # be stopped together, or a SIGTERM here would leave them serving on the port.
-    proc = subprocess.Popen(cmd, start_new_session=True)
-
-    def interrupted(signum, _frame):
-        # only unwind here: proc.wait() holds Popen's lock, a wait inside the handler never reaps
-        raise typer.Exit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, interrupted)
-    try:
-        raise typer.Exit(proc.wait())
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        stop_group(proc)  # a signal or any other way out stops the whole group
+    _tracking(tracking_uri)
+    raise typer.Exit(serve_dashboards(runs, _storage(storage, runs), host, port, optuna_port, echo=typer.echo))
 
 
 @app.command("demo")

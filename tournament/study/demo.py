@@ -26,8 +26,9 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
              write_winner: bool = False, fresh: bool = False, echo: Callable[[str], None] = print) -> dict:
     from tournament.study import board
     from tournament.study.config import load_sweep_config
-    from tournament.study.plots import write_plots
-    from tournament.study.optuna_storage import default_storage, study_dir
+    from tournament.study.dashboard import mark_winner
+    from tournament.study.plots import write_study_plots
+    from tournament.study.optuna_storage import default_storage
     from tournament.study.sweep import SweepOptions, run_sweep
     from tournament.study.sweep_progress import SweepProgress
     from tournament.study.winner import DEFAULT_MARGIN, auto_pick, build_winner
@@ -46,22 +47,14 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
     res = run_sweep(cfg, opts, echo=echo, progress=SweepProgress())  # a bar on a terminal only
     data = board.board_records(opts.storage, study, REPO_ROOT / "ledger.json")
     board.render(data, limit=20)
-    plots = write_plots(data, study_dir(runs, study))
-    try:
-        from tournament.tracking import Tracker
-
-        t = Tracker(runs)
-        if t.start_study(study, {}, {}, reopen=False):
-            for p in plots:
-                t.log_study_artifact(p)
-    except Exception:
-        pass
+    plots = write_study_plots(opts.storage, study, runs, True, data)
     n, rule = auto_pick(data["trials"], data["judge"].get("pass_mark", PASS_MARK), margin=DEFAULT_MARGIN,
                         objectives=cfg.objectives)
     st = board.load_study(opts.storage, study)
     doc, _ = build_winner(st, n, rule=rule, local=True)
     demo_winner = _write(doc, out / "winner.json")
     echo(f"winner: trial {n} ({rule}) -> {demo_winner}")
+    mark_winner(runs, study, doc["provenance"].get("mlflow_run_id"), n, demo_winner)  # tagged in MLflow
     if write_winner:
         doc2, warns = build_winner(st, n, rule=rule, local=False)
         for w in warns:
@@ -84,5 +77,5 @@ def next_commands(runs: Path, study: str, winner: Path) -> str:
         f"  tournament board {where}          # the leaderboard again",
         f"  tournament pick --auto {where}    # ./winner.json (an image needs a published model: docs/submitting.md)",
         f"  tournament serve --winner {winner}   # serve the demo's winner on this machine",
-        f"  tournament ui --runs-dir {runs}   # MLflow UI",
+        f"  tournament ui --runs-dir {runs}   # MLflow UI (its link opens on the trials) + optuna-dashboard",
     ])

@@ -279,28 +279,7 @@ def listing(doc: dict[str, Any], path: Path):
 
 
 def _track_submission(entry: dict[str, Any], runs_dir: Path | None) -> None:
-    try:
-        from tournament.tracking import Tracker, runs_dir_default
+    """The submission and its judge results in MLflow (`study/dashboard.py`), best effort."""
+    from tournament.study.dashboard import track_submission
 
-        t = Tracker(runs_dir or runs_dir_default(), experiment="tournament-ledger")
-        if not t.ok:
-            return
-        rid = t.start_trial("ledger", int(entry["id"]), {"tournament.kind": "submission",
-                                                          "winner_sha256": entry["winner_sha256"],
-                                                          "git_commit": str(entry.get("git_commit"))})
-        metrics = {}
-        loc = entry.get("local") or {}
-        for k in ("accuracy", "chars_per_s"):
-            if loc.get(k) is not None:
-                metrics[f"local_{k}"] = loc[k]
-        res = entry.get("result")
-        if res:
-            if res.get("accuracy") is not None:
-                metrics[f"judge_accuracy_{res['set']}"] = res["accuracy"]
-            if res.get("speed") is not None:
-                metrics[f"judge_speed_{res['set']}"] = res["speed"]
-        t.finish_trial(rid, params={k: entry.get(k) for k in ("note", "candidate", "study", "trial")},
-                       metrics=metrics, tags={}, artifacts={}, status="FINISHED")
-        t.flush()
-    except Exception:  # the JSON ledger is the record; MLflow is a copy
-        pass
+    track_submission(entry, runs_dir)

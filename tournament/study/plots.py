@@ -73,21 +73,22 @@ def write_plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
 def write_study_plots(storage: str, study: str, runs: Path, log_mlflow: bool,
                       data: dict[str, Any] | None = None) -> list[Path]:
     """The plots of a study (its board `data`, else read from `storage`) in `<runs>/studies/<study>/`,
-    also logged to the study's MLflow parent run when `log_mlflow`. Plots are a nicety: whatever
-    goes wrong is a warning on stderr, and no plots."""
+    with the board as `board.json` beside them, all logged to the study's MLflow run when
+    `log_mlflow`. Plots are a nicety: whatever goes wrong is a warning on stderr, and no plots."""
     try:
-        from tournament.study.board import board_records
+        import json
+
+        from tournament.files import write_text_atomic
+        from tournament.study.board import as_json, board_records
         from tournament.study.optuna_storage import study_dir
 
         data = data or board_records(storage, study, None)
         paths = write_plots(data, study_dir(runs, study))
+        board = write_text_atomic(study_dir(runs, study) / "board.json", json.dumps(as_json(data), default=str, indent=1))
         if log_mlflow and paths:
-            from tournament.tracking import Tracker
+            from tournament.study.dashboard import log_study_files
 
-            t = Tracker(runs)
-            if t.ok and t.start_study(study, {}, {}, reopen=False):
-                for p in paths:
-                    t.log_study_artifact(p)
+            log_study_files(runs, study, [*paths, board])
         return paths
     except Exception as e:  # plots are a nicety
         print(f"warning: plots not written: {type(e).__name__}: {e}", file=sys.stderr)

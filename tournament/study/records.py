@@ -8,6 +8,7 @@
   ``answers_unseen.jsonl`` (the honest build's, when measured), ``speed_post.jsonl`` (the speed
   POST as sent, with the first run's answers), ``serve_config.json``,
   ``metrics.json``, ``server.log``.
+- MLflow: the trial's run, its metrics under MLflow names that sort together (`study/dashboard.py`).
 - Every config written here or logged is scrubbed of secrets (`tournament.tracking.scrub`).
 """
 
@@ -66,7 +67,10 @@ def write_trial_files(tdir: Path, measurement, serve_config: dict[str, Any] | No
 
 def track_trial(tracker, run_id: str | None, trial, plan, serve_config, metrics: dict[str, Any], tdir: Path,
                 status: str, reason: str | None, tags: dict[str, str], server_log: Path | None) -> None:
-    """Finish the trial's MLflow run (on the tracker's background thread)."""
+    """Finish the trial's MLflow run (on the tracker's background thread): metrics under their
+    MLflow names (`judge/predicted_accuracy`, `study/dashboard.py`), the run named by what it served."""
+    from tournament.study.dashboard import metric_name
+
     if not run_id:
         return
     params: dict[str, Any] = dict(trial.params)
@@ -84,5 +88,11 @@ def track_trial(tracker, run_id: str | None, trial, plan, serve_config, metrics:
         snap = tdir / "server.log"
         snap.write_bytes(server_log.read_bytes()[-2_000_000:])
         artifacts["server.log"] = snap
-    m = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+    if plan is not None:  # named by what it served, shown in MLflow's run list
+        from tournament.study.dashboard import run_name
+
+        build = (trial.user_attrs.get("candidate") or {}).get("build")
+        tags["mlflow.runName"] = run_name(trial.number, plan.candidate, build, plan.prompt_variant, plan.mode,
+                                          serve_config, set(trial.params))
+    m = {metric_name(k): v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
     tracker.finish_trial(run_id, params=params, metrics=m, tags=tags, artifacts=artifacts, status=status)

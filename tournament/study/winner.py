@@ -63,17 +63,21 @@ def write_candidate_yaml(doc: dict[str, Any], out: Path) -> Path | None:
     return path
 
 
-def non_default_settings(serve_config: dict[str, Any] | None) -> int:
-    """How many engine and decode settings differ from serve.py's defaults (simpler is better)."""
+def changed_settings(serve_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The engine and decode settings that differ from serve.py's defaults (`decode.max_tokens`)."""
     from tournament.serving.config import DecodeSettings, EngineSettings
 
-    if not serve_config:
-        return 0
-    n = 0
+    out: dict[str, Any] = {}
     for section, model in (("engine", EngineSettings), ("decode", DecodeSettings)):
         defaults = model().model_dump()
-        n += sum(1 for k, v in (serve_config.get(section) or {}).items() if k in defaults and defaults[k] != v)
-    return n
+        out.update({f"{section}.{k}": v for k, v in ((serve_config or {}).get(section) or {}).items()
+                    if k in defaults and defaults[k] != v})
+    return out
+
+
+def non_default_settings(serve_config: dict[str, Any] | None) -> int:
+    """How many engine and decode settings differ from serve.py's defaults (simpler is better)."""
+    return len(changed_settings(serve_config))
 
 
 def _accuracy(r: TrialRecord) -> tuple[float, float, str]:
