@@ -216,3 +216,47 @@ def test_ctrl_c_lets_each_worker_end_its_trial(tmp_path, tiny_model_dir, tiny_qa
         pid = int(w.rsplit(":", 1)[1])
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_build_workers_auto_runs_the_first_build_alone_and_plans_from_measured_memory(tmp_path, monkeypatch):
+    """`build_workers: auto`: the first build alone (it records the peak the plan reads), then as
+    many per GPU as train/memory.py plans; with no GPU memory to read (no nvidia-smi here), one."""
+    import shutil
+    import threading
+    import time
+
+    from tournament.study.inputs import Build, ResolvedCandidate, build_slots, prebuild
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU machine: the plan depends on its free memory")
+    monkeypatch.chdir(tmp_path)
+    lock = threading.Lock()
+    busy = {"n": 0, "peak": 0}
+
+    class TimedBuild(Build):
+        def model_dir(self, log=print, gpu=None):
+            with lock:
+                busy["n"] += 1
+                busy["peak"] = max(busy["peak"], busy["n"])
+            time.sleep(0.05)
+            with lock:
+                busy["n"] -= 1
+            return None
+
+    builds = {f"b{i}": TimedBuild(role=f"r{i}", config_hash=str(i), candidate_obj=object()) for i in range(4)}
+    lines: list[str] = []
+    assert prebuild({"c": ResolvedCandidate(id="c", prompt={}, engine={}, info={}, builds=builds)},
+                    workers="auto", echo=lines.append) == {}
+    assert busy["peak"] == 1 and any("build_workers auto: 1 at a time" in s for s in lines), lines
+    assert build_slots(3, None, None) == 3 and build_slots(0, None, None) == 1
+
+
+def test_build_workers_accepts_a_count_or_auto():
+    from tournament.study.config import SweepConfigError, parse_sweep_config
+
+    base = {"candidates": ["candidates/x.yaml"], "eval": {"path": "eval.jsonl"}}
+    assert parse_sweep_config({**base, "build_workers": "auto"}).build_workers == "auto"
+    assert parse_sweep_config({**base, "build_workers": 2}).build_workers == 2
+    for bad in (-1, "many"):
+        with pytest.raises(SweepConfigError, match="build_workers"):
+            parse_sweep_config({**base, "build_workers": bad})

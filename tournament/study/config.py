@@ -25,7 +25,8 @@ judge:                          # the judge aimed at: 292 q (bonus 358), predict
 speed: {questions: 292, seed: 0}  # the speed POST: the samples + distinct unseen questions (default pool:
                                   # the refit dataset's speed_pool.jsonl), 292 / 358 by default
 refit: {dataset: data/build/pmpp-refit, split: data/splits/pmpp-refit.yaml}  # the build you submit
-build_workers: 3                # train the builds 3 at a time before the first trial (0: on demand)
+build_workers: 3                # train the builds 3 at a time before the first trial (0: on demand;
+                                # auto: as many as the first build's measured peak memory allows)
 space:
   candidate: [gemma-base]       # default: every candidate
   prompt:                       # named prompt variants, merged over the candidate's prompt
@@ -60,7 +61,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -393,7 +394,9 @@ class SweepConfig(_Strict):
     # (0: build each when a trial first needs it). With a recipe space nothing is built beforehand:
     # this many of a drawn recipe's two builds (refit, honest) train at once (0 or 1: one after the other). 6 builds of gemma-3-270m took 12 of a 20-minute
     # H200 sweep one after another.
-    build_workers: int = Field(0, ge=0)
+    # `auto`: the first build alone, then as many side by side on each GPU as the measured peak
+    # memory of earlier builds and the GPU's free memory allow (train/memory.py; 1 without a GPU).
+    build_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
     # What the sweep optimises (objectives.py): each an Optuna objective over a trial metric. The
     # default is the judge's ranking: predicted judge accuracy, then chars/s.
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)

@@ -91,20 +91,34 @@ def builds_ready(candidates: dict[str, "ResolvedCandidate"]) -> tuple[int, int]:
     return sum(b._dir is not None for b in builds), len(builds)
 
 
-def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Callable[[str], None] = _progress,
+def build_slots(setting: int | str, ids: list[str] | None, gpu: str | None) -> int:
+    """How many builds train side by side on one GPU: the sweep file's `build_workers`, or for
+    `auto` what the measured peak memory of earlier builds (these candidate ids; None: any) and
+    the GPU's free memory allow now (train/memory.py: 1 when nothing is measured or no GPU)."""
+    if setting != "auto":
+        return max(1, int(setting))
+    from tournament.train.memory import plan_build_workers
+
+    n, why = plan_build_workers(Path("builds"), ids, gpu or 0)
+    log.info("build_workers auto on GPU %s: %s", gpu or 0, why)
+    return n
+
+
+def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, echo: Callable[[str], None] = _progress,
              gpus: list[str] | None = None) -> dict[str, str]:
     """Build every trained build before the first trial, `workers` child processes at a time (on
     each of `gpus` when given: a build takes a free slot of a GPU and its child sees only that
-    GPU). The first build runs alone: it may import the shared base model. Returns {build: error}
-    for builds that failed; their trials fail with that reason, without training again; the
-    others go on."""
+    GPU; `auto`: as many as fit, see `build_slots`, decided after the first build). The first
+    build runs alone: it may import the shared base model, and with `auto` it measures the peak
+    memory the plan reads. Returns {build: error} for builds that failed; their trials fail with
+    that reason, without training again; the others go on."""
     import queue
     from concurrent.futures import ThreadPoolExecutor
 
     todo = [(c.id, b) for c in candidates.values() for b in c.builds.values() if b.candidate_obj is not None]
     failed: dict[str, str] = {}
     slots: queue.Queue[str | None] = queue.Queue()
-    for _ in range(max(1, workers)):
+    for _ in range(1 if workers == "auto" else max(1, int(workers))):
         for gpu in gpus or [None]:
             slots.put(gpu)
 
@@ -121,6 +135,13 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int, echo: Cal
 
     if todo:
         one(todo[0])
+        if workers == "auto":
+            ids = sorted({cid for cid, _ in todo})
+            for gpu in gpus or [None]:
+                n = build_slots("auto", ids, gpu)
+                echo(f"build_workers auto: {n} at a time on GPU {gpu or 0} (measured peak memory vs free memory)")
+                for _ in range(n - 1):
+                    slots.put(gpu)
         with ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
             list(pool.map(one, todo[1:]))
     return failed

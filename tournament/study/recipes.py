@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tournament.study.config import SweepConfig, normalize_param
-from tournament.study.inputs import ResolvedCandidate, resolve_candidate
+from tournament.study.inputs import ResolvedCandidate, build_slots, resolve_candidate
 from tournament.study.space import suggest_value
 
 LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
@@ -226,7 +226,7 @@ class RecipeBook:
 
             # the first build of this process alone: it may import the shared base model (embedded gemma)
             # and two at once only when build_workers allows it (two full SFTs of gemma-3-270m overflow an H100)
-            together = min(len(rc.builds), max(1, self.cfg.build_workers)) if self.built_once else 1
+            together = min(len(rc.builds), build_slots(self.cfg.build_workers, None, None)) if self.built_once else 1
             with ThreadPoolExecutor(max_workers=together) as pool:
                 for f in [pool.submit(b.model_dir, lambda line, r=b.role: self.echo(f"  [{rc.id}/{r}] {line}"))
                           for b in rc.builds.values()]:

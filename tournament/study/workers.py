@@ -230,7 +230,7 @@ def prebuild_on_gpus(config: Path, gpus: list[str], echo: Callable[[str], None])
     load_eval(cfg)  # first: it may build the split that trained candidates hash
     candidates = resolve_candidates(cfg)  # builds the refit dataset when missing
     # a recipe space's candidates are templates: each worker builds its drawn recipes on first use
-    failed = {} if cfg.space.draws_recipes else prebuild(candidates, max(1, cfg.build_workers), echo, gpus=gpus)
+    failed = {} if cfg.space.draws_recipes else prebuild(candidates, cfg.build_workers or 1, echo, gpus=gpus)
     return failed, time.monotonic() - t0
 
 

@@ -100,12 +100,11 @@ def free_gpu_bytes(gpu: str | int = 0) -> int | None:
         return None
 
 
-def plan_build_workers(builds_dir: Path, ids: Iterable[str], gpu: str | int = 0, *,
+def plan_build_workers(builds_dir: Path, ids: Iterable[str] | None, gpu: str | int = 0, *,
                        max_workers: int | None = None) -> tuple[int, str]:
     """`build_workers` for one GPU from earlier builds' measured peaks of these candidate ids
-    and the GPU's free memory now, with the reason in words."""
-    ids = list(ids)
-    peaks = measured_peaks(builds_dir, ids)
+    (None: of every build there) and the GPU's free memory now, with the reason in words."""
+    peaks = measured_peaks(builds_dir, None if ids is None else list(ids))
     free = free_gpu_bytes(gpu)
     if free is None:
         return 1, "no free-memory reading (nvidia-smi): 1 at a time"
