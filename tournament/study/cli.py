@@ -110,7 +110,8 @@ def sweep_cmd(
                        no_cache_speed, track, ledger, json_out)
         return
     opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
-                        runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger)
+                        runs_dir=runs, reuse_cached_speed=no_cache_speed, tracking=track, ledger=ledger,
+                        sweep_file=Path(config))
     echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
     try:
         res = run_sweep(cfg, opts, echo=echo)
@@ -219,6 +220,9 @@ def pick_cmd(
     ledger: Path = typer.Option(Path("ledger.json"), help="ledger (calibration for --auto)"),
     allow_honest: bool = typer.Option(False, "--allow-honest",
                                       help="write a winner that serves the honest build of a trained recipe"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="the study's sweep file, when the one it recorded has moved "
+                                               "(rebuilds a serve config whose record is masked)"),
 ) -> None:
     """Write winner.json (atomically) from a trial of a study.
 
@@ -255,7 +259,7 @@ def pick_cmd(
         else:
             trial_n, rule = trial, "manual: --trial"
         doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
-                                  allow_honest=allow_honest, model_dest=model_dest)
+                                  allow_honest=allow_honest, model_dest=model_dest, sweep_file=config)
     except LookupError as e:
         _lookup_failed("pick", e, runs, storage, runs_dir)
     except submissions.LedgerError as e:
