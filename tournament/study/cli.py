@@ -276,7 +276,7 @@ def submit_cmd(
     force: bool = typer.Option(False, "--force", help="record it even past the budget"),
     winner: Path = typer.Option(Path("winner.json")),
     ledger: Path = typer.Option(Path("ledger.json")),
-    budget: Optional[int] = typer.Option(None, help="set the submission budget (default 20)"),
+    budget: Optional[int] = typer.Option(None, min=1, help="set the submission budget (default 20)"),
     runs_dir: Optional[Path] = typer.Option(None, help=RUNS_HELP),
 ) -> None:
     """Record a judge submission of winner.json in ledger.json (and MLflow); refuses past the budget."""
@@ -291,9 +291,12 @@ def submit_cmd(
         typer.secho(f"warning: {winner} (sha256 {e['winner_sha256'][:12]}) was already submitted as "
                     f"submission {', '.join(map(str, again))}; this one spent another slot",
                     fg=typer.colors.YELLOW, err=True)
+    # read back: say "recorded" only of an entry that is in the file
     doc = submissions.load(ledger)
+    if e not in doc["submissions"]:
+        _fail(f"submit: submission {e['id']} is not in {ledger} after writing it; nothing was recorded")
     typer.echo(f"submission {e['id']} recorded (winner sha256 {e['winner_sha256'][:12]}, commit "
-               f"{str(e['git_commit'])[:12]}); {submissions.left(doc)} of {doc['budget']} left")
+               f"{str(e['git_commit'])[:12]}); {submissions.budget_line(doc, e['id'])}")
 
 
 @app.command("judge-result")
