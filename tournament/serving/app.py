@@ -149,6 +149,10 @@ def _parse_prompt(body: bytes, cfg: ServeConfig) -> tuple[str | list[str] | None
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         return None, _error(400, f"body is not JSON: {e.msg} at position {e.pos}")
+    except RecursionError:
+        return None, _error(400, "body is nested too deeply to parse; send {\"prompt\": str | [str, ...]}")
+    except ValueError as e:  # Python's int limit: a number of more than 4300 digits
+        return None, _error(400, f"body holds a number too large to parse ({e})")
     if not isinstance(doc, dict) or "prompt" not in doc:
         return None, _error(422, 'expected a JSON object {"prompt": str | [str, ...]}')
     prompt = doc["prompt"]
@@ -188,7 +192,12 @@ def clean_surrogates(text: str) -> str:
 async def predict(request: Request) -> JSONResponse:
     cfg = state.config
     assert cfg is not None
-    prompt, err = _parse_prompt(await request.body(), cfg)
+    try:  # a client that promises a body and never sends it must not hold a connection for ever
+        body = await asyncio.wait_for(request.body(), cfg.body_timeout_s)
+    except asyncio.TimeoutError:
+        return _error(408, f"the request body did not arrive within {cfg.body_timeout_s:g} s "
+                           "(fewer bytes sent than Content-Length declares?)")
+    prompt, err = _parse_prompt(body, cfg)
     if err is not None:
         return err
     state.stats["requests"] += 1
@@ -228,10 +237,10 @@ async def admin_config(request: Request) -> JSONResponse:
         if "mode" in doc:
             update["mode"] = ServeConfig.model_validate({"mode": doc["mode"]}).mode
         state.config = cfg.model_copy(update=update)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
-        return _error(400, f"bad admin request: {e}")
-    except ValidationError as e:
+    except ValidationError as e:  # before ValueError: pydantic's is one
         return _error(422, f"bad admin request: {e.errors()[0]['msg']}")
+    except (ValueError, RecursionError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        return _error(400, f"bad admin request: {str(e)[:300]}")
     return JSONResponse({"decode": state.config.decode.model_dump(), "mode": state.config.mode})
 
 

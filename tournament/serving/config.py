@@ -137,6 +137,9 @@ class ServeConfig(BaseModel):
     # Request limits: beyond these the server answers 413 instead of trying.
     max_batch: int = Field(4096, ge=1)
     max_prompt_chars: int = Field(20000, ge=1)
+    # Seconds a POST may take to deliver its body; then 408 and the connection closes (a client
+    # that declares a Content-Length and sends less would otherwise hold it open for ever).
+    body_timeout_s: float = Field(30.0, gt=0)
 
     def effective_decode(self) -> DecodeSettings:
         """The decode settings the engine gets: stop strings of the prompt template, then the
