@@ -31,6 +31,8 @@ from tournament.prompting import answer_or_fallback, render_prompt
 from tournament.serving.config import (
     DecodeSettings,
     ServeConfig,
+    WinnerFileError,
+    check_model_folder,
     load_serve_config,
     sweep_mode_enabled,
 )
@@ -103,7 +105,7 @@ def _generate_resilient(engine: Engine, prompts: list[str], decode: DecodeSettin
 
 def _startup() -> None:
     cfg, base = load_serve_config()
-    model_dir = cfg.resolved_model_path(base)
+    model_dir = check_model_folder(cfg, base)
     log.info("loading %s engine from %s (compile cache: %s)", cfg.engine.engine, model_dir,
              os.environ.get("VLLM_CACHE_ROOT") or "vLLM's default")
     t0 = time.time()
@@ -125,7 +127,13 @@ def _startup() -> None:
 
 @asynccontextmanager
 async def lifespan(_: FastAPI):
-    _startup()
+    try:
+        _startup()
+    except WinnerFileError as e:
+        # the message names the setting, where it came from and the fix: a traceback would bury it
+        log.error("serve.py cannot start: %s", e)
+        logging.shutdown()
+        os._exit(3)  # uvicorn's own exit code for a failed start-up
     yield
     if state.engine is not None:
         state.engine.close()
