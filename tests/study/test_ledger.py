@@ -333,3 +333,22 @@ def test_budget_must_be_positive_and_past_the_budget_never_reads_negative(tmp_pa
     assert L.budget_line(doc) == "0 of 1 left (2 recorded, 1 past the budget)"
     assert L.budget_line(doc, 1) == "0 of 1 left"
     assert "-1" not in str(L.listing(doc, led).title)
+
+
+def test_a_killed_writer_of_this_host_leaves_no_temp_for_an_hour(tmp_path):
+    """Temps of kill -9'd writers of this host go at the next write, however young; another
+    host's young temp stays (its pid means nothing here)."""
+    import subprocess
+    import sys
+
+    from tournament.files import host_tag
+
+    led = tmp_path / "ledger.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    ours = [tmp_path / f".ledger.json.tmp-{dead}-{host_tag()}-k{i}" for i in range(11)]
+    theirs = tmp_path / f".ledger.json.tmp-{dead}-h00000000-zz"
+    for f in (*ours, theirs):
+        f.write_text("{half")
+    L.submit(led, _winner(tmp_path), git_commit="a", track=False)
+    assert not any(f.exists() for f in ours) and theirs.exists()
