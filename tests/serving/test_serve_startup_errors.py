@@ -72,3 +72,10 @@ def test_no_winner_json_at_the_default_path_is_said_in_the_log(tmp_path, tiny_mo
         server.wait_healthy(120)
         assert httpx.get(server.url + "/", timeout=5).status_code == 200
     assert "no winner.json at" in log.read_text(encoding="utf-8") and "serving the built-in defaults" in log.read_text()
+
+
+def test_a_winner_json_nested_too_deeply(tmp_path):
+    winner = tmp_path / "winner.json"
+    winner.write_text('{"serve": ' + "[" * 5000 + "]" * 5000 + "}")
+    line = _failed_start(tmp_path, winner=winner)
+    assert str(winner) in line and "nested too deeply" in line and "tournament pick" in line

@@ -205,6 +205,9 @@ def read_winner_serve(path: Path) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise WinnerFileError(f"{path} is not valid JSON ({e}); fix it or {_FIX}") from None
+    except (RecursionError, ValueError) as e:  # nested too deeply; a number of over 4300 digits
+        raise WinnerFileError(f"{path} cannot be parsed ({type(e).__name__}: nested too deeply or a number "
+                              f"too large); {_FIX}") from None
     if not isinstance(doc, dict):
         raise WinnerFileError(f'{path} holds a JSON {type(doc).__name__}, not an object with a "serve" object; {_FIX}')
     serve = doc.get("serve")
@@ -244,8 +247,9 @@ def load_serve_config(env: dict[str, str] | None = None) -> tuple[ServeConfig, P
     if env.get("TOURNAMENT_SERVE_CONFIG"):
         try:
             over = json.loads(env["TOURNAMENT_SERVE_CONFIG"])
-        except json.JSONDecodeError as e:
-            raise WinnerFileError(f"TOURNAMENT_SERVE_CONFIG is not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            raise WinnerFileError(f"TOURNAMENT_SERVE_CONFIG is not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
+                                  "fix it or unset it") from None
         if not isinstance(over, dict):
             raise WinnerFileError("TOURNAMENT_SERVE_CONFIG must be a JSON object (a ServeConfig)")
         raw = deep_merge(raw, over)
