@@ -334,7 +334,7 @@ CATEGORIES = ("bodies", "winners", "kill", "submits", "secrets")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("categories", nargs="*", choices=[[], *CATEGORIES], default=list(CATEGORIES))
+    ap.add_argument("categories", nargs="*", choices=[[], *CATEGORIES], default=[], help="default: all")
     ap.add_argument("--json", action="store_true", help="print the totals as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (server logs, runs)")
     args = ap.parse_args()
