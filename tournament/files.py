@@ -22,14 +22,16 @@ STALE_TEMP_S = 3600
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this host has that pid (one of another user counts as alive)."""
+    """Whether a process of this host runs with that pid (one of another user counts as alive; a
+    zombie, killed and not yet reaped by its parent, is dead: it will never write or beat again)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError, OverflowError):
         return False
-    except (PermissionError, OverflowError):
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def host_tag() -> str:
