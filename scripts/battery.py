@@ -51,6 +51,7 @@ class Tally:
     altered: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a case exercised (printed, not counted)
 
     def case(self, name: str, crash: bool = False, lost: int = 0, altered: int = 0, why: str = "") -> None:
         self.cases += 1
@@ -210,6 +211,19 @@ def _snapshot(runs: Path) -> dict[int, tuple]:
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
 
 
+def _complete_count(runs: Path) -> int:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{(runs / 'optuna.db').as_uri()}?mode=ro", uri=True, timeout=0.5)
+        try:
+            return con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
 def kill(work: Path, model: Path, template: Path, qa: Path) -> Tally:
     from mlflow.tracking import MlflowClient
 
@@ -219,15 +233,17 @@ def kill(work: Path, model: Path, template: Path, qa: Path) -> Tally:
         cfg = sweep_yaml(work, model, qa)
         cmd = [sys.executable, "-m", "tournament.cli", "sweep", "-c", str(cfg), "--runs-dir", str(runs)]
         proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before: dict[int, tuple] = {}
         deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None and not before:
-            before = _snapshot(runs)
-            time.sleep(0.02)
+        while time.time() < deadline and proc.poll() is None and _complete_count(runs) == 0:
+            time.sleep(0.005)  # a cheap read: the kill lands milliseconds after the first tell
         time.sleep(delay)
-        before = _snapshot(runs)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        before = _snapshot(runs)  # what the killed sweep had recorded
+        client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+        left = sum(1 for _, _, rid in before.values() if rid and client.get_run(rid).info.status == "RUNNING")
+        t.notes.append(f"kill after {delay:.1f} s: {len(before)} finished trial(s), {left} of their runs left "
+                       "RUNNING by the kill")
         resumed = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
         after = _snapshot(runs)
         name = f"kill -9 {delay:.1f} s after the first trial ended"
@@ -236,7 +252,6 @@ def kill(work: Path, model: Path, template: Path, qa: Path) -> Tally:
             continue
         lost = sum(1 for n in before if n not in after)
         altered = sum(1 for n in before if n in after and after[n][:2] != before[n][:2])
-        client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
         bad_runs = []
         for n, (_, metrics, run_id) in after.items():
             run = client.get_run(run_id) if run_id else None
@@ -363,6 +378,8 @@ def main() -> int:
                       f"altered {tally.altered}  ({tally.seconds:.0f} s)", flush=True)
                 for p in tally.problems:
                     print(f"    {p}")
+                for n in tally.notes:
+                    print(f"    ({n})")
         total = {k: sum(getattr(t, k) for t in tallies) for k in ("cases", "crashes", "lost", "altered")}
         if args.json:
             print(json.dumps({"categories": [asdict(t) for t in tallies], "total": total}, ensure_ascii=False))
