@@ -82,6 +82,15 @@ def raw_post(host: str, port: int, head_and_body: bytes, timeout: float) -> byte
     return data
 
 
+def _healthy(client, url: str) -> bool:
+    import httpx
+
+    try:
+        return client.get(url + "/").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def bodies(work: Path, model: Path, template: Path) -> Tally:
     import httpx
 
@@ -115,7 +124,7 @@ def bodies(work: Path, model: Path, template: Path) -> Tally:
                         why = f"{path} -> {r.status_code} {r.text[:120]}"
                     except httpx.HTTPError as e:
                         ok, why = False, f"{path} -> {type(e).__name__}: {e}"
-                    alive = srv.alive() and c.get(srv.url + "/").status_code == 200
+                    alive = srv.alive() and _healthy(c, srv.url)
                     t.case(f"{name} ({path})", crash=not (ok and alive), why=why if alive else why + "; server died")
             for name, sent in (("body never arrives", b'{"prompt": "half'), ("no body at all", b"")):
                 head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
