@@ -85,10 +85,12 @@ def raw_post(host: str, port: int, head_and_body: bytes, timeout: float) -> byte
 def _healthy(client, url: str) -> bool:
     import httpx
 
-    try:
-        return client.get(url + "/").status_code == 200
-    except httpx.HTTPError:
-        return False
+    for _ in range(2):  # a pooled connection the server closed (after an error) fails once
+        try:
+            return client.get(url + "/").status_code == 200
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return False
 
 
 def bodies(work: Path, model: Path, template: Path) -> Tally:
