@@ -2,7 +2,8 @@
 
 Atomic: write a temp file in the same folder, fsync, then `os.replace` over the target (atomic on
 POSIX and Windows), so a reader or a crash never sees half a file. A failed write removes its
-temp file; a killed writer's is removed by the next write to the same target. winner.json, the
+temp file; a killed writer's is removed by the next write to the same target (at once when the
+writer was of this host: the temp's name carries its pid and a tag of its host). winner.json, the
 ledger, sweep caches, data splits and answer tables all go through here."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -20,25 +22,36 @@ STALE_TEMP_S = 3600
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this host has that pid (one of another user counts as alive)."""
+    """Whether a process of this host runs with that pid (one of another user counts as alive; a
+    zombie, killed and not yet reaped by its parent, is dead: it will never write or beat again)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError, OverflowError):
         return False
-    except (PermissionError, OverflowError):
+    except psutil.AccessDenied:
         return True
-    return True
+
+
+def host_tag() -> str:
+    """8 hex digits naming this host in temp files' names (a pid means something only on its host)."""
+    return "h" + hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def remove_stale_temps(p: Path) -> list[Path]:
     """Temp files of `p` left by a writer that was killed mid-write (SIGKILL, power cut): the
-    name carries the writer's pid; one whose pid is gone and that is an hour old is removed (the
-    age keeps a live writer on another host of a shared folder safe)."""
+    name carries the writer's pid and host tag. One of this host whose pid is gone is removed at
+    once; one of another host (or of an older version, without a tag) once its pid is gone here
+    and it is an hour old (the age keeps a live writer on another host of a shared folder safe)."""
     gone = []
+    here = host_tag()
     for t in p.parent.glob(f".{p.name}.tmp-*"):
-        pid = t.name[len(f".{p.name}.tmp-"):].split("-", 1)[0]
+        parts = t.name[len(f".{p.name}.tmp-"):].split("-")
+        pid = parts[0]
+        ours = len(parts) == 3 and parts[1] == here
         try:
-            if pid.isdigit() and not pid_alive(int(pid)) and time.time() - t.stat().st_mtime > STALE_TEMP_S:
+            if pid.isdigit() and not pid_alive(int(pid)) and (ours or time.time() - t.stat().st_mtime > STALE_TEMP_S):
                 t.unlink()
                 gone.append(t)
         except OSError:
@@ -56,7 +69,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(p)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-{os.getpid()}-", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-{os.getpid()}-{host_tag()}-", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

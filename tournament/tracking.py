@@ -270,9 +270,10 @@ class Tracker:
             self._safe(self.client.set_terminated, self.parent_run_id, "FINISHED")
         self.report()
 
-    def kill_run(self, run_id: str | None, reason: str, status: str = "KILLED") -> bool:
-        """End a run its dead process left RUNNING: `status` + a `fail_reason` tag. Runs already
-        ended, and runs of another store, are left alone."""
+    def kill_run(self, run_id: str | None, reason: str | None, status: str = "KILLED",
+                 metrics: dict[str, float] | None = None) -> bool:
+        """End a run its dead process left RUNNING: `status` + a `fail_reason` tag (when `reason`),
+        and those of `metrics` it lacks. Runs already ended, and runs of another store, are left alone."""
         if not self.ok or not run_id:
             return False
 
@@ -285,7 +286,11 @@ class Tracker:
                 return False
             if run.info.status != "RUNNING":
                 return False
-            self.client.set_tag(run_id, "fail_reason", keep_end(scrub_text(reason), 4000))
+            missing = {k: v for k, v in (metrics or {}).items() if k not in run.data.metrics}
+            if missing:
+                self.log_metrics(run_id, missing)
+            if reason:
+                self.client.set_tag(run_id, "fail_reason", keep_end(scrub_text(reason), 4000))
             self.client.set_terminated(run_id, status)
             return True
 

@@ -286,3 +286,69 @@ def test_atomic_writes_are_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_concurrent_submits_each_record_their_own_entry(tmp_path, runs_dir):
+    """Real `tournament submit` processes at once: every one that says "recorded" is in the file,
+    under its own id (the read-change-write holds the ledger's lock)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tournament.paths import REPO_ROOT
+
+    n = 6
+    winners = [_winner(tmp_path, acc=0.1 * (i + 1), name=f"winner{i}.json") for i in range(n)]
+    led = tmp_path / "ledger.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "tournament.cli", "submit", "--winner", str(w),
+                               "--ledger", str(led), "--runs-dir", str(runs_dir), "--note", f"p{i}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i, w in enumerate(winners)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    said = [int(m.group(1)) for o in outs for m in [re.search(r"submission (\d+) recorded", o)] if m]
+    doc = L.load(led)
+    assert sorted(said) == [s["id"] for s in doc["submissions"]] == list(range(1, n + 1)), outs
+    assert sorted(s["note"] for s in doc["submissions"]) == [f"p{i}" for i in range(n)]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert not list(tmp_path.glob(".ledger.json.tmp-*"))
+
+
+def test_budget_must_be_positive_and_past_the_budget_never_reads_negative(tmp_path):
+    from typer.testing import CliRunner
+
+    from tournament.cli import app
+
+    w = _winner(tmp_path)
+    led = tmp_path / "ledger.json"
+    with pytest.raises(L.LedgerError, match="at least 1"):
+        L.submit(led, w, budget=-5, git_commit="a", track=False)
+    assert not led.exists()
+    res = CliRunner().invoke(app, ["submit", "--winner", str(w), "--ledger", str(led), "--budget", "-5"])
+    assert res.exit_code == 2 and not led.exists()
+    L.submit(led, w, budget=1, git_commit="a", track=False)
+    L.submit(led, w, force=True, git_commit="a", track=False)
+    doc = L.load(led)
+    assert L.budget_line(doc) == "0 of 1 left (2 recorded, 1 past the budget)"
+    assert L.budget_line(doc, 1) == "0 of 1 left"
+    assert "-1" not in str(L.listing(doc, led).title)
+
+
+def test_a_killed_writer_of_this_host_leaves_no_temp_for_an_hour(tmp_path):
+    """Temps of kill -9'd writers of this host go at the next write, however young; another
+    host's young temp stays (its pid means nothing here)."""
+    import subprocess
+    import sys
+
+    from tournament.files import host_tag
+
+    led = tmp_path / "ledger.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    ours = [tmp_path / f".ledger.json.tmp-{dead}-{host_tag()}-k{i}" for i in range(11)]
+    theirs = tmp_path / f".ledger.json.tmp-{dead}-h00000000-zz"
+    for f in (*ours, theirs):
+        f.write_text("{half")
+    L.submit(led, _winner(tmp_path), git_commit="a", track=False)
+    assert not any(f.exists() for f in ours) and theirs.exists()

@@ -4,8 +4,8 @@
 answers in the style of the course samples; we parse and validate its JSON, drop duplicates of
 existing data, and append JSONL rows with provenance (chunk id, prompt hash, model).
 
-Robustness: each request is retried with exponential backoff on timeouts, connection errors,
-HTTP 429/5xx and unparseable replies; a chunk that still fails is reported and left for the next
+Robustness: each request is retried (tenacity) with exponential backoff on timeouts, connection
+errors, HTTP 429/5xx and unparseable replies; a chunk that still fails is reported and left for the next
 run. Resumable: a sidecar ``OUT.chunks.jsonl`` records finished chunks (with their prompt hash),
 which a re-run skips; rows are appended chunk by chunk, so an interrupted run loses at most the
 chunks in flight.
@@ -205,45 +205,62 @@ def _read_done(out: Path, sidecar: Path) -> tuple[set[str], list[str]]:
     return done, questions
 
 
+class _Retryable(RuntimeError):
+    """A failure that waiting or sampling again may fix: a timeout, a lost connection, HTTP 429/5xx,
+    a malformed reply."""
+
+
 async def _ask(client: Any, url: str, model: str, messages: list[dict[str, str]], *, retries: int,
                backoff: float, max_backoff: float, temperature: float, max_tokens: int,
                headers: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+    """The pairs of one chunk and the attempts it took: `_ask_once`, retried (tenacity) with
+    exponential backoff (backoff, 2 x backoff, ... up to max_backoff) on a `_Retryable` failure."""
+    from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    payload = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+    retrying = AsyncRetrying(stop=stop_after_attempt(retries + 1), retry=retry_if_exception_type(_Retryable),
+                             wait=wait_exponential(multiplier=backoff, max=max_backoff))
+    try:
+        async for attempt in retrying:
+            with attempt:
+                pairs = await _ask_once(client, url, payload, headers)
+                return pairs, attempt.retry_state.attempt_number
+    except RetryError as e:
+        raise RuntimeError(f"gave up after {retries + 1} attempts: {e.last_attempt.exception()}") from None
+    raise AssertionError("unreachable")  # tenacity either returns or raises
+
+
+async def _ask_once(client: Any, url: str, payload: dict[str, Any], headers: dict[str, str]) -> list[dict[str, Any]]:
     """Every error names the URL and what was expected (an exception's own text is often empty:
     httpx's ReadTimeout, KeyError('choices'), json's "Expecting value")."""
     import httpx
 
-    payload = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            await asyncio.sleep(min(max_backoff, backoff * 2 ** (attempt - 1)))
-        try:
-            response = await client.post(url, json=payload, headers=headers)
-            if response.status_code == 429 or response.status_code >= 500:
-                last = RuntimeError(f"{url} answered HTTP {response.status_code}: {response.text[:120]!r}")
-                continue
-            if response.status_code >= 400:  # a bad request will not get better by retrying
-                raise RuntimeError(f"{url} answered HTTP {response.status_code} (check --teacher, --model and "
-                                   f"--api-key-env): {response.text[:200]!r}")
-            try:
-                body = response.json()
-            except ValueError:
-                raise TeacherReplyError(f"{url} answered with something that is not JSON ({_EXPECTED}); "
-                                        f"it starts {response.text[:120]!r}") from None
-            try:
-                content = body["choices"][0]["message"]["content"]
-            except (KeyError, IndexError, TypeError):
-                raise TeacherReplyError(f"{url} answered JSON without choices[0].message.content "
-                                        f"({_EXPECTED}); it starts {response.text[:160]!r}") from None
-            return parse_pairs(content or ""), attempt + 1
-        except httpx.TimeoutException as exc:
-            last = RuntimeError(f"{url} sent no reply within {client.timeout.read:g} s ({type(exc).__name__}); "
-                                "a slow teacher needs a larger --timeout")
-        except httpx.TransportError as exc:
-            last = RuntimeError(f"{url}: {type(exc).__name__}: {exc or 'connection failed'} (is the server up?)")
-        except (TeacherReplyError, ValueError, KeyError, IndexError, TypeError) as exc:
-            last = exc  # malformed reply: sampling again often fixes it
-    raise RuntimeError(f"gave up after {retries + 1} attempts: {last}")
+    try:
+        response = await client.post(url, json=payload, headers=headers)
+    except httpx.TimeoutException as exc:
+        raise _Retryable(f"{url} sent no reply within {client.timeout.read:g} s ({type(exc).__name__}); "
+                         "a slow teacher needs a larger --timeout") from None
+    except httpx.TransportError as exc:
+        raise _Retryable(f"{url}: {type(exc).__name__}: {exc or 'connection failed'} (is the server up?)") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise _Retryable(f"{url} answered HTTP {response.status_code}: {response.text[:120]!r}")
+    if response.status_code >= 400:  # a bad request will not get better by retrying
+        raise RuntimeError(f"{url} answered HTTP {response.status_code} (check --teacher, --model and "
+                           f"--api-key-env): {response.text[:200]!r}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise _Retryable(f"{url} answered with something that is not JSON ({_EXPECTED}); "
+                         f"it starts {response.text[:120]!r}") from None
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise _Retryable(f"{url} answered JSON without choices[0].message.content "
+                         f"({_EXPECTED}); it starts {response.text[:160]!r}") from None
+    try:  # malformed pairs: sampling again often fixes it
+        return parse_pairs(content or "")
+    except (ValueError, KeyError, IndexError, TypeError) as exc:  # TeacherReplyError is a ValueError
+        raise _Retryable(str(exc) or type(exc).__name__) from None
 
 
 async def _generate(chunks: list[Chunk], out: Path, sidecar: Path, *, teacher: str, model: str,

@@ -31,6 +31,8 @@ from tournament.prompting import answer_or_fallback, render_prompt
 from tournament.serving.config import (
     DecodeSettings,
     ServeConfig,
+    WinnerFileError,
+    check_model_folder,
     load_serve_config,
     sweep_mode_enabled,
 )
@@ -103,7 +105,7 @@ def _generate_resilient(engine: Engine, prompts: list[str], decode: DecodeSettin
 
 def _startup() -> None:
     cfg, base = load_serve_config()
-    model_dir = cfg.resolved_model_path(base)
+    model_dir = check_model_folder(cfg, base)
     root = os.environ.get("VLLM_CACHE_ROOT")
     if cfg.engine.engine == "vllm":
         cache = " (compile cache: " + (root or "vLLM's default") + ")"
@@ -129,7 +131,13 @@ def _startup() -> None:
 
 @asynccontextmanager
 async def lifespan(_: FastAPI):
-    _startup()
+    try:
+        _startup()
+    except WinnerFileError as e:
+        # the message names the setting, where it came from and the fix: a traceback would bury it
+        log.error("serve.py cannot start: %s", e)
+        logging.shutdown()
+        os._exit(3)  # uvicorn's own exit code for a failed start-up
     yield
     if state.engine is not None:
         state.engine.close()
@@ -153,6 +161,10 @@ def _parse_prompt(body: bytes, cfg: ServeConfig) -> tuple[str | list[str] | None
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         return None, _error(400, f"body is not JSON: {e.msg} at position {e.pos}")
+    except RecursionError:
+        return None, _error(400, "body is nested too deeply to parse; send {\"prompt\": str | [str, ...]}")
+    except ValueError as e:  # Python's int limit: a number of more than 4300 digits
+        return None, _error(400, f"body holds a number too large to parse ({e})")
     if not isinstance(doc, dict) or "prompt" not in doc:
         return None, _error(422, 'expected a JSON object {"prompt": str | [str, ...]}')
     prompt = doc["prompt"]
@@ -192,7 +204,12 @@ def clean_surrogates(text: str) -> str:
 async def predict(request: Request) -> JSONResponse:
     cfg = state.config
     assert cfg is not None
-    prompt, err = _parse_prompt(await request.body(), cfg)
+    try:  # a client that promises a body and never sends it must not hold a connection for ever
+        body = await asyncio.wait_for(request.body(), cfg.body_timeout_s)
+    except asyncio.TimeoutError:
+        return _error(408, f"the request body did not arrive within {cfg.body_timeout_s:g} s "
+                           "(fewer bytes sent than Content-Length declares?)")
+    prompt, err = _parse_prompt(body, cfg)
     if err is not None:
         return err
     state.stats["requests"] += 1
@@ -232,10 +249,10 @@ async def admin_config(request: Request) -> JSONResponse:
         if "mode" in doc:
             update["mode"] = ServeConfig.model_validate({"mode": doc["mode"]}).mode
         state.config = cfg.model_copy(update=update)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
-        return _error(400, f"bad admin request: {e}")
-    except ValidationError as e:
+    except ValidationError as e:  # before ValueError: pydantic's is one
         return _error(422, f"bad admin request: {e.errors()[0]['msg']}")
+    except (ValueError, RecursionError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        return _error(400, f"bad admin request: {str(e)[:300]}")
     return JSONResponse({"decode": state.config.decode.model_dump(), "mode": state.config.mode})
 
 

@@ -4,11 +4,15 @@ Every setting is documented once, here (the README links this file). Precedence,
 1. the defaults below;
 2. ``winner.json`` (path from ``TOURNAMENT_WINNER``, default ``winner.json`` beside serve.py;
    ``TOURNAMENT_WINNER=none`` ignores it), its ``serve`` object. The default file may be missing
-   (then the defaults); a file named by ``TOURNAMENT_WINNER`` must exist, and a file that is not
+   (then the defaults, and the log says so); a file named by ``TOURNAMENT_WINNER`` must exist, and a file that is not
    a JSON object with a ``serve`` object stops the server with a message naming it;
 3. ``TOURNAMENT_SERVE_CONFIG``: a JSON object deep-merged over the result (experiments, sweeps);
 4. single variables for the common cases: ``TOURNAMENT_MODEL_PATH``, ``TOURNAMENT_ENGINE``,
    ``TOURNAMENT_MODE`` (batch|serial), ``TOURNAMENT_MAX_TOKENS``, ``TOURNAMENT_DEVICE``.
+
+Before the engine loads, `check_model_folder` checks the model folder (exists, a folder, holds a
+tokenizer). Every start-up problem is one `WinnerFileError` naming the setting, the file or
+variable it came from, and the fix; serve.py logs it in one line and exits with code 3.
 
 ``TOURNAMENT_SWEEP_MODE=1`` (never set in a judge image) enables ``POST /admin/config``, which lets
 a sweep change decode settings and the serving mode of a running server between trials.
@@ -17,14 +21,22 @@ a sweep change decode settings and the serving mode of a running server between 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tournament.paths import REPO_ROOT
 from tournament.prompting import PromptSpec
+
+log = logging.getLogger("tournament.serve")
+
+# The dtype names both engines take (vLLM's `dtype` choices, plus bf16/fp32 for transformers).
+DTYPES = ("auto", "bfloat16", "bf16", "float16", "half", "float32", "fp32", "float")
+# A model folder holds one of these when its tokenizer is there (transformers' and vLLM's loaders).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
 
 
 class ModelRef(BaseModel):
@@ -91,6 +103,13 @@ class EngineSettings(BaseModel):
     batch_size: int = Field(32, ge=1)
     num_threads: int | None = None
 
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"dtype {v!r} is not one of {', '.join(DTYPES)}")
+        return v
+
     @model_validator(mode="after")
     def _capture_sizes(self) -> "EngineSettings":
         sizes = self.cudagraph_capture_sizes
@@ -137,6 +156,9 @@ class ServeConfig(BaseModel):
     # Request limits: beyond these the server answers 413 instead of trying.
     max_batch: int = Field(4096, ge=1)
     max_prompt_chars: int = Field(20000, ge=1)
+    # Seconds a POST may take to deliver its body; then 408 and the connection closes (a client
+    # that declares a Content-Length and sends less would otherwise hold it open for ever).
+    body_timeout_s: float = Field(30.0, gt=0)
 
     def effective_decode(self) -> DecodeSettings:
         """The decode settings the engine gets: stop strings of the prompt template, then the
@@ -183,6 +205,9 @@ def read_winner_serve(path: Path) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise WinnerFileError(f"{path} is not valid JSON ({e}); fix it or {_FIX}") from None
+    except (RecursionError, ValueError) as e:  # nested too deeply; a number of over 4300 digits
+        raise WinnerFileError(f"{path} cannot be parsed ({type(e).__name__}: nested too deeply or a number "
+                              f"too large); {_FIX}") from None
     if not isinstance(doc, dict):
         raise WinnerFileError(f'{path} holds a JSON {type(doc).__name__}, not an object with a "serve" object; {_FIX}')
     serve = doc.get("serve")
@@ -204,16 +229,27 @@ def load_serve_config(env: dict[str, str] | None = None) -> tuple[ServeConfig, P
     named = env.get("TOURNAMENT_WINNER")
     source = "the defaults"
     if named != "none":
+        if wp.is_dir():
+            raise WinnerFileError(f"TOURNAMENT_WINNER={named or wp}: is a folder, not a winner.json file; set it to "
+                                  f"the file itself (e.g. {wp / 'winner.json'}) or write one with `tournament pick`")
         if wp.exists():
-            raw, base, source = dict(read_winner_serve(wp)), wp.resolve().parent, str(wp)
+            try:
+                raw, base, source = dict(read_winner_serve(wp)), wp.resolve().parent, str(wp)
+            except OSError as e:
+                raise WinnerFileError(f"{wp} cannot be read ({e.strerror}); make it readable by the server, "
+                                      f"or {_FIX}") from None
         elif named:
             raise WinnerFileError(f"TOURNAMENT_WINNER={named}: no such file; write it with `tournament pick`, "
                                   "or set TOURNAMENT_WINNER=none to serve TOURNAMENT_SERVE_CONFIG alone")
+        else:
+            log.warning("no winner.json at %s (TOURNAMENT_WINNER unset): serving the built-in defaults plus any "
+                        "TOURNAMENT_* variables; write one with `tournament pick`", wp)
     if env.get("TOURNAMENT_SERVE_CONFIG"):
         try:
             over = json.loads(env["TOURNAMENT_SERVE_CONFIG"])
-        except json.JSONDecodeError as e:
-            raise WinnerFileError(f"TOURNAMENT_SERVE_CONFIG is not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            raise WinnerFileError(f"TOURNAMENT_SERVE_CONFIG is not valid JSON ({type(e).__name__}: {str(e)[:200]}); "
+                                  "fix it or unset it") from None
         if not isinstance(over, dict):
             raise WinnerFileError("TOURNAMENT_SERVE_CONFIG must be a JSON object (a ServeConfig)")
         raw = deep_merge(raw, over)
@@ -226,15 +262,64 @@ def load_serve_config(env: dict[str, str] | None = None) -> tuple[ServeConfig, P
     for var, (section, key, cast) in singles.items():
         if env.get(var):
             raw.setdefault(section, {})
-            raw[section] = {**raw[section], key: cast(env[var])}
+            try:
+                raw[section] = {**raw[section], key: cast(env[var])}
+            except ValueError:
+                raise WinnerFileError(f"{var}={env[var]!r} is not a whole number ({section}.{key}); set it to "
+                                      "one, e.g. 256, or unset it") from None
     if env.get("TOURNAMENT_MODE"):
         raw["mode"] = env["TOURNAMENT_MODE"]
     try:
         return ServeConfig.model_validate(raw), base
     except ValidationError as e:
-        where = "; ".join(f"serve.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3])
+        def one(err) -> str:
+            loc = [str(x) for x in err["loc"]]
+            origin = setting_source(loc[0], loc[1], env) if len(loc) > 1 else source
+            return f"serve.{'.'.join(loc)}: {err['msg']} (from {origin})"
+
+        where = "; ".join(one(err) for err in e.errors()[:3])
         raise WinnerFileError(f"the serve config from {source} (plus any TOURNAMENT_* overrides) is invalid: "
                               f"{where}; {_FIX}") from None
+
+
+def setting_source(section: str, key: str, env: dict[str, str] | None = None) -> str:
+    """Where the effective `section.key` came from, for a message that says what to fix."""
+    env = os.environ if env is None else env
+    var = {("model", "path"): "TOURNAMENT_MODEL_PATH", ("engine", "engine"): "TOURNAMENT_ENGINE",
+           ("engine", "device"): "TOURNAMENT_DEVICE", ("decode", "max_tokens"): "TOURNAMENT_MAX_TOKENS"}.get((section, key))
+    if var and env.get(var):
+        return f"the variable {var}"
+    try:
+        if key in (json.loads(env.get("TOURNAMENT_SERVE_CONFIG") or "{}").get(section) or {}):
+            return "the variable TOURNAMENT_SERVE_CONFIG"
+    except (ValueError, AttributeError):
+        pass
+    wp = winner_path(env)
+    if env.get("TOURNAMENT_WINNER") != "none" and wp.is_file():
+        return str(wp)
+    return "the built-in default (no winner.json)"
+
+
+def check_model_folder(cfg: ServeConfig, base: Path | None = None, env: dict[str, str] | None = None) -> Path:
+    """The model folder the server loads, or a WinnerFileError naming `serve.model.path`, where it
+    came from and the fix: no such folder, a file, or a folder without a tokenizer."""
+    path = cfg.resolved_model_path(base)
+    where = f"serve.model.path={cfg.model.path!r} (from {setting_source('model', 'path', env)})"
+    if not path.exists():
+        raise WinnerFileError(f"{where}: {path} does not exist; fetch the weights (python download_model.py) or "
+                              "point model.path / TOURNAMENT_MODEL_PATH at a model folder")
+    if cfg.model.gguf_file:
+        if not (path / cfg.model.gguf_file).is_file():
+            raise WinnerFileError(f"{where}: {path} has no GGUF file {cfg.model.gguf_file!r} (serve.model.gguf_file); "
+                                  "fix the file name or fetch the weights again")
+        return path  # a GGUF file carries its tokenizer
+    if not path.is_dir():
+        raise WinnerFileError(f"{where}: {path} is a file, not a model folder; point it at the folder that holds "
+                              "config.json (or set serve.model.gguf_file for a GGUF file)")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise WinnerFileError(f"{where}: {path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); copy the "
+                              "base model's tokenizer files into it (a merged build must carry them)")
+    return path
 
 
 def sweep_mode_enabled(env: dict[str, str] | None = None) -> bool:

@@ -204,7 +204,7 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
             "unseen: the honest build on them; pred.: the judge model's blend ± sd  ·  POST: the speed POST's "
             "questions (chars/s: on it; cycled: the samples repeated to its size; judge chars/s: 2-sd band)")
     if board.get("submissions_left") is not None:
-        foot += f"  ·  submissions left: {board['submissions_left']} (used {board['submissions_used']})"
+        foot += f"  ·  submissions left: {max(0, board['submissions_left'])} (used {board['submissions_used']})"
     if not cal:
         foot += ("  ·  no judge results yet: the prior blend and speed ratio 1 (log-sd 0.5); "
                  "`tournament judge-result` calibrates them")

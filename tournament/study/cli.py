@@ -137,7 +137,7 @@ def sweep_cmd(
         return
     opts = SweepOptions(trials=trials or cfg.trials, study=study or cfg.study, storage=_storage(storage, runs),
                         runs_dir=runs, reuse_cached_speed=reuse_cached_speed, tracking=track, ledger=ledger,
-                        timeout_s=timeout)
+                        timeout_s=timeout, sweep_file=Path(config))
     echo = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo
     try:  # the bar only on a terminal: with --json, in a pipe or a CI log, plain lines
         res = run_sweep(cfg, opts, echo=echo, progress=SweepProgress(live=False if json_out else None))
@@ -252,6 +252,9 @@ def pick_cmd(
     allow_honest: bool = typer.Option(False, "--allow-honest",
                                       help="write a winner that serves the honest build of a trained recipe"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="the study's sweep file, when the one it recorded has moved "
+                                               "(rebuilds a serve config whose record is masked)"),
 ) -> None:
     """Write winner.json (atomically) from a trial of a study.
 
@@ -289,7 +292,7 @@ def pick_cmd(
         else:
             trial_n, rule = trial, "manual: --trial"
         doc, warns = build_winner(load_study(st, data["study"]), trial_n, rule=rule, local=local,
-                                  allow_honest=allow_honest, model_dest=model_dest)
+                                  allow_honest=allow_honest, model_dest=model_dest, sweep_file=config)
     except LookupError as e:
         _lookup_failed("pick", e, runs, storage, runs_dir)
     except submissions.LedgerError as e:
@@ -333,9 +336,12 @@ def submit_cmd(
         typer.secho(f"warning: {winner} (sha256 {e['winner_sha256'][:12]}) was already submitted as "
                     f"submission {', '.join(map(str, again))}; this one spent another slot",
                     fg=typer.colors.YELLOW, err=True)
+    # read back: say "recorded" only of an entry that is in the file
     doc = submissions.load(ledger)
+    if e not in doc["submissions"]:
+        _fail(f"submit: submission {e['id']} is not in {ledger} after writing it; nothing was recorded")
     typer.echo(f"submission {e['id']} recorded (winner sha256 {e['winner_sha256'][:12]}, commit "
-               f"{str(e['git_commit'])[:12]}); {submissions.left(doc)} of {doc['budget']} left")
+               f"{str(e['git_commit'])[:12]}); {submissions.budget_line(doc, e['id'])}")
 
 
 @app.command("judge-result")

@@ -98,22 +98,12 @@ def prior(set_name: str) -> SetModel:
 
 
 def _lstsq(xs: list[list[float]], ys: list[float]) -> list[float] | None:
-    """Ordinary least squares by the normal equations (a handful of points, 2-3 unknowns)."""
-    k = len(xs[0])
-    a = [[sum(r[i] * r[j] for r in xs) for j in range(k)] for i in range(k)]
-    b = [sum(r[i] * y for r, y in zip(xs, ys)) for i in range(k)]
-    # Gauss-Jordan with partial pivoting
-    for c in range(k):
-        p = max(range(c, k), key=lambda r: abs(a[r][c]))
-        if abs(a[p][c]) < 1e-12:
-            return None
-        a[c], a[p], b[c], b[p] = a[p], a[c], b[p], b[c]
-        for r in range(k):
-            if r != c:
-                f = a[r][c] / a[c][c]
-                a[r] = [x - f * y for x, y in zip(a[r], a[c])]
-                b[r] -= f * b[c]
-    return [b[i] / a[i][i] for i in range(k)]
+    """Ordinary least squares (a handful of points, 2-3 unknowns); None when the columns are
+    linearly dependent (no unique fit)."""
+    import numpy as np
+
+    coef, _, rank, _ = np.linalg.lstsq(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), rcond=None)
+    return [float(c) for c in coef] if rank == len(xs[0]) else None
 
 
 def _resid_sd(xs, ys, coef, dof: int) -> float:

@@ -9,7 +9,10 @@ bad number in the file would break every later command that computes the calibra
 
 Append-only: a write re-reads the file, checks that every submission and result already on disk
 is still present unchanged in what is about to be written, and replaces the file atomically
-(temp file + ``os.replace``). Nothing a command recorded is lost by a later command.
+(temp file + ``os.replace``). Nothing a command recorded is lost by a later command. Every
+read-change-write holds the ledger's lock (``.ledger.json.lock`` beside it, `filelock`), so two
+commands at once (two `submit`s) each record their own entry: without it both read 31 entries,
+both wrote 32, and one submission was lost while both said "recorded".
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tournament.files import sha256_file
 from tournament.judge.rules import JUDGE_SETS
@@ -27,6 +31,7 @@ from tournament.study.config import stored_judge_set
 
 DEFAULT_BUDGET = 20
 SCHEMA = 1
+LOCK_TIMEOUT_S = 60.0  # a command holds the lock for milliseconds; a minute means something is stuck
 
 
 class LedgerError(RuntimeError):
@@ -55,6 +60,26 @@ def load(path: Path) -> dict[str, Any]:
     doc.setdefault("budget", DEFAULT_BUDGET)
     doc.setdefault("submissions", [])
     return doc
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the ledger's lock (one read-change-write at a time, across processes)."""
+    from filelock import FileLock, Timeout
+
+    p = Path(path)
+    lock_path = p.parent / f".{p.name}.lock"
+    try:
+        with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
+            yield
+    except Timeout:
+        raise LedgerError(f"{p} is locked by another command for over {LOCK_TIMEOUT_S:.0f} s ({lock_path}); "
+                          "wait for it, or remove the lock file if no tournament command is running") from None
+
+
+def check_budget(budget: int | None) -> None:
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise LedgerError(f"--budget {budget}: the budget is a whole number of submissions, at least 1")
 
 
 def _check_append_only(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -87,9 +112,33 @@ def left(doc: dict[str, Any]) -> int:
     return int(doc.get("budget", DEFAULT_BUDGET)) - used(doc)
 
 
+def budget_line(doc: dict[str, Any], upto: int | None = None) -> str:
+    """'3 of 20 left', or, past the budget (forced), '0 of 20 left (21 recorded, 1 past the budget)';
+    `upto`: as it stood once submission `upto` was recorded."""
+    budget = int(doc.get("budget", DEFAULT_BUDGET))
+    n = used(doc) if upto is None else upto
+    if n <= budget:
+        return f"{budget - n} of {budget} left"
+    return f"0 of {budget} left ({n} recorded, {n - budget} past the budget)"
+
+
 def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, budget: int | None = None,
            git_commit: str | None = None, track: bool = True, runs_dir: Path | None = None) -> dict[str, Any]:
     """Record one submission of `winner` (its hash, the git commit, the time, its local numbers)."""
+    check_budget(budget)
+    if git_commit is None:
+        from tournament.tracking import git_commit as _gc
+
+        git_commit = _gc()
+    with locked(path):
+        entry = _append_submission(path, winner, note=note, force=force, budget=budget, git_commit=git_commit)
+    if track:
+        _track_submission(entry, runs_dir)
+    return entry
+
+
+def _append_submission(path: Path, winner: Path, *, note: str, force: bool, budget: int | None,
+                       git_commit: str | None) -> dict[str, Any]:
     doc = load(path)
     if budget is not None:
         doc["budget"] = int(budget)
@@ -107,10 +156,6 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
         raise LedgerError(f"{w} is not a winner.json (not a JSON object); run `tournament pick` again")
     prov = wdoc.get("provenance") or {}
     metrics = prov.get("metrics", {})
-    if git_commit is None:
-        from tournament.tracking import git_commit as _gc
-
-        git_commit = _gc()
     entry = {
         "id": used(doc) + 1,
         "time": _now(),
@@ -131,8 +176,6 @@ def submit(path: Path, winner: Path, *, note: str = "", force: bool = False, bud
     }
     doc["submissions"].append(entry)
     save(path, doc)
-    if track:
-        _track_submission(entry, runs_dir)
     return entry
 
 
@@ -187,18 +230,19 @@ def add_result(path: Path, submission: int, *, accuracy: float | None, speed: fl
                judge_set: str = "basic", note: str = "", track: bool = True,
                runs_dir: Path | None = None) -> dict[str, Any]:
     check_result(accuracy, speed)
-    doc = load(path)
-    subs = {int(s["id"]): s for s in doc["submissions"]}
-    if submission not in subs:
-        raise LedgerError(f"no submission {submission}; `tournament ledger` lists them")
     try:
         judged = normalize_set(judge_set, "basic")
     except ValueError as e:
         raise LedgerError(f"--set: {e}") from None
-    res = {"time": _now(), "set": judged,
-           "accuracy": accuracy, "speed": speed, "note": note}
-    subs[submission].setdefault("results", []).append(res)
-    save(path, doc)
+    with locked(path):
+        doc = load(path)
+        subs = {int(s["id"]): s for s in doc["submissions"]}
+        if submission not in subs:
+            raise LedgerError(f"no submission {submission}; `tournament ledger` lists them")
+        res = {"time": _now(), "set": judged,
+               "accuracy": accuracy, "speed": speed, "note": note}
+        subs[submission].setdefault("results", []).append(res)
+        save(path, doc)
     if track:
         _track_submission({**subs[submission], "result": res}, runs_dir)
     return res
@@ -266,7 +310,7 @@ def listing(doc: dict[str, Any], path: Path):
     """The rich table of `tournament ledger`: one row per submission, with the judge's results."""
     from rich.table import Table
 
-    t = Table(title=f"{path}: {used(doc)} of {doc['budget']} submissions used, {left(doc)} left")
+    t = Table(title=f"{path}: {used(doc)} of {doc['budget']} submissions used, {max(0, left(doc))} left")
     for c in ("id", "time", "candidate", "study/trial", "local acc", "local chars/s", "judge results", "note"):
         t.add_column(c, overflow="fold")
     for s in doc["submissions"]:

@@ -47,6 +47,7 @@ from tournament.study.sweep_result import SweepOptions, SweepResult  # noqa: F40
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives
 from tournament.study.optuna_private import trial_id
+from tournament.study.served import record_serve_config
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
 from tournament.study.recipes import OverBudget, RecipeBook, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
@@ -114,6 +115,8 @@ class Sweep:
             study.set_user_attr("objectives", [o.model_dump() for o in objectives])
             study.set_user_attr("sweep_config", _scrubbed(json.loads(self.cfg.model_dump_json())))
             study.set_user_attr("fingerprint", self.cfg.fingerprint())
+            if self.opts.sweep_file is not None:
+                study.set_user_attr("sweep_file", str(Path(self.opts.sweep_file).resolve()))
             study.set_user_attr("judge", self.cfg.judge.model_dump())
             study.set_user_attr("judge_model", self.judge_model.to_dict())
             study.set_user_attr("eval", {"path": self.eval.path, "hash": self.eval.hash, "n": len(self.eval.questions)})
@@ -279,7 +282,8 @@ class Sweep:
             trial.set_user_attr("cache_key", cache_key)
             cached = self.cache.get(cache_key)
             if self._speed_reusable(cached):
-                measurement = self._from_cache(trial, cached, attempt)
+                measurement = self._from_cache(trial, cached, attempt)  # the cache holds the config masked:
+                attempt.serve_config = serve_config(plan, self.cfg, candidate, cached["serve_config"]["model"]["path"]).model_dump()
             else:
                 if self.recipes:  # a drawn recipe: built on first use, within the budget
                     self.recipes.ensure_built(study, trial, plan.candidate)
@@ -373,7 +377,7 @@ class Sweep:
             raise ValueError(f"objective metric(s) {missing} were not measured")
         feasible = all(v <= 0 for v in cons.values())
         trial.set_user_attr("metrics", metrics)
-        trial.set_user_attr("serve_config", _scrubbed(serve_config))
+        record_serve_config(trial, serve_config)
         trial.set_user_attr("feasible", feasible)
         study.tell(trial, [float(metrics[o.metric]) for o in self.cfg.objectives])
         return feasible
@@ -381,7 +385,7 @@ class Sweep:
     def _repeat(self, study, trial, earlier) -> str:
         """Same parameters as a finished trial: take its results, measure nothing."""
         trial.set_user_attr("duplicate_of", earlier.number)
-        for k in ("candidate", "group_key", "cache_key", "mlflow_run_id", "recipe"):
+        for k in ("candidate", "group_key", "cache_key", "mlflow_run_id", "recipe", "serve_config_sha256"):
             if k in earlier.user_attrs:
                 trial.set_user_attr(k, earlier.user_attrs[k])
         for k, v in earlier.constraints.items():
@@ -405,7 +409,7 @@ class Sweep:
             trial.set_user_attr("fail_reason", keep_end(reason, 2000))  # the cause is at the end
             trial.set_user_attr("feasible", False)
             if attempt.serve_config is not None:
-                trial.set_user_attr("serve_config", _scrubbed(attempt.serve_config))
+                record_serve_config(trial, attempt.serve_config)
             study.tell(trial, state=TrialState.FAIL)
         except Exception:
             log.exception("could not record the failure of trial %d", trial.number)

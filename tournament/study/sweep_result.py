@@ -19,6 +19,7 @@ class SweepOptions:
     tracking: bool = True
     ledger: Path | None = None  # judge results calibrate the predicted accuracy
     timeout_s: float | None = None  # start no trial after this many seconds (the running one finishes)
+    sweep_file: Path | None = None  # recorded: pick rebuilds a masked serve config from it (served.py)
 
 
 @dataclass

@@ -158,8 +158,9 @@ class HonestBuildError(LookupError):
 
 
 def build_winner(study, number: int, *, rule: str, local: bool = False, allow_honest: bool = False,
-                 model_dest: str = DEFAULT_MODEL_DEST) -> tuple[dict[str, Any], list[str]]:
-    """winner.json document for trial `number` of `study`; also returns warnings for the user."""
+                 model_dest: str = DEFAULT_MODEL_DEST, sweep_file: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """winner.json document for trial `number` of `study`; also returns warnings for the user. Its
+    serve block is the config the trial's server ran (served.py; never the masked record)."""
     from optuna.trial import TrialState
 
     t = next((x for x in study.get_trials(deepcopy=False) if x.number == number), None)
@@ -167,7 +168,9 @@ def build_winner(study, number: int, *, rule: str, local: bool = False, allow_ho
         raise LookupError(f"study {study.study_name} has no trial {number}")
     if t.state != TrialState.COMPLETE:
         raise LookupError(f"trial {number} is {t.state.name}, not COMPLETE")
-    sc = json.loads(json.dumps(t.user_attrs["serve_config"]))
+    from tournament.study.served import real_serve_config
+
+    sc = real_serve_config(study, t, sweep_file)
     cand = dict(t.user_attrs.get("candidate") or {})
     cand["build"] = build_of(cand)
     if cand["build"] == "honest" and not allow_honest:

@@ -159,30 +159,26 @@ LOCK_HELD_ENV = "TOURNAMENT_BUILD_LOCK_HELD"
 
 @contextmanager
 def build_lock(build: Path, log: Callable[[str], None] = lambda s: None) -> Iterator[None]:
-    """Hold `<build>.lock` (an exclusive `flock`) while building `build`: a second process that
-    wants the same build waits here, then finds it complete. The kernel drops the lock when its
-    holder dies, so a killed build never blocks the next one. Where `flock` is missing (Windows)
-    builds are not guarded."""
+    """Hold `<build>.lock` (an exclusive lock, `filelock`) while building `build`: a second
+    process that wants the same build waits here, then finds it complete. The OS drops the lock
+    when its holder dies, so a killed build never blocks the next one."""
+    from filelock import FileLock, Timeout
+
     build = Path(build)
     if os.environ.get(LOCK_HELD_ENV) == str(build.resolve()) or not world()[1]:
         yield  # held by our parent, or by the main process of our `accelerate launch`
         return
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
     build.parent.mkdir(parents=True, exist_ok=True)
-    with open(build.with_name(build.name + ".lock"), "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting: another process is building {build.name}")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = FileLock(str(build.with_name(build.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"waiting: another process is building {build.name}")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def is_built(candidate: Candidate, builds_dir: Path = Path("builds")) -> bool:

@@ -20,7 +20,7 @@ def _dtype(name: str, device: str):
     if name in ("auto", None):
         return torch.float32 if device == "cpu" else torch.bfloat16
     return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-            "half": torch.float16, "float32": torch.float32, "fp32": torch.float32}[name]
+            "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}[name]
 
 
 class FrequencyPenalty:
