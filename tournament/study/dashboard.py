@@ -21,7 +21,8 @@ JUDGE_METRICS = ("predicted_accuracy", "predicted_accuracy_sd", "seen_accuracy",
                  "chars_per_s_cycled", "health_seconds", "predict_seconds_scaled")
 GROUPS = (("answers", ("answer_", "empty_answers", "n_questions")),
           ("speed", ("chars_per_s", "speed_", "predict_", "start_seconds")),
-          ("sweep", ("overhead_", "build_seconds", "cold_start", "two_builds", "cached_speed", "gpu")))
+          ("sweep", ("overhead_", "build_seconds", "cold_start", "two_builds", "cached_speed", "gpu")),
+          ("recipe", ("recipe_",)))  # a drawn recipe's build: training seconds, peak memory
 WINNER_TAG = "winner"
 
 
