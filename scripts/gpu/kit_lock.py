@@ -50,6 +50,9 @@ MACHINE = {
     "protobuf": "protobuf>=7,<8",
     "torch": None, "transformers": None, "peft": None, "accelerate": None, "safetensors": None,
     "tokenizers": None, "huggingface-hub": None, "triton": None,
+    # torch needs filelock and vLLM needs psutil, so the machine has both: a second copy in the
+    # kit would shadow theirs
+    "filelock": None, "psutil": None,
 }
 
 
