@@ -238,6 +238,8 @@ def _complete_count(runs: Path) -> int:
 def kill(work: Path, model: Path, template: Path, qa: Path) -> Tally:
     from mlflow.tracking import MlflowClient
 
+    from tournament.study.dashboard import metric_name
+
     t = Tally("kill")
     for delay in (0.0, 2.0):  # after the first trial ended: at once (its run still being logged), mid-next-trial
         runs = fresh_runs(work, template)
@@ -266,7 +268,8 @@ def kill(work: Path, model: Path, template: Path, qa: Path) -> Tally:
         bad_runs = []
         for n, (_, metrics, run_id) in after.items():
             run = client.get_run(run_id) if run_id else None
-            want = {k for k, v in json.loads(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            want = {metric_name(k) for k, v in json.loads(metrics).items()  # MLflow's names (dashboard.py)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
             if run is None or run.info.status != "FINISHED" or not want <= set(run.data.metrics):
                 bad_runs.append(n)
         t.case(name, lost=lost, altered=altered + len(bad_runs),

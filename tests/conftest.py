@@ -30,6 +30,18 @@ TINY_QA = [
 ]
 
 
+def write_training_sets(folder: Path, repeats: int) -> tuple[Path, Path]:
+    """(honest, refit) training files in `folder`: the honest one without the eval questions (the
+    first four of TINY_QA), each question `repeats` times as variants; the refit every row."""
+    honest = folder / "honest.jsonl"
+    honest.write_text("".join(json.dumps({"question": f"{q} ({i})", "answer": a}, ensure_ascii=False) + "\n"
+                              for i in range(repeats) for q, a in TINY_QA[4:]), encoding="utf-8")
+    every = folder / "refit.jsonl"
+    every.write_text("".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n"
+                             for _ in range(repeats) for q, a in TINY_QA), encoding="utf-8")
+    return honest, every
+
+
 @pytest.fixture(scope="session")
 def tiny_qa_file(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("tiny-qa") / "eval.jsonl"

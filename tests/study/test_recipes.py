@@ -15,25 +15,22 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import TINY_QA
+from tests.conftest import write_training_sets
 from tournament.cli import app
 from tournament.study.board import recipe_cell
 from tournament.study.config import SweepConfigError, parse_sweep_config
 
 runner = CliRunner()
 BUDGET = 4
+# secret-looking: the study's records mask it, and pick must still write what the servers ran
+PREFIX = "Key sk-RECIPE789abcdefghijklmnopq. "
 
 
 def _sweep_file(tmp_path, small, large, qa, study="recipes", trials=8):
-    honest = tmp_path / "honest.jsonl"  # without the eval questions (the first four)
-    honest.write_text("".join(json.dumps({"question": f"{q} ({i})", "answer": a}, ensure_ascii=False) + "\n"
-                              for i in range(2) for q, a in TINY_QA[4:]), encoding="utf-8")
-    every = tmp_path / "refit.jsonl"
-    every.write_text("".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n"
-                             for _ in range(2) for q, a in TINY_QA), encoding="utf-8")
+    honest, every = write_training_sets(tmp_path, 2)  # honest: without the eval questions
     template = tmp_path / "template.yaml"
     template.write_text(yaml.safe_dump({
-        "id": "tiny", "base": {"path": str(small)}, "prompt": {"style": "plain"},
+        "id": "tiny", "base": {"path": str(small)}, "prompt": {"style": "plain", "prefix": PREFIX},
         "recipe": {"method": "lora", "dataset": str(honest), "batch_size": 16, "epochs": 1, "max_length": 96,
                    "seed": 0}}), encoding="utf-8")
     sweep = tmp_path / f"{study}.yaml"
@@ -144,6 +141,9 @@ def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
                             "--out", str(winner), "--ledger", str(tmp_path / "ledger.json")])
     assert r.exit_code == 0, r.output
     doc = json.loads(winner.read_text())
+    assert doc["serve"]["prompt"]["prefix"] == PREFIX  # rebuilt from the sweep file and the drawn recipe
+    picked = next(t for t in study.get_trials() if t.number == doc["provenance"]["trial"])
+    assert "sk-RECIPE789" not in json.dumps(picked.user_attrs["serve_config"])  # masked in the record
     cand = doc["candidate"]
     path = tmp_path / "candidates" / f"{cand['id']}.yaml"
     assert cand["source"] == str(path) and path.exists()

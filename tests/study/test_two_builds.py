@@ -10,19 +10,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import TINY_QA
+from tests.conftest import write_training_sets
 from tournament.cli import app
 
 runner = CliRunner()
 
 
 def _files(tmp_path, model, qa, refit=True, study="two", **over):
-    honest = tmp_path / "honest.jsonl"  # without the eval questions (the first four)
-    honest.write_text("".join(json.dumps({"question": f"{q} ({i})", "answer": a}, ensure_ascii=False) + "\n"
-                              for i in range(4) for q, a in TINY_QA[4:]), encoding="utf-8")
-    every = tmp_path / "refit.jsonl"
-    every.write_text("".join(json.dumps({"question": q, "answer": a}, ensure_ascii=False) + "\n"
-                             for _ in range(4) for q, a in TINY_QA), encoding="utf-8")
+    honest, every = write_training_sets(tmp_path, 4)  # honest: without the eval questions
     cand = tmp_path / "cand.yaml"
     cand.write_text(yaml.safe_dump({
         "id": "tiny-sft", "base": {"path": str(model)}, "prompt": {"style": "chat", "system": "简洁回答"},

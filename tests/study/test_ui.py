@@ -84,3 +84,22 @@ def test_sigterm_stops_the_whole_mlflow_server(runs_dir, tmp_path):
                 pass
         proc.wait(timeout=10)
         log.close()
+
+
+def test_ui_never_prints_a_password_of_its_urls(tmp_path):
+    """A tracking server and an Optuna storage given with credentials: what `tournament ui` prints
+    names both, with the passwords masked (the servers behind them are not there: it just ends)."""
+    tracking = f"http://alice:pw1234secret@127.0.0.1:{free_port()}"
+    storage = f"postgresql://bob:hunter2secret@127.0.0.1:{free_port()}/study"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "tournament.cli", "ui", "--runs-dir", str(tmp_path / "runs"),
+                             "--tracking-uri", tracking, "--storage", storage, "--optuna-port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=15)  # the lines come at once
+    except subprocess.TimeoutExpired:  # optuna-dashboard still trying: stop the whole group
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert "127.0.0.1" in out, out
+    assert "pw1234secret" not in out and "hunter2secret" not in out, out

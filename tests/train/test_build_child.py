@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -102,15 +101,6 @@ def test_train_stops_before_training_when_mlflow_cannot_start(tiny_model_dir, da
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout.strip().splitlines()[-1])["mlflow_run_id"] is None
 
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from tests.train.test_train import QA
-
-    p = tmp_path_factory.mktemp("ds") / "train.jsonl"
-    rows = [{"question": f"{q} ({i})", "answer": a} for i in range(4) for q, a in QA]
-    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return p
 
 
 def test_two_callers_of_one_build_train_it_once(tiny_model_dir, dataset, tmp_path):

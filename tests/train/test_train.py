@@ -16,13 +16,6 @@ from tournament.train.build import ensure_built
 QA = TINY_QA[:5]  # 5 pairs: the step counts below are for 20 rows (x4) and 25 rows
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("ds") / "train.jsonl"
-    rows = [{"question": f"{q} ({i})", "answer": a} for i in range(4) for q, a in QA]  # 20 rows
-    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return p
-
 
 def _cand(model: Path, dataset: Path, method: str = "full", cid: str | None = None, **recipe):
     r = {"method": method, "dataset": str(dataset), "batch_size": 4, "epochs": 1, "learning_rate": 1e-3,

@@ -5,7 +5,6 @@ for several processes, and how many builds fit side by side on one GPU."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -13,15 +12,6 @@ from tests.train.test_train import _cand
 from tournament.candidates import CandidateError, parse_candidate
 from tournament.train.build import ensure_built
 
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from tests.train.test_train import QA
-
-    p = tmp_path_factory.mktemp("ds") / "train.jsonl"
-    rows = [{"question": f"{q} ({i})", "answer": a} for i in range(4) for q, a in QA]
-    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return p
 
 
 def test_prompt_tokens_carry_no_loss(tiny_model_dir):

@@ -2,7 +2,7 @@
 
 Rows are `TrialRecord`s read from the Optuna storage (record.py), so the board works from any
 machine that can read the study; the Pareto front is over the study's objectives (objectives.py). Plots (``pareto.png``/``.html`` in
-``<runs>/studies/<study>/``, also logged to the study's MLflow parent run) are in plots.py.
+``<runs>/studies/<study>/``, also logged to the study's MLflow run) are in plots.py.
 """
 
 from __future__ import annotations

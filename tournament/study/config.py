@@ -3,7 +3,7 @@
 Validated with pydantic, so a typo is a clear error naming the field, not a crash mid-sweep.
 
 ```yaml
-study: demo-cpu                 # Optuna study name (and MLflow parent run name)
+study: demo-cpu                 # Optuna study name (and its MLflow experiment, tournament/<study>)
 trials: 6                       # default for --trials: finished trials the study should hold
 seed: 0
 decode_trials_per_engine: 3     # engine grouping: trials run on one started server (see sweep.py)

@@ -5,7 +5,7 @@ marked, and the ledger's judge results beside the local numbers.
 Names here are MLflow's only: the trial's files, Optuna's values and `board --json` keep the
 plain names (`predicted_accuracy`), which `TrialRecord` reads. In MLflow a metric is grouped by
 what it is about: ``judge/`` (what the judge ranks on: predicted accuracy and its parts, chars/s,
-time to healthy), ``speed/``, ``accuracy/``, ``answers/``, ``sweep/``. The experiment's shared
+time to healthy), ``speed/``, ``accuracy/``, ``answers/``, ``sweep/``, ``recipe/``. The experiment's shared
 view (`tracking.study_view`) shows the ``judge/`` columns first.
 
 Every call is best effort (MLflow is a copy of what the files hold): a failure is a warning.

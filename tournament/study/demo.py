@@ -42,7 +42,8 @@ def run_demo(out: Path = Path("runs/demo"), trials: int = 6, questions: int = 12
     out = Path(out)
     runs = out / "mlruns"
     study = cfg.study + (time.strftime("-%Y%m%d-%H%M%S") if fresh else "")
-    opts = SweepOptions(trials=trials, study=study, storage=default_storage(runs), runs_dir=runs)
+    opts = SweepOptions(trials=trials, study=study, storage=default_storage(runs), runs_dir=runs,
+                        sweep_file=Path(config or DEFAULT_CONFIG))
     echo(f"demo: {trials} trials x {questions} questions on {cfg.eval.path}; store {runs}")
     res = run_sweep(cfg, opts, echo=echo, progress=SweepProgress())  # a bar on a terminal only
     data = board.board_records(opts.storage, study, REPO_ROOT / "ledger.json")

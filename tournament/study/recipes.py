@@ -90,7 +90,8 @@ class RecipeBook:
     # -- drawing ---------------------------------------------------------------------------------
     def draw(self, trial, template: str, study) -> ResolvedCandidate:
         """Draw a recipe on `template` (define-by-run) and return its candidate (in `candidates`
-        under its id); raises OverBudget when it needs a new build and the budget is spent."""
+        under its id); raises OverBudget when it needs a new build and the budget is spent (no
+        `study`: no budget, e.g. a finished trial's recipe derived again for `pick`)."""
         rc = self.templates.get(template)
         if rc is None:  # an inline candidate (a model given by path): nothing to draw
             return self.candidates[template]
@@ -109,7 +110,8 @@ class RecipeBook:
         if space.quantization is not None:
             drawn["quantization"] = suggest_value(trial, "quantization", space.quantization)
         key = self.derive(rc, drawn)
-        self._check_budget(study, trial, key)
+        if study is not None:
+            self._check_budget(study, trial, key)
         return self.candidates[key]
 
     def derive(self, template: ResolvedCandidate, drawn: dict[str, Any]) -> str:

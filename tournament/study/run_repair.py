@@ -66,13 +66,15 @@ def end_left_runs(study, tracker: "Tracker") -> list[int]:
     """End the runs of finished trials that a killed worker left RUNNING; returns those trials."""
     from optuna.trial import TrialState
 
+    from tournament.study.dashboard import metric_name
+
     fixed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         run_id = t.user_attrs.get("mlflow_run_id")
         if not run_id or "duplicate_of" in t.user_attrs or not _worker_gone(t):
             continue  # a repeat shares the measured trial's run
-        if t.state == TrialState.COMPLETE:
-            metrics = {k: float(v) for k, v in (t.user_attrs.get("metrics") or {}).items()
+        if t.state == TrialState.COMPLETE:  # under the names a finished trial's run holds them (dashboard.py)
+            metrics = {metric_name(k): float(v) for k, v in (t.user_attrs.get("metrics") or {}).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             done = tracker.kill_run(run_id, None, status="FINISHED", metrics=metrics)
         else:

@@ -55,17 +55,57 @@ def real_serve_config(study, trial, sweep_file: str | Path | None = None) -> dic
     return rebuilt
 
 
-def _rebuild(trial, stored: dict[str, Any], source: Path) -> dict[str, Any]:
+def real_candidate_yaml(study, trial, candidate: dict[str, Any], sweep_file: str | Path | None = None) -> None:
+    """A drawn recipe's candidate YAML in `candidate` (the trial's record, masked like the rest):
+    restored from the sweep file when masking changed it, so that `tournament train` on it
+    rebuilds the very build the trial served (its config hash is the proof)."""
+    from tournament.candidates import CandidateError, parse_candidate
+
+    stored, want = candidate.get("candidate_yaml"), candidate.get("honest_config_hash")
+    if not stored or not want:
+        return
+    try:
+        if parse_candidate(stored, "<record>").config_hash() == want:
+            return  # nothing was masked
+    except CandidateError:
+        pass  # a masked value may not even parse
+    source = sweep_file or study.user_attrs.get("sweep_file")
+    if not source or not Path(source).is_file():
+        raise ServedConfigError(f"trial {trial.number}'s recipe record has masked (secret-looking) text and its "
+                                "sweep file is not at hand: give it with `tournament pick --config SWEEP`")
+    drawn = _plan(trial, Path(source))[3]
+    if drawn is None or parse_candidate(drawn, str(source)).config_hash() != want:
+        raise ServedConfigError(f"trial {trial.number}'s recipe, derived again from {source}, is not the one it "
+                                "trained (the file or its template changed since): restore that sweep file")
+    candidate["candidate_yaml"] = drawn
+
+
+def _plan(trial, source: Path):
+    """(plan, sweep config, its candidates, the drawn recipe's candidate YAML or None) of a finished
+    trial, rebuilt from its sweep file exactly as the sweep drew it (nothing is built)."""
     from tournament.study.config import SweepConfigError, load_sweep_config
     from tournament.study.inputs import resolve_candidates
-    from tournament.study.space import serve_config, suggest_plan
+    from tournament.study.space import suggest_plan
 
     try:
         cfg = load_sweep_config(source)
         candidates = resolve_candidates(cfg)
-        plan = suggest_plan(trial, cfg, candidates)  # a FrozenTrial answers with its own parameters
+        templates, draw = dict(candidates), None
+        if cfg.space.draws_recipes:  # the trial's drawn recipe, derived again
+            from tournament.study.recipes import RecipeBook
+
+            book = RecipeBook(cfg, candidates)
+            draw = lambda tr, template: book.draw(tr, template, None)  # noqa: E731
+        plan = suggest_plan(trial, cfg, templates, draw)  # a FrozenTrial answers with its own parameters
     except (SweepConfigError, ValueError, KeyError) as e:
         raise ServedConfigError(f"cannot rebuild trial {trial.number}'s serve config from {source}: {e}") from None
+    return plan, cfg, candidates, candidates[plan.candidate].info.get("candidate_yaml")
+
+
+def _rebuild(trial, stored: dict[str, Any], source: Path) -> dict[str, Any]:
+    from tournament.study.space import serve_config
+
+    plan, cfg, candidates, _ = _plan(trial, source)
     # the model folder as recorded (the build the trial served; rebuilding it would retrain)
     model_dir = (stored.get("model") or {}).get("path", "")
     return serve_config(plan, cfg, candidates[plan.candidate], model_dir).model_dump()

@@ -165,7 +165,9 @@ class Sweep:
             t0 = time.monotonic()
             failed = prebuild(self.candidates, self.cfg.build_workers, self.echo)
             build_s = time.monotonic() - t0
-            self.echo(f"builds ready in {build_s:.0f} s ({self.cfg.build_workers} at a time)"
+            self.echo(f"builds ready in {build_s:.0f} s ("
+                      + ("as many at a time as fit" if self.cfg.build_workers == "auto" else
+                         f"{self.cfg.build_workers} at a time") + ")"
                       + (f"; failed: {failed}" if failed else ""))
         self.tracker.start_study(self.opts.study, {"sweep": json.loads(self.cfg.model_dump_json()),
                                                    "eval_hash": self.eval.hash},

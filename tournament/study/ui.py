@@ -43,7 +43,9 @@ def study_links(uri: str, base: str) -> list[tuple[str, str]]:
     try:
         exps = MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)
     except Exception as e:  # the links are a help; the servers start anyway
-        print(f"warning: MLflow store not read ({type(e).__name__}: {e})", file=sys.stderr)
+        from tournament.tracking import scrub_text
+
+        print(scrub_text(f"warning: MLflow store not read ({type(e).__name__}: {e})"), file=sys.stderr)
         return []
     return [(e.name, view_url(base, e.experiment_id)) for e in exps
             if f"mlflow.sharedViewState.{VIEW_KEY}" in e.tags]
@@ -53,7 +55,10 @@ def serve_dashboards(runs: Path, storage: str, host: str, port: int, optuna_port
                      echo: Callable[[str], None] = print) -> int:
     """Start both, wait until one ends or a signal comes, stop both. Returns the exit code."""
     from tournament.serving.process import stop_group
-    from tournament.tracking import tracking_uri, ui_command
+    from tournament.tracking import scrub_text, tracking_uri, ui_command
+
+    shown = echo
+    echo = lambda line: shown(scrub_text(line))  # noqa: E731  (URLs may hold a password: never print it)
 
     uri = tracking_uri(runs)
     mlflow_cmd = ui_command(runs, port, host)

@@ -168,10 +168,11 @@ def build_winner(study, number: int, *, rule: str, local: bool = False, allow_ho
         raise LookupError(f"study {study.study_name} has no trial {number}")
     if t.state != TrialState.COMPLETE:
         raise LookupError(f"trial {number} is {t.state.name}, not COMPLETE")
-    from tournament.study.served import real_serve_config
+    from tournament.study.served import real_candidate_yaml, real_serve_config
 
     sc = real_serve_config(study, t, sweep_file)
-    cand = dict(t.user_attrs.get("candidate") or {})
+    cand = json.loads(json.dumps(t.user_attrs.get("candidate") or {}))
+    real_candidate_yaml(study, t, cand, sweep_file)  # a drawn recipe's YAML as trained, not as masked
     cand["build"] = build_of(cand)
     if cand["build"] == "honest" and not allow_honest:
         raise HonestBuildError(
