@@ -43,7 +43,7 @@ from tournament.study.config import SweepConfig, config_changes
 from tournament.study.inputs import builds_ready, load_eval, prebuild, resolve_candidates, speed_plan
 from tournament.study.ledger import judge_model_from_ledger
 from tournament.study.measure import Measurement, measure
-from tournament.study.sweep_result import SweepOptions, SweepResult  # noqa: F401 (importers)
+from tournament.study.sweep_result import SweepOptions, SweepResult
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives
 from tournament.study.optuna_private import trial_id
