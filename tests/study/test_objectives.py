@@ -111,3 +111,18 @@ def test_bad_objectives_are_named_before_any_trial(objectives, message):
     raw = {"candidates": [{"id": "x", "model_path": "m"}], "eval": {"path": "e.jsonl"}, "objectives": objectives}
     with pytest.raises(SweepConfigError, match=message):
         parse_sweep_config(raw)
+
+
+def test_a_trial_line_says_which_limit_an_infeasible_trial_breaks():
+    from tournament.study.objectives import violations
+    from tournament.study.sweep_progress import trial_line
+
+    broken = violations({"accuracy": 0.0771, "predict_time": -3.0, "health": 12.4})
+    assert broken == ["accuracy 0.077 under the pass mark", "start 12 s over the health limit"]
+    assert violations({"accuracy": 0.0, "predict_time": -1.0, "health": -50.0}) == []  # on the line: feasible
+    m = {"seen_accuracy": 0.3, "unseen_accuracy": 0.2, "predicted_accuracy": 0.27, "predicted_accuracy_sd": 0.05,
+         "chars_per_s": 56.0}
+    line = trial_line("trial 3: gemma/-", m, broken, started=True)
+    assert line.endswith("infeasible (accuracy 0.077 under the pass mark; start 12 s over the health limit) "
+                         "(new servers)")
+    assert trial_line("trial 4: gemma/-", m, [], started=False).endswith("chars/s=56 feasible")

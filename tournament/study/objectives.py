@@ -100,3 +100,10 @@ def constraint_values(metrics: dict[str, Any] | None, health_seconds: float | No
     return {"accuracy": judge.pass_mark - metrics["accuracy"],
             "predict_time": metrics["predict_seconds_scaled"] - judge.predict_timeout,
             "health": (health_seconds or 0.0) - judge.health_timeout}
+
+
+def violations(cons: dict[str, float]) -> list[str]:
+    """The limits a trial breaks, in words and by how much (empty: feasible), for its line."""
+    words = {"accuracy": "accuracy {:.3f} under the pass mark", "predict_time": "predict {:.0f} s over the limit",
+             "health": "start {:.0f} s over the health limit"}
+    return [words.get(k, k + " over by {:g}").format(v) for k, v in cons.items() if v > 0]

@@ -45,7 +45,7 @@ from tournament.study.ledger import judge_model_from_ledger
 from tournament.study.measure import Measurement, measure
 from tournament.study.sweep_result import SweepOptions, SweepResult
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
-from tournament.study.objectives import constraint_values, same_objectives, stored_objectives
+from tournament.study.objectives import constraint_values, same_objectives, stored_objectives, violations
 from tournament.study.optuna_private import trial_id
 from tournament.study.served import record_serve_config
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
@@ -291,9 +291,9 @@ class Sweep:
                     self.recipes.ensure_built(study, trial, plan.candidate)
                 measurement = self._measure(trial, plan, candidate, cached, cache_key, attempt, t_ask)
             metrics = measurement.metrics
-            feasible = self._tell(study, trial, attempt.serve_config, metrics, attempt.health_seconds)
+            broken = self._tell(study, trial, attempt.serve_config, metrics, attempt.health_seconds)
             write_trial_files(tdir, measurement, attempt.serve_config, metrics)
-            self.echo(trial_line(heading, metrics, feasible, attempt.started))
+            self.echo(trial_line(heading, metrics, broken, attempt.started))
             self._track(trial, attempt, metrics, tdir, "FINISHED", None)
             return "new group" if attempt.started else "same group"
         except KeyboardInterrupt:
@@ -365,8 +365,9 @@ class Sweep:
                               "overhead_ratio": metrics["overhead_ratio"]})
         return measurement
 
-    def _tell(self, study, trial, serve_config, metrics: dict[str, Any], health_s: float | None) -> bool:
-        """Constraints, the record's attributes, and the objectives' values to Optuna; True if feasible."""
+    def _tell(self, study, trial, serve_config, metrics: dict[str, Any], health_s: float | None) -> list[str]:
+        """Constraints, the record's attributes, and the objectives' values to Optuna; the limits
+        the trial breaks, in words (none: feasible)."""
         judge = self.cfg.judge
         # the speed POST's time, scaled to the judge's count (the same when the POST is judge-sized)
         posted = metrics.get("speed_n_questions") or metrics.get("n_questions") or 1.0
@@ -382,7 +383,7 @@ class Sweep:
         record_serve_config(trial, serve_config)
         trial.set_user_attr("feasible", feasible)
         study.tell(trial, [float(metrics[o.metric]) for o in self.cfg.objectives])
-        return feasible
+        return violations(cons)
 
     def _repeat(self, study, trial, earlier) -> str:
         """Same parameters as a finished trial: take its results, measure nothing."""

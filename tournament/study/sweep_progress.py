@@ -41,12 +41,13 @@ def trial_heading(number: int, plan: Any, params: dict[str, Any]) -> str:
     return f"trial {number}: {plan.candidate}/{plan.prompt_variant or '-'}" + (f" {settings}" if settings else "")
 
 
-def trial_line(heading: str, metrics: dict[str, Any], feasible: bool, started: bool) -> str:
-    """A measured trial's one line: its heading, then what it scored."""
+def trial_line(heading: str, metrics: dict[str, Any], broken: list[str], started: bool) -> str:
+    """A measured trial's one line: its heading, what it scored, and which limits it breaks."""
     return (f"{heading} seen={metrics['seen_accuracy']:.3f} unseen={metrics['unseen_accuracy']:.3f} "
             f"predicted={metrics['predicted_accuracy']:.3f}±{metrics['predicted_accuracy_sd']:.3f} "
-            f"chars/s={metrics['chars_per_s']:.0f} {'feasible' if feasible else 'infeasible'}"
-            f"{' (new servers)' if started else ''}")
+            f"chars/s={metrics['chars_per_s']:.0f} "
+            + (f"infeasible ({'; '.join(broken)})" if broken else "feasible")
+            + (" (new servers)" if started else ""))
 
 
 def _clock(seconds: float | None) -> str:
