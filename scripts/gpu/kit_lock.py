@@ -34,7 +34,7 @@ LOCK_HEADER = """\
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 # The extras of pyproject.toml that a GPU run uses (plus the core dependencies).
-EXTRAS = ("serve", "sweep", "data")
+EXTRAS = ("serve", "sweep", "data", "liger")  # liger: Liger kernels for training on the GPU (recipe.liger: auto)
 # Same `mlflow` module without the server, UI and pandas: everything tournament calls is in it.
 SUBSTITUTE = {"mlflow": "mlflow-skinny"}
 # vLLM's own run-time needs that the shared vLLM kit leaves out: its quantization registry imports

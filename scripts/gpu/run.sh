@@ -8,6 +8,7 @@
 #   heldout  every trained candidate judged on the held-out basic and bonus questions
 #   p2       the serving setups users copy (benchmarks/setups/) against the sweep's winner, on the
 #            judge-sized distinct POST of each set (tournament bench setups)
+#   trainmem peak GPU memory and time per build with Liger's kernels on and off (TRAINMEM_CANDIDATES)
 #   compare  one sweep worker on GPU 0 (trials per minute, against the --gpus run) beside the
 #            cold-start table (scripts/gpu/cold_start.sh) of the picked winner on GPU 1
 #   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
@@ -122,6 +123,13 @@ heldout)
   # Each trained candidate on the held-out basic and bonus questions (its own serve hints).
   wait_for prepare 900 || exit 1
   python3 scripts/gpu/judge_heldout.py "$OUT/heldout.json" ${GPU_CANDIDATES:-candidates/gemma-3-270m-full.yaml candidates/gemma-3-270m-full-lr5e-5.yaml candidates/gemma-3-270m-lora-r16.yaml candidates/gemma-3-270m-full-echo.yaml} 2>&1 | tee "$OUT/heldout.log"
+  ;;
+trainmem)
+  # Peak GPU memory and time per build, Liger's kernels on and off (no vLLM needed): the numbers
+  # behind `build_workers: auto` and the trainer's row in BENCHMARKS.md.
+  wait_for prepare 900 || exit 1
+  timed $T models fetch-embedded
+  python3 scripts/gpu/train_memory.py "$OUT" "$W/trainmem" ${TRAINMEM_CANDIDATES:-candidates/gemma-3-270m-full-echo.yaml candidates/gemma-3-270m-lora-r16.yaml} 2>&1 | tee "$OUT/trainmem.log"
   ;;
 sweep)
   wait_for prepare 900 || exit 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -200,3 +201,66 @@ def test_draws_derive_candidates_and_the_spent_budget_redirects(tmp_path, tiny_m
     with pytest.raises(RuntimeError, match="not retried: OOM: boom"):
         book.ensure_built(study, t3, full.id)
     assert not (tmp_path / "builds").exists()
+
+
+def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fields(
+        tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
+    """A recipe is a build and a server pair, so an enqueue entry's recipe is fixed, never left to
+    the sampler: `{candidate: X}` alone is X's recipe as written (the template's own config hash:
+    a hand-written recipe measured in the same sweep as the drawn ones); the fields an entry names
+    replace the template's; a value the space cannot hold is a clear error."""
+    from optuna.trial import TrialState
+
+    from tournament.study.recipes import enqueue_recipe
+    from tournament.study.sweep import Sweep
+    from tournament.study.sweep_result import SweepOptions
+
+    large = tmp_path / "large"  # another base model (the template's is the small one)
+    shutil.copytree(tiny_model_dir, large)
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, large, tiny_qa_file)
+    template = yaml.safe_load((tmp_path / "template.yaml").read_text())
+    template["recipe"].update({"rank": 8, "learning_rate": 2e-4})  # every field inside the space
+    (tmp_path / "template.yaml").write_text(yaml.safe_dump(template), encoding="utf-8")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["space"]["quantization"] = ["none", "fp8"]
+    named = {"candidate": "tiny", "recipe": {"method": "full", "learning_rate": 5e-4}, "quantization": "fp8",
+             "base": "large", "decode": {"max_tokens": 5}}
+    raw["enqueue"] = [{"candidate": "tiny", "decode": {"max_tokens": 4}}, named]
+    cfg = parse_sweep_config(raw)
+    sweep = Sweep(cfg, SweepOptions(trials=2, study="enq", storage=f"sqlite:///{runs_dir / 'optuna.db'}",
+                                    runs_dir=runs_dir, tracking=False), echo=lambda s: None)
+    study = sweep._study()
+    fixed = sorted((t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))),
+                   key=lambda p: p["decode.max_tokens"])
+    assert fixed == [
+        {"candidate": "tiny", "decode.max_tokens": 4, "base": "small", "recipe.method": "lora", "recipe.rank": 8,
+         "recipe.learning_rate": 2e-4, "quantization": "none"},
+        {"candidate": "tiny", "decode.max_tokens": 5, "base": "large", "recipe.method": "full",
+         "recipe.learning_rate": 5e-4, "quantization": "fp8"}]
+
+    # the sweep's draw of the first entry is the template itself: the same config hash, so the
+    # hand-written recipe and the drawn ones sit in one study and one board
+    drawn = {}
+    for _ in fixed:
+        trial = study.ask()
+        rc = sweep.recipes.draw(trial, "tiny", None)
+        drawn[trial.params["recipe.method"]] = rc
+    tpl = sweep.templates["tiny"]
+    assert drawn["lora"].config_hash == tpl.config_hash and drawn["lora"].id != tpl.id
+    assert drawn["lora"].info["honest_config_hash"] == tpl.info["honest_config_hash"]
+    full = drawn["full"].candidate_obj
+    assert full.recipe.method == "full" and full.recipe.learning_rate == 5e-4 and full.base.path == str(large)
+    assert drawn["full"].engine.get("quantization") == "fp8" and drawn["full"].config_hash != tpl.config_hash
+
+    # values the space cannot hold, when the entry names them, stop the sweep with the reason
+    for bad, match in (({"recipe": {"rank": 7}}, r"recipe.rank=7 is not one of the space's choices"),
+                       ({"recipe": {"learning_rate": 0.5}}, r"outside the space's range"),
+                       ({"recipe": {"epochs": 2}}, r"not in space.recipe"),
+                       ({"quantization": "int3"}, r"quantization='int3' is not one of"),
+                       ({"base": "huge"}, r"base 'huge' is not one of space.base")):
+        with pytest.raises(ValueError, match=match):
+            enqueue_recipe({"candidate": "tiny", **bad}, cfg, sweep.candidates, "tiny")
+    plain = parse_sweep_config({k: v for k, v in raw.items() if k not in ("enqueue",)}
+                               | {"space": {**raw["space"], "recipe": {}, "quantization": None, "base": None}})
+    with pytest.raises(ValueError, match="need a recipe space"):
+        enqueue_recipe({"recipe": {"rank": 8}}, plain, sweep.candidates, "tiny")

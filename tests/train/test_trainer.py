@@ -4,6 +4,7 @@ for several processes, and how many builds fit side by side on one GPU."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -89,6 +90,34 @@ def test_liger_setting(tiny_model_dir, dataset):
     with pytest.raises(CandidateError, match="recipe.liger"):
         parse_candidate({"id": "x", "base": {"path": "m"},
                          "recipe": {"method": "full", "dataset": "d", "liger": "sometimes"}})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is not None, reason="needs liger-kernel absent")
+def test_liger_auto_that_fails_before_the_first_step_trains_without_it(tiny_model_dir, dataset, tmp_path):
+    """`liger: auto` must not cost the build when Liger cannot patch the model: here transformers'
+    Trainer refuses Liger for real (liger-kernel is not installed here), and a freshly loaded model
+    trains without it, the log saying why; `liger: true` keeps the failure."""
+    from transformers import Trainer
+
+    from tournament.train.examples import CompletionCollator
+    from tournament.train.sft import load_model, train_with_liger, training_arguments
+
+    cand = _cand(tiny_model_dir, dataset)
+    rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]}] * 4
+    made, lines = [], []
+
+    def make(with_liger, fresh):
+        made.append((with_liger, fresh))
+        args = training_arguments(cand, tmp_path / str(len(made)), device="cpu", total_steps=1, warmup=0,
+                                  amp=False, liger=with_liger, world_size=1)
+        return Trainer(model=load_model(tiny_model_dir, cand.recipe, None), args=args, train_dataset=rows,
+                       data_collator=CompletionCollator(0))
+
+    trainer, used = train_with_liger(make, lambda t: t.train(), True, "auto", lines.append)
+    assert used is False and made == [(True, False), (False, True)] and trainer.state.global_step == 1
+    assert "Liger kernels failed before the first step" in lines[0] and "recipe.liger: auto" in lines[0]
+    with pytest.raises(ImportError, match="liger"):
+        train_with_liger(make, lambda t: t.train(), True, True, lines.append)
 
 
 def test_arguments_for_several_processes(tiny_model_dir, dataset, tmp_path):

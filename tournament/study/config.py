@@ -46,8 +46,8 @@ space:
   # quantization: [none, fp8]   # candidate `quantization:` values
   # base: {small: {path: models/a}, large: {path: models/b}}   # named candidate `base:` values
 build_budget: {recipes: 5, minutes: 12}   # with a recipe space: new recipes built, minutes of building
-enqueue:                        # known-good configurations, run first (Optuna enqueue_trial)
-  - {candidate: gemma-base, prompt: one-shot, decode: {max_tokens: 96}}
+enqueue:                        # known-good configurations, run first (Optuna enqueue_trial); with a recipe
+  - {candidate: gemma-base, prompt: one-shot, decode: {max_tokens: 96}}   # space also recipe/quantization/base
 objectives:                     # optional; default: predicted judge accuracy and chars/s, both maximised
   - {name: accuracy, metric: predicted_accuracy}
   - {name: chars_per_s, metric: chars_per_s}
@@ -81,6 +81,7 @@ from tournament.study.objectives import DEFAULT_OBJECTIVES, Objective
 from tournament.study.record import known_metric
 
 EMBEDDED_PREFIX = "embedded:"
+ENQUEUE_KEYS = "candidate/prompt/engine/decode/mode/recipe/quantization/base"  # an enqueue entry's keys
 
 
 class SweepKeyDeprecation(DeprecationWarning):
@@ -430,15 +431,14 @@ class SweepConfig(_Strict):
             raise ValueError(f"judge.hardware {hw.name}: {hw.hardware} has no vLLM (its image serves with "
                              f"transformers); take vllm out of space.engine.engine")
         for i, e in enumerate(self.enqueue):
-            bad = sorted(set(e) - {"candidate", "prompt", "engine", "decode", "mode"})
+            bad = sorted(set(e) - set(ENQUEUE_KEYS.split("/")))
             if bad:
-                raise ValueError(f"enqueue[{i}]: unknown key(s) {bad}; use candidate/prompt/engine/decode/mode")
+                raise ValueError(f"enqueue[{i}]: unknown key(s) {bad}; use {ENQUEUE_KEYS}")
         return self
 
     # -- helpers ----------------------------------------------------------------------------
     def resolve_path(self, p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else (Path(self.base_dir) / path)
+        return path if (path := Path(p).expanduser()).is_absolute() else (Path(self.base_dir) / path)
 
     def fingerprint(self) -> str:
         doc = self.model_dump(exclude={"base_dir", "trials"})

@@ -17,16 +17,18 @@ once with the first failure's reason."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tournament.study.config import SweepConfig, normalize_param
+from tournament.study.config import Choices, SweepConfig, encode_choice, normalize_param, spec_values
 from tournament.study.inputs import ResolvedCandidate, build_slots, resolve_candidate
 from tournament.study.space import suggest_value
 
+log = logging.getLogger(__name__)
 LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
 ATTR_PREFIX = "recipe:"
 
@@ -74,6 +76,96 @@ def param_names(cfg: SweepConfig) -> list[str]:
     if normalize_param("quantization", cfg.space.quantization) is not None:
         names.append("quantization")
     return names
+
+
+def enqueue_recipe(entry: dict[str, Any], cfg: SweepConfig, candidates: dict[str, ResolvedCandidate],
+                   template: str | None) -> dict[str, Any]:
+    """The recipe parameters of a known-good configuration (`enqueue:` entry) in a recipe sweep.
+
+    A recipe is a build and a server pair, so it is never left to the sampler (each entry would
+    draw its own): a setting the entry's `recipe:` / `quantization:` / `base:` leaves out takes
+    the template's own value, so `{candidate: X}` alone enqueues recipe X as written; a value the
+    space cannot hold is an error when the entry names it, and the space's first choice (or
+    nearest end) with a warning when it came from the template."""
+    if not cfg.space.draws_recipes:
+        bad = sorted({"recipe", "quantization", "base"} & set(entry))
+        if bad:
+            raise ValueError(f"enqueue: {bad} need a recipe space (space.recipe / quantization / base)")
+        return {}
+    rc = candidates.get(template or next(iter(cfg.space.candidate or candidates)))
+    if rc is None or rc.candidate_obj is None:
+        return {}  # an inline candidate: nothing is drawn for it
+    own = rc.candidate_obj
+    given = entry.get("recipe") or {}
+    if not isinstance(given, dict):
+        raise ValueError(f"enqueue: recipe must be a mapping of recipe fields, not {given!r}")
+    unknown = sorted(set(given) - set(cfg.space.recipe))
+    if unknown:
+        raise ValueError(f"enqueue: recipe field(s) {unknown} are not in space.recipe ({sorted(cfg.space.recipe)})")
+    params: dict[str, Any] = {}
+    space = cfg.space
+    if space.base and len(space.base) > 1:
+        named = entry.get("base")
+        if named is None:
+            from tournament.candidates import BaseModelSpec
+
+            named = next((n for n, b in space.base.items() if BaseModelSpec.model_validate(b) == own.base),
+                         next(iter(space.base)))
+        elif named not in space.base:
+            raise ValueError(f"enqueue: base {named!r} is not one of space.base {sorted(space.base)}")
+        params["base"] = named
+    method = own.recipe.method
+    for k in sorted(space.recipe, key=lambda k: k != "method"):  # the method first: it decides the rest
+        if k in LORA_FIELDS and method != "lora":
+            continue  # as in a draw: LoRA fields mean nothing to a full fine-tune
+        name, spec = f"recipe.{k}", space.recipe[k]
+        v = _allowed(name, spec, given[k], named=True) if k in given else _allowed(name, spec, getattr(own.recipe, k))
+        if v is _FIXED:
+            v = spec
+        else:
+            params[name] = v
+        if k == "method":
+            method = v
+    if normalize_param("quantization", space.quantization) is not None:
+        if "quantization" in entry:
+            params["quantization"] = _allowed("quantization", space.quantization, entry["quantization"], named=True)
+        else:  # the template's own quantization, written as the space writes it
+            from tournament.candidates import Quantization
+
+            choices = spec_values("quantization", space.quantization)
+            same = [c for c in choices if Quantization.model_validate({"method": c} if isinstance(c, str) else c)
+                    == own.quantization]
+            params["quantization"] = _allowed("quantization", space.quantization,
+                                              same[0] if same else own.quantization.model_dump(mode="json"))
+    return params
+
+
+_FIXED = object()  # a fixed setting in the space: not a parameter
+
+
+def _allowed(name: str, spec: Any, v: Any, named: bool = False) -> Any:
+    """`v` as the parameter Optuna holds for `name` (a choice as its encoded text); a value outside
+    the space: an error when the entry named it, else the first choice / nearest end, warned."""
+    p = normalize_param(name, spec)
+    if p is None:
+        return _FIXED
+    if isinstance(p, Choices):
+        encoded = [encode_choice(c) for c in p.choices]
+        if encode_choice(v) in encoded:
+            return encode_choice(v)
+        if named:
+            raise ValueError(f"enqueue: {name}={v!r} is not one of the space's choices {p.choices}")
+        log.warning("enqueue: the template's %s=%r is not in the space; %r instead", name, v, p.choices[0])
+        return encoded[0]
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise ValueError(f"enqueue: {name}={v!r} is not a number (the space draws it from [{p.low}, {p.high}])")
+    if p.low <= v <= p.high:
+        return int(v) if p.is_int() else float(v)
+    if named:
+        raise ValueError(f"enqueue: {name}={v!r} is outside the space's range [{p.low}, {p.high}]")
+    end = p.low if v < p.low else p.high
+    log.warning("enqueue: the template's %s=%r is outside the space; %r instead", name, v, end)
+    return int(end) if p.is_int() else float(end)
 
 
 class RecipeBook:

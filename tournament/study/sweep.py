@@ -49,7 +49,7 @@ from tournament.study.objectives import constraint_values, same_objectives, stor
 from tournament.study.optuna_private import trial_id
 from tournament.study.served import record_serve_config
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
-from tournament.study.recipes import OverBudget, RecipeBook, param_names
+from tournament.study.recipes import OverBudget, RecipeBook, enqueue_recipe, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
 from tournament.study.servers import GroupServers, PidFile
 from tournament.study.sweep_progress import SweepProgress, trial_heading, trial_line
@@ -131,6 +131,8 @@ class Sweep:
                           f"({', '.join(changed[:8])}{' …' if len(changed) > 8 else ''} differ); trials are mixed")
         if not attrs.get("enqueued"):
             entries = [(enqueue_params(e, self.cfg, self.candidates), e) for e in self.cfg.enqueue]
+            for params, e in entries:  # a recipe sweep: each entry's recipe, fixed (study/recipes.py)
+                params.update(enqueue_recipe(e, self.cfg, self.candidates, params.get("candidate")))
             # grouped order: one server start per group of known-good configs
             entries.sort(key=lambda pe: json.dumps({k: v for k, v in pe[0].items() if not k.startswith(("decode.", "mode"))},
                                                    sort_keys=True, default=str))

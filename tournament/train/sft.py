@@ -99,6 +99,54 @@ def use_liger(setting: bool | str, device: str) -> bool:
     return True
 
 
+def load_model(base_dir: Path, r, dtype):
+    """The model a recipe trains: the base in `dtype`, with gradient checkpointing and the LoRA
+    adapters the recipe asks for."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
+    if r.gradient_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None)  # its name from transformers 5.x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if r.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        if r.gradient_checkpointing:
+            model.enable_input_require_grads()
+        lcfg = LoraConfig(r=r.rank, lora_alpha=r.alpha, lora_dropout=r.dropout,
+                          target_modules=r.target_modules, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lcfg)
+    return model
+
+
+def train_with_liger(make: Callable[[bool, bool], Any], train: Callable[[Any], None], liger: bool,
+                     setting: bool | str, log: Callable[[str], None]) -> tuple[Any, bool]:
+    """Make a Trainer (`make(liger, fresh_model)`) and `train` it; returns it and whether Liger's
+    kernels trained. Trainer applies Liger as it starts or as it trains (by transformers version).
+    With `liger: auto` a Liger that fails before the first optimizer step (a liger-kernel older
+    than the installed transformers, a Triton that cannot compile its kernels) costs memory, not
+    the build: a freshly loaded model trains without it, and the log says why. `liger: true`, and
+    any failure after the first step, keep the error."""
+    trainer = None
+    try:
+        trainer = make(liger, False)
+        train(trainer)
+        return trainer, liger
+    except Exception as e:
+        started = trainer is not None and trainer.state.global_step > 0
+        if not liger or setting != "auto" or started:
+            raise
+        log(f"Liger kernels failed before the first step ({type(e).__name__}: {e}); training without them "
+            "(recipe.liger: auto)")
+    trainer = make(False, True)
+    train(trainer)
+    return trainer, False
+
+
 # -- training ------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -176,7 +224,7 @@ def train_sft(
     """Train `candidate` from `base_dir` into `out_dir` (its `model/`, `checkpoints/`, `train_log.jsonl`).
     `callbacks`: more `TrainerCallback`s. Low level: no atomic rename, no reuse (see `build_candidate`)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer
+    from transformers import AutoTokenizer, PrinterCallback, Trainer
 
     from tournament.train.callbacks import BuildLog, loss_curve, truncate_log
     from tournament.train.memory import measure_peak, reset_peak
@@ -229,23 +277,7 @@ def train_sft(
         f"{total_steps} optimizer steps on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
         + (" with Liger kernels" if liger else ""))
 
-    # model
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=train_dtype)
-    if r.gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None)  # its name from transformers 5.x
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    if r.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        if r.gradient_checkpointing:
-            model.enable_input_require_grads()
-        lcfg = LoraConfig(r=r.rank, lora_alpha=r.alpha, lora_dropout=r.dropout,
-                          target_modules=r.target_modules, task_type="CAUSAL_LM")
-        model = get_peft_model(model, lcfg)
+    model = load_model(base_dir, r, train_dtype)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
 
@@ -267,22 +299,31 @@ def train_sft(
                "base": candidate.base.describe(), "device": device,
                "dtype": str(train_dtype).removeprefix("torch."), "compute_dtype": str(compute_dtype).removeprefix("torch."),
                "rows": len(rows), "sequences": len(seqs), "tokens": n_tokens, "total_steps": total_steps,
-               "trainable_params": n_trainable, "liger_used": liger, "processes": world_size,
+               "trainable_params": n_trainable, "processes": world_size,
                **{f"recipe.{k}": v for k, v in r.model_dump(mode="json").items()},
                "prompt.style": candidate.prompt.style})
 
-    args = training_arguments(candidate, out_dir, device=device, total_steps=total_steps, warmup=warmup,
-                              amp=amp, liger=liger, world_size=world_size)
     dataset = [{"input_ids": ids, "labels": labels} for ids, labels in seqs]
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=CompletionCollator(tokenizer.pad_token_id),
-                      callbacks=[BuildLog(train_log, ml, total_steps, log), *(callbacks or [])])
-    trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout (a --json child's channel)
-    status = "FAILED"
-    try:
+
+    def make_trainer(with_liger: bool, fresh_model: bool):
+        args = training_arguments(candidate, out_dir, device=device, total_steps=total_steps, warmup=warmup,
+                                  amp=amp, liger=with_liger, world_size=world_size)
+        trainer = Trainer(model=load_model(base_dir, r, train_dtype) if fresh_model else model, args=args,
+                          train_dataset=dataset, data_collator=CompletionCollator(tokenizer.pad_token_id),
+                          callbacks=[BuildLog(train_log, ml, total_steps, log), *(callbacks or [])])
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout (a --json child's channel)
+        return trainer
+
+    def run(trainer) -> None:
+        nonlocal t_loop
         reset_peak(device)
         t_loop = time.time()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    status, t_loop = "FAILED", time.time()
+    try:
+        trainer, liger = train_with_liger(make_trainer, run, liger, r.liger, log)
+        ml.params({"liger_used": liger})
         train_seconds = time.time() - t_loop
         peak = measure_peak(device)
         step = trainer.state.global_step

@@ -1,0 +1,72 @@
+"""Peak GPU memory and time of training builds, with and without Liger's kernels: each candidate
+YAML is trained once per `liger` setting (a compute-only field: the same config hash, so each
+setting gets its own builds folder), then one table row per build from its candidate.json, with
+how many such builds fit side by side on this GPU (tournament.train.memory.builds_that_fit, the
+rule `build_workers: auto` uses).
+Usage: train_memory.py OUT_DIR WORK_DIR CANDIDATE.yaml [...]   (TRAINMEM_LIGER="true false")"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tournament.train.memory import builds_that_fit, free_gpu_bytes
+
+
+def train(candidate: Path, liger: str, work: Path) -> dict:
+    doc = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+    doc["recipe"]["liger"] = {"true": True, "false": False}.get(liger, liger)
+    yml = work / f"{doc['id']}-liger-{liger}.yaml"
+    yml.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    builds = work / f"builds-liger-{liger}"
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "tournament.cli", "train", str(yml), "--builds", str(builds),
+                          "--no-track", "--json"], capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    (work / f"{yml.stem}.log").write_text(out.stdout + out.stderr, encoding="utf-8")
+    row = {"candidate": doc["id"], "method": doc["recipe"]["method"], "liger_setting": liger,
+           "wall_s": round(wall, 1), "ok": out.returncode == 0}
+    manifests = sorted(builds.glob(f"{doc['id']}-*/candidate.json"))
+    if out.returncode != 0 or not manifests:
+        row["error"] = (out.stderr or out.stdout)[-600:]
+        return row
+    tr = json.loads(manifests[-1].read_text(encoding="utf-8"))["train"]
+    peak = tr.get("peak_memory") or {}
+    row.update({"liger_used": tr.get("liger"), "train_s": round(tr.get("train_seconds") or 0, 1),
+                "steps": tr.get("steps"), "peak_allocated_gib": round((peak.get("bytes") or 0) / 2**30, 2),
+                "peak_reserved_gib": round((peak.get("reserved_bytes") or 0) / 2**30, 2)})
+    free = free_gpu_bytes(0)
+    if free and peak.get("reserved_bytes"):
+        row["fit_side_by_side"] = builds_that_fit([peak["reserved_bytes"]], free)
+    return row
+
+
+def main() -> None:
+    out, work = Path(sys.argv[1]), Path(sys.argv[2])
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cand in sys.argv[3:]:
+        for liger in os.environ.get("TRAINMEM_LIGER", "true false").split():
+            rows.append(train(Path(cand), liger, work))
+            print(json.dumps(rows[-1]), flush=True)
+            (out / "trainmem.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")  # after each build
+    lines = ["| candidate | liger (set → used) | train s | wall s | peak allocated GiB | peak reserved GiB | "
+             "fit side by side |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if not r["ok"]:
+            lines.append(f"| {r['candidate']} | {r['liger_setting']} | failed: {r.get('error', '')[:120]!r} | | | | |")
+            continue
+        lines.append(f"| {r['candidate']} | {r['liger_setting']} → {r['liger_used']} | {r['train_s']} | {r['wall_s']} | "
+                     f"{r['peak_allocated_gib']} | {r['peak_reserved_gib']} | {r.get('fit_side_by_side', '-')} |")
+    (out / "trainmem.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
