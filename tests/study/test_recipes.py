@@ -206,9 +206,10 @@ def test_draws_derive_candidates_and_the_spent_budget_redirects(tmp_path, tiny_m
 def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fields(
         tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
     """A recipe is a build and a server pair, so an enqueue entry's recipe is fixed, never left to
-    the sampler: `{candidate: X}` alone is X's recipe as written (the template's own config hash:
-    a hand-written recipe measured in the same sweep as the drawn ones); the fields an entry names
-    replace the template's; a value the space cannot hold is a clear error."""
+    the sampler: `{candidate: X}` alone is X's recipe as written, which the sweep serves as X
+    itself (its id and builds: a hand-written recipe measured in the same sweep as the drawn
+    ones); the fields an entry names replace the template's; a value the space cannot hold is a
+    clear error."""
     from optuna.trial import TrialState
 
     from tournament.study.recipes import enqueue_recipe
@@ -246,8 +247,9 @@ def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fi
         rc = sweep.recipes.draw(trial, "tiny", None)
         drawn[trial.params["recipe.method"]] = rc
     tpl = sweep.templates["tiny"]
-    assert drawn["lora"].config_hash == tpl.config_hash and drawn["lora"].id != tpl.id
-    assert drawn["lora"].info["honest_config_hash"] == tpl.info["honest_config_hash"]
+    assert drawn["lora"] is tpl and tpl.id == "tiny"  # its id and builds: `tournament train` shares them
+    assert "candidate_yaml" not in tpl.info  # pick names the template's own YAML, never writes a copy
+    assert drawn["full"].id == drawn["full"].info["candidate_yaml"]["id"] + "+fp8"  # a drawn recipe: its own YAML
     full = drawn["full"].candidate_obj
     assert full.recipe.method == "full" and full.recipe.learning_rate == 5e-4 and full.base.path == str(large)
     assert drawn["full"].engine.get("quantization") == "fp8" and drawn["full"].config_hash != tpl.config_hash

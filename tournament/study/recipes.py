@@ -221,16 +221,27 @@ class RecipeBook:
             q = drawn["quantization"]
             doc["quantization"] = {"method": q} if isinstance(q, str) else q
         probe = parse_candidate(doc, c.source)
-        doc["id"] = f"{c.id[:88]}-{probe.config_hash()[:8]}"
-        doc["description"] = f"drawn from {c.id}: " + json.dumps(drawn, sort_keys=True, default=str)
+        # A draw that lands on the template's own recipe (an enqueued hand-written recipe, say) is
+        # the template: its id, its builds (shared with `tournament train` and other sweeps), its
+        # upload and its YAML, which pick names instead of writing a copy.
+        as_written = probe.config_hash() == c.config_hash()
+        if as_written:
+            doc["publish"] = c.model_dump(mode="json")["publish"]
+        else:
+            doc["id"] = f"{c.id[:88]}-{probe.config_hash()[:8]}"
+            doc["description"] = f"drawn from {c.id}: " + json.dumps(drawn, sort_keys=True, default=str)
         cand = parse_candidate(doc, c.source)
         q = cand.quantization
         key = cand.id + (f"+{q.method}" if q.method != "none" and not q.needs_checkpoint else "")
         if key not in self.candidates:
             rc = resolve_candidate(self.cfg, cand, template.info.get("source") or c.id, key=key)
-            rc.info.update({"template": c.id, "drawn": drawn, "candidate_yaml": cand.model_dump(mode="json")})
+            rc.info.update({"template": c.id, "drawn": drawn})
+            if not as_written:
+                rc.info["candidate_yaml"] = cand.model_dump(mode="json")
             self.candidates[key] = rc
-            self.drawn[key] = drawn
+        self.candidates[key].info.setdefault("template", c.id)
+        self.candidates[key].info.setdefault("drawn", drawn)
+        self.drawn.setdefault(key, drawn)  # built (and counted) on first use, as every drawn recipe
         return key
 
     # -- the budget ------------------------------------------------------------------------------
