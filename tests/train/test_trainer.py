@@ -205,3 +205,23 @@ def test_measured_peaks_read_earlier_builds(tmp_path):
     assert measured_peaks(tmp_path, ["b", "c"]) == {}
     n, why = plan_build_workers(tmp_path, ["b"], gpu=0)
     assert n == 1 and ("no earlier build" in why or "no free-memory reading" in why)
+
+
+def test_liger_auto_turns_on_only_when_the_build_would_not_fit():
+    """`liger: auto` weighs memory against time: on one H100 (2026-12-07, BENCHMARKS.md) Liger
+    made a gemma-3-270m full SFT 2.8x slower per step for 3.3x less memory. The estimate without
+    Liger, from the model's shapes, must cover what was measured there (and not by much more),
+    so that a build that fits runs without Liger and one that does not turns it on."""
+    from tournament.train.memory import liger_needed, training_bytes_without_liger
+
+    GiB = 2**30
+    gemma = {"micro_tokens": 16 * 512, "vocab": 262_144, "hidden": 640, "layers": 18}  # batch 16 x 512
+    params = 268_098_176
+    full = training_bytes_without_liger(trainable=params, frozen_bytes=0, **gemma)
+    lora = training_bytes_without_liger(trainable=3_796_992, frozen_bytes=2 * params, **gemma)  # r16, bf16 base
+    for est, measured in ((full, 26.45 * GiB), (lora, 20.09 * GiB)):  # torch's peak allocated, H100
+        assert 1.0 <= est / measured <= 1.5
+    free_h100, free_24gb = 79 * GiB, 23 * GiB
+    assert not liger_needed(full, free_h100) and not liger_needed(lora, free_h100)  # fits: faster without
+    assert liger_needed(full, free_24gb) and liger_needed(lora, free_24gb)  # a 24 GB card: Liger or no build
+    assert liger_needed(full, 80 * GiB - 68 * GiB)  # another build beside it holds 68 GB

@@ -81,8 +81,10 @@ def world() -> tuple[int, bool]:
 
 
 def use_liger(setting: bool | str, device: str) -> bool:
-    """`recipe.liger`: auto = when liger-kernel is importable and training runs on CUDA (its
-    kernels are Triton); true = required (an error names what is missing); false = never."""
+    """Can (true: must) this build use Liger? `recipe.liger`: auto = when liger-kernel is
+    importable and training runs on CUDA (its kernels are Triton), and then only if the build
+    would not fit the GPU without them (memory.liger_for_memory, decided once the model is
+    loaded); true = required (an error names what is missing); false = never."""
     import importlib.util
 
     if setting is False:
@@ -227,7 +229,7 @@ def train_sft(
     from transformers import AutoTokenizer, PrinterCallback, Trainer
 
     from tournament.train.callbacks import BuildLog, loss_curve, truncate_log
-    from tournament.train.memory import measure_peak, reset_peak
+    from tournament.train.memory import liger_for_memory, measure_peak, reset_peak
 
     r = candidate.recipe
     if r.method == "none":
@@ -275,9 +277,12 @@ def train_sft(
     warmup = int(round(r.warmup_ratio * total_steps))
     log(f"{len(rows)} rows -> {len(seqs)} sequences, {n_tokens} tokens ({n_answer_tokens} trained); "
         f"{total_steps} optimizer steps on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
-        + (" with Liger kernels" if liger else ""))
+        + (" with Liger kernels" if liger and r.liger is True else ""))
 
     model = load_model(base_dir, r, train_dtype)
+    if liger and r.liger == "auto":  # on a GPU with Liger installed: only when memory needs it
+        liger, why = liger_for_memory(model, (r.batch_size // world_size) * r.max_length, device)
+        log(why)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
 
