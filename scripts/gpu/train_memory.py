@@ -2,7 +2,10 @@
 YAML is trained once per `liger` setting (a compute-only field: the same config hash, so each
 setting gets its own builds folder), then one table row per build from its candidate.json, with
 how many such builds fit side by side on this GPU (tournament.train.memory.builds_that_fit, the
-rule `build_workers: auto` uses).
+rule `build_workers: auto` uses). TRAINMEM_MAX_STEPS caps every build (`--max-steps`: a short,
+comparable run); TRAINMEM_TOGETHER=N then also trains N builds of the first candidate at once
+with Liger (what `build_workers` would run side by side) and reports their combined steps per
+second against one build without Liger.
 Usage: train_memory.py OUT_DIR WORK_DIR CANDIDATE.yaml [...]   (TRAINMEM_LIGER="true false")"""
 
 from __future__ import annotations
@@ -19,15 +22,39 @@ import yaml
 from tournament.train.memory import builds_that_fit, free_gpu_bytes
 
 
-def train(candidate: Path, liger: str, work: Path) -> dict:
+def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[list[str], Path, dict]:
+    """The `tournament train` command of one build with `recipe.liger` set, its builds folder and
+    the candidate document."""
     doc = yaml.safe_load(candidate.read_text(encoding="utf-8"))
     doc["recipe"]["liger"] = {"true": True, "false": False}.get(liger, liger)
-    yml = work / f"{doc['id']}-liger-{liger}.yaml"
+    yml = work / f"{doc['id']}-liger-{liger}{tag}.yaml"
     yml.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    builds = work / f"builds-liger-{liger}"
+    builds = work / f"builds-liger-{liger}{tag}"
+    steps = os.environ.get("TRAINMEM_MAX_STEPS")
+    return ([sys.executable, "-m", "tournament.cli", "train", str(yml), "--builds", str(builds), "--no-track",
+             "--json"] + (["--max-steps", steps] if steps else []), builds, doc)
+
+
+def together(candidate: Path, n: int, work: Path) -> dict:
+    """N builds with Liger at once on this GPU: their combined optimizer steps per second."""
+    runs = [command(candidate, "true", work, f"-x{n}-{i}") for i in range(n)]
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "tournament.cli", "train", str(yml), "--builds", str(builds),
-                          "--no-track", "--json"], capture_output=True, text=True)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd, _, _ in runs]
+    codes = [p.wait() for p in procs]
+    wall = time.monotonic() - t0
+    steps = 0
+    for _, builds, doc in runs:
+        for f in builds.glob(f"{doc['id']}-*/candidate.json"):
+            steps += json.loads(f.read_text(encoding="utf-8"))["train"].get("steps") or 0
+    return {"builds_at_once": n, "liger": True, "ok": codes.count(0), "wall_s": round(wall, 1), "steps": steps,
+            "steps_per_s": round(steps / wall, 2) if wall else None}
+
+
+def train(candidate: Path, liger: str, work: Path) -> dict:
+    cmd, builds, doc = command(candidate, liger, work)
+    yml = Path(cmd[4])
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - t0
     (work / f"{yml.stem}.log").write_text(out.stdout + out.stderr, encoding="utf-8")
     row = {"candidate": doc["id"], "method": doc["recipe"]["method"], "liger_setting": liger,
@@ -64,6 +91,17 @@ def main() -> None:
             continue
         lines.append(f"| {r['candidate']} | {r['liger_setting']} → {r['liger_used']} | {r['train_s']} | {r['wall_s']} | "
                      f"{r['peak_allocated_gib']} | {r['peak_reserved_gib']} | {r.get('fit_side_by_side', '-')} |")
+    n = int(os.environ.get("TRAINMEM_TOGETHER", "0") or 0)
+    if n > 1 and sys.argv[3:]:
+        alone = next((r for r in rows if r["ok"] and r["liger_setting"] == "false"), None)
+        both = together(Path(sys.argv[3]), n, work)
+        print(json.dumps(both), flush=True)
+        rows.append(both)
+        (out / "trainmem.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        one = f"{alone['steps'] / alone['wall_s']:.2f}" if alone and alone.get("wall_s") else "-"
+        lines += ["", f"{n} builds with Liger at once: {both['steps']} steps in {both['wall_s']} s wall "
+                  f"({both['steps_per_s']} steps/s together, {both['ok']} of {n} finished); one build without "
+                  f"Liger: {one} steps/s (both by wall clock, model loading included)"]
     (out / "trainmem.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
