@@ -32,7 +32,7 @@ def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[lis
     builds = work / f"builds-liger-{liger}{tag}"
     steps = os.environ.get("TRAINMEM_MAX_STEPS")
     return ([sys.executable, "-m", "tournament.cli", "train", str(yml), "--builds", str(builds), "--no-track",
-             "--json"] + (["--max-steps", steps] if steps else []), builds, doc)
+             "--json", "--force"] + (["--max-steps", steps] if steps else []), builds, doc)  # --force: never a stale build
 
 
 def together(candidate: Path, n: int, work: Path) -> dict:
@@ -61,7 +61,7 @@ def train(candidate: Path, liger: str, work: Path) -> dict:
            "wall_s": round(wall, 1), "ok": out.returncode == 0}
     manifests = sorted(builds.glob(f"{doc['id']}-*/candidate.json"))
     if out.returncode != 0 or not manifests:
-        row["error"] = (out.stderr or out.stdout)[-600:]
+        row.update(ok=False, error=(out.stderr or out.stdout or "no candidate.json written")[-600:])
         return row
     tr = json.loads(manifests[-1].read_text(encoding="utf-8"))["train"]
     peak = tr.get("peak_memory") or {}
@@ -76,6 +76,7 @@ def train(candidate: Path, liger: str, work: Path) -> dict:
 
 def main() -> None:
     out, work = Path(sys.argv[1]), Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for cand in sys.argv[3:]:
@@ -98,7 +99,7 @@ def main() -> None:
         print(json.dumps(both), flush=True)
         rows.append(both)
         (out / "trainmem.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-        one = f"{alone['steps'] / alone['wall_s']:.2f}" if alone and alone.get("wall_s") else "-"
+        one = f"{alone['steps'] / alone['wall_s']:.2f}" if alone and alone.get("steps") and alone.get("wall_s") else "-"
         lines += ["", f"{n} builds with Liger at once: {both['steps']} steps in {both['wall_s']} s wall "
                   f"({both['steps_per_s']} steps/s together, {both['ok']} of {n} finished); one build without "
                   f"Liger: {one} steps/s (both by wall clock, model loading included)"]

@@ -262,6 +262,17 @@ def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fi
                        ({"base": "huge"}, r"base 'huge' is not one of space.base")):
         with pytest.raises(ValueError, match=match):
             enqueue_recipe({"candidate": "tiny", **bad}, cfg, sweep.candidates, "tiny")
+    with pytest.raises(ValueError, match="but the sweep fixes it"):
+        fixed_lr = parse_sweep_config({**raw, "space": {**raw["space"], "recipe": {**raw["space"]["recipe"],
+                                                                                   "learning_rate": 2e-4}}})
+        enqueue_recipe({"candidate": "tiny", "recipe": {"learning_rate": 1e-3}}, fixed_lr, sweep.candidates, "tiny")
+
+    # the template's build served another way (its on-the-fly fp8 drawn off) is not the template
+    tpl_fp8 = sweep.recipes.derive(tpl, {"base": "small", "recipe.method": "lora", "recipe.rank": 8,
+                                         "recipe.learning_rate": 2e-4, "quantization": "fp8"})
+    assert tpl_fp8 == "tiny+fp8" and sweep.candidates[tpl_fp8].engine.get("quantization") == "fp8"
+    assert sweep.candidates[tpl_fp8].config_hash == tpl.config_hash  # one build, served two ways
+
     plain = parse_sweep_config({k: v for k, v in raw.items() if k not in ("enqueue",)}
                                | {"space": {**raw["space"], "recipe": {}, "quantization": None, "base": None}})
     with pytest.raises(ValueError, match="need a recipe space"):

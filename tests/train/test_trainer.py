@@ -4,7 +4,6 @@ for several processes, and how many builds fit side by side on one GPU."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -90,34 +89,6 @@ def test_liger_setting(tiny_model_dir, dataset):
     with pytest.raises(CandidateError, match="recipe.liger"):
         parse_candidate({"id": "x", "base": {"path": "m"},
                          "recipe": {"method": "full", "dataset": "d", "liger": "sometimes"}})
-
-
-@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is not None, reason="needs liger-kernel absent")
-def test_liger_auto_that_fails_before_the_first_step_trains_without_it(tiny_model_dir, dataset, tmp_path):
-    """`liger: auto` must not cost the build when Liger cannot patch the model: here transformers'
-    Trainer refuses Liger for real (liger-kernel is not installed here), and a freshly loaded model
-    trains without it, the log saying why; `liger: true` keeps the failure."""
-    from transformers import Trainer
-
-    from tournament.train.examples import CompletionCollator
-    from tournament.train.sft import load_model, train_with_liger, training_arguments
-
-    cand = _cand(tiny_model_dir, dataset)
-    rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]}] * 4
-    made, lines = [], []
-
-    def make(with_liger, fresh):
-        made.append((with_liger, fresh))
-        args = training_arguments(cand, tmp_path / str(len(made)), device="cpu", total_steps=1, warmup=0,
-                                  amp=False, liger=with_liger, world_size=1)
-        return Trainer(model=load_model(tiny_model_dir, cand.recipe, None), args=args, train_dataset=rows,
-                       data_collator=CompletionCollator(0))
-
-    trainer, used = train_with_liger(make, lambda t: t.train(), True, "auto", lines.append)
-    assert used is False and made == [(True, False), (False, True)] and trainer.state.global_step == 1
-    assert "Liger kernels failed before the first step" in lines[0] and "recipe.liger: auto" in lines[0]
-    with pytest.raises(ImportError, match="liger"):
-        train_with_liger(make, lambda t: t.train(), True, True, lines.append)
 
 
 def test_arguments_for_several_processes(tiny_model_dir, dataset, tmp_path):
@@ -225,3 +196,23 @@ def test_liger_auto_turns_on_only_when_the_build_would_not_fit():
     assert not liger_needed(full, free_h100) and not liger_needed(lora, free_h100)  # fits: faster without
     assert liger_needed(full, free_24gb) and liger_needed(lora, free_24gb)  # a 24 GB card: Liger or no build
     assert liger_needed(full, 80 * GiB - 68 * GiB)  # another build beside it holds 68 GB
+
+
+def test_side_by_side_builds_plan_liger_for_their_share_of_the_gpu(monkeypatch):
+    """A parent that starts N builds at once tells its children (their environment), so each
+    plans with 1/N of the free memory: N gemma-3-270m full SFTs on an H100 turn Liger on together."""
+    from tournament.train.memory import (AT_ONCE_ENV, builds_at_once, builds_sharing_the_gpu, liger_needed,
+                                         training_bytes_without_liger)
+
+    monkeypatch.delenv(AT_ONCE_ENV, raising=False)
+    GiB = 2**30
+    full = training_bytes_without_liger(trainable=268_098_176, frozen_bytes=0, micro_tokens=8192, vocab=262_144,
+                                        hidden=640, layers=18)
+    assert builds_sharing_the_gpu() == 1
+    with builds_at_once(3):
+        assert builds_sharing_the_gpu() == 3
+        assert liger_needed(full, 79 * GiB // builds_sharing_the_gpu())
+        with builds_at_once(1):
+            assert not liger_needed(full, 79 * GiB // builds_sharing_the_gpu())
+        assert builds_sharing_the_gpu() == 3
+    assert AT_ONCE_ENV not in __import__("os").environ

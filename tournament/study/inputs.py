@@ -135,14 +135,18 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, ech
 
     if todo:
         one(todo[0])
+        at_once = 1 if workers == "auto" else max(1, int(workers))
         if workers == "auto":
             ids = sorted({cid for cid, _ in todo})
             for gpu in gpus or [None]:
                 n = build_slots("auto", ids, gpu)
+                at_once = max(at_once, n)
                 echo(f"build_workers auto: {n} at a time on GPU {gpu or 0} (measured peak memory vs free memory)")
                 for _ in range(n - 1):
                     slots.put(gpu)
-        with ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
+        from tournament.train.memory import builds_at_once
+
+        with builds_at_once(min(at_once, len(todo) - 1)), ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
             list(pool.map(one, todo[1:]))
     return failed
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tournament.files import json_hash
 from tournament.study.config import Choices, SweepConfig, encode_choice, normalize_param, spec_values
 from tournament.study.inputs import ResolvedCandidate, build_slots, resolve_candidate
 from tournament.study.space import suggest_value
@@ -109,8 +110,10 @@ def enqueue_recipe(entry: dict[str, Any], cfg: SweepConfig, candidates: dict[str
         if named is None:
             from tournament.candidates import BaseModelSpec
 
-            named = next((n for n, b in space.base.items() if BaseModelSpec.model_validate(b) == own.base),
-                         next(iter(space.base)))
+            named = next((n for n, b in space.base.items() if BaseModelSpec.model_validate(b) == own.base), None)
+            if named is None:
+                named = next(iter(space.base))
+                log.warning("enqueue: %s's base is none of space.base (as written there); %r instead", own.id, named)
         elif named not in space.base:
             raise ValueError(f"enqueue: base {named!r} is not one of space.base {sorted(space.base)}")
         params["base"] = named
@@ -121,6 +124,8 @@ def enqueue_recipe(entry: dict[str, Any], cfg: SweepConfig, candidates: dict[str
         name, spec = f"recipe.{k}", space.recipe[k]
         v = _allowed(name, spec, given[k], named=True) if k in given else _allowed(name, spec, getattr(own.recipe, k))
         if v is _FIXED:
+            if k in given and given[k] != spec:
+                raise ValueError(f"enqueue: {name}={given[k]!r} but the sweep fixes it to {spec!r}")
             v = spec
         else:
             params[name] = v
@@ -158,7 +163,10 @@ def _allowed(name: str, spec: Any, v: Any, named: bool = False) -> Any:
         log.warning("enqueue: the template's %s=%r is not in the space; %r instead", name, v, p.choices[0])
         return encoded[0]
     if not isinstance(v, (int, float)) or isinstance(v, bool):
-        raise ValueError(f"enqueue: {name}={v!r} is not a number (the space draws it from [{p.low}, {p.high}])")
+        if named:
+            raise ValueError(f"enqueue: {name}={v!r} is not a number (the space draws it from [{p.low}, {p.high}])")
+        log.warning("enqueue: the template's %s=%r is not a number of the space's range; %r instead", name, v, p.low)
+        return int(p.low) if p.is_int() else float(p.low)
     if p.low <= v <= p.high:
         return int(v) if p.is_int() else float(v)
     if named:
@@ -233,6 +241,11 @@ class RecipeBook:
         cand = parse_candidate(doc, c.source)
         q = cand.quantization
         key = cand.id + (f"+{q.method}" if q.method != "none" and not q.needs_checkpoint else "")
+        held = self.candidates.get(key)
+        if held is not None and held.candidate_obj is not None and held.candidate_obj != cand:
+            # the same build served another way than the candidate under this key (a template with
+            # on-the-fly fp8, drawn without it): a key of its own
+            key = f"{key}+{json_hash(cand.model_dump(mode='json'), 8)}"
         if key not in self.candidates:
             rc = resolve_candidate(self.cfg, cand, template.info.get("source") or c.id, key=key)
             rc.info.update({"template": c.id, "drawn": drawn})
@@ -332,7 +345,9 @@ class RecipeBook:
             # the first build of this process alone: it may import the shared base model (embedded gemma)
             # and two at once only when build_workers allows it (two full SFTs of gemma-3-270m overflow an H100)
             together = min(len(rc.builds), build_slots(self.cfg.build_workers, None, None)) if self.built_once else 1
-            with ThreadPoolExecutor(max_workers=together) as pool:
+            from tournament.train.memory import builds_at_once
+
+            with builds_at_once(together), ThreadPoolExecutor(max_workers=together) as pool:
                 for f in [pool.submit(b.model_dir, lambda line, r=b.role: self.echo(f"  [{rc.id}/{r}] {line}"))
                           for b in rc.builds.values()]:
                     f.result()

@@ -11,8 +11,10 @@ process must not create a CUDA context), and free memory is read with nvidia-smi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,6 +25,7 @@ CUDA_CONTEXT_BYTES = int(0.75 * 2**30)
 HEADROOM = 0.10
 
 
+AT_ONCE_ENV = "TOURNAMENT_BUILDS_AT_ONCE"  # set by the parent of side-by-side builds (builds_at_once)
 # Per token, per hidden unit, per layer: the activations a decoder layer keeps for its backward pass
 # in bf16 without checkpointing (~34 bytes, as in Korthikanti et al., 2022, with fused attention).
 ACTIVATION_BYTES = 34
@@ -58,12 +61,39 @@ def liger_for_memory(model, micro_tokens: int, device: str) -> tuple[bool, str]:
     est = training_bytes_without_liger(trainable=trainable, frozen_bytes=frozen, micro_tokens=micro_tokens,
                                        vocab=cfg.vocab_size, hidden=cfg.hidden_size, layers=cfg.num_hidden_layers)
     free, _ = torch.cuda.mem_get_info(torch.device(device))
+    share = builds_sharing_the_gpu()
+    free //= share  # the builds started beside it get the same share, whichever allocates first
     gib = 2**30
+    of = f" ({share} builds share this GPU)" if share > 1 else ""
     if liger_needed(est, free):
-        return True, (f"Liger kernels on: without them this build needs ~{est / gib:.1f} GiB, more than the "
-                      f"{free / gib:.1f} GiB free allows")
-    return False, (f"Liger kernels off: ~{est / gib:.1f} GiB without them fits the {free / gib:.1f} GiB free, "
-                   "and they would slow each step (recipe.liger: true forces them)")
+        return True, (f"Liger kernels on: without them this build needs ~{est / gib:.1f} GiB, more than its "
+                      f"{free / gib:.1f} GiB of free memory{of} allows")
+    return False, (f"Liger kernels off: ~{est / gib:.1f} GiB without them fits its {free / gib:.1f} GiB of free "
+                   f"memory{of}, and they would slow each step (recipe.liger: true forces them)")
+
+
+def builds_sharing_the_gpu() -> int:
+    """How many builds the parent started at once on this build's GPU (`builds_at_once`)."""
+    try:
+        return max(1, int(os.environ.get(AT_ONCE_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+@contextmanager
+def builds_at_once(n: int):
+    """Tell the build children started inside (their environment is a copy of this process's)
+    that `n` builds share each GPU: `liger: auto` then plans with 1/n of the free memory, so side
+    by side builds turn Liger on together instead of each taking the whole card."""
+    old = os.environ.get(AT_ONCE_ENV)
+    os.environ[AT_ONCE_ENV] = str(max(1, int(n)))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(AT_ONCE_ENV, None)
+        else:
+            os.environ[AT_ONCE_ENV] = old
 
 
 def reset_peak(device: str) -> None:

@@ -125,30 +125,6 @@ def load_model(base_dir: Path, r, dtype):
     return model
 
 
-def train_with_liger(make: Callable[[bool, bool], Any], train: Callable[[Any], None], liger: bool,
-                     setting: bool | str, log: Callable[[str], None]) -> tuple[Any, bool]:
-    """Make a Trainer (`make(liger, fresh_model)`) and `train` it; returns it and whether Liger's
-    kernels trained. Trainer applies Liger as it starts or as it trains (by transformers version).
-    With `liger: auto` a Liger that fails before the first optimizer step (a liger-kernel older
-    than the installed transformers, a Triton that cannot compile its kernels) costs memory, not
-    the build: a freshly loaded model trains without it, and the log says why. `liger: true`, and
-    any failure after the first step, keep the error."""
-    trainer = None
-    try:
-        trainer = make(liger, False)
-        train(trainer)
-        return trainer, liger
-    except Exception as e:
-        started = trainer is not None and trainer.state.global_step > 0
-        if not liger or setting != "auto" or started:
-            raise
-        log(f"Liger kernels failed before the first step ({type(e).__name__}: {e}); training without them "
-            "(recipe.liger: auto)")
-    trainer = make(False, True)
-    train(trainer)
-    return trainer, False
-
-
 # -- training ------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -304,31 +280,22 @@ def train_sft(
                "base": candidate.base.describe(), "device": device,
                "dtype": str(train_dtype).removeprefix("torch."), "compute_dtype": str(compute_dtype).removeprefix("torch."),
                "rows": len(rows), "sequences": len(seqs), "tokens": n_tokens, "total_steps": total_steps,
-               "trainable_params": n_trainable, "processes": world_size,
+               "trainable_params": n_trainable, "liger_used": liger, "processes": world_size,
                **{f"recipe.{k}": v for k, v in r.model_dump(mode="json").items()},
                "prompt.style": candidate.prompt.style})
 
+    args = training_arguments(candidate, out_dir, device=device, total_steps=total_steps, warmup=warmup,
+                              amp=amp, liger=liger, world_size=world_size)
     dataset = [{"input_ids": ids, "labels": labels} for ids, labels in seqs]
-
-    def make_trainer(with_liger: bool, fresh_model: bool):
-        args = training_arguments(candidate, out_dir, device=device, total_steps=total_steps, warmup=warmup,
-                                  amp=amp, liger=with_liger, world_size=world_size)
-        trainer = Trainer(model=load_model(base_dir, r, train_dtype) if fresh_model else model, args=args,
-                          train_dataset=dataset, data_collator=CompletionCollator(tokenizer.pad_token_id),
-                          callbacks=[BuildLog(train_log, ml, total_steps, log), *(callbacks or [])])
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout (a --json child's channel)
-        return trainer
-
-    def run(trainer) -> None:
-        nonlocal t_loop
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=CompletionCollator(tokenizer.pad_token_id),
+                      callbacks=[BuildLog(train_log, ml, total_steps, log), *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout (a --json child's channel)
+    status = "FAILED"
+    try:
         reset_peak(device)
         t_loop = time.time()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-    status, t_loop = "FAILED", time.time()
-    try:
-        trainer, liger = train_with_liger(make_trainer, run, liger, r.liger, log)
-        ml.params({"liger_used": liger})
         train_seconds = time.time() - t_loop
         peak = measure_peak(device)
         step = trainer.state.global_step
