@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,7 @@ class Sweep:
                                     compile_cache=self.sdir / "compile-cache" if cfg.judge.cold_start else None)
         self.cache = AnswerCache(self.runs_dir)
         self.overhead: list[dict[str, float]] = []
+        self.sigint = threading.Event()  # set by run()'s SIGINT handler
         self.ran: list[int] = []
         self.repeats: list[int] = []
 
@@ -143,6 +145,12 @@ class Sweep:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self):
+        from tournament.study.recovery import noting_sigint
+
+        with noting_sigint() as self.sigint:
+            return self._run()
+
+    def _run(self):
         import optuna
         from optuna.trial import TrialState
 
@@ -303,6 +311,10 @@ class Sweep:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
         except Exception as e:
+            if self.sigint.is_set():  # Ctrl-C, turned into another error by a library (noting_sigint)
+                self._fail(study, trial, f"interrupted (Ctrl-C, seen as {type(e).__name__})", attempt, tdir)
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                raise KeyboardInterrupt from e
             reason = _reason(e)
             self.servers.mark_bad_if_dead(reason)
             self._fail(study, trial, reason, attempt, tdir)
