@@ -22,9 +22,9 @@ import yaml
 from tournament.train.memory import builds_that_fit, free_gpu_bytes
 
 
-def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[list[str], Path, dict]:
-    """The `tournament train` command of one build with `recipe.liger` set, its builds folder and
-    the candidate document."""
+def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[list[str], Path, dict, Path]:
+    """The `tournament train` command of one build with `recipe.liger` set, its builds folder, the
+    candidate document and the YAML it trains."""
     doc = yaml.safe_load(candidate.read_text(encoding="utf-8"))
     doc["recipe"]["liger"] = {"true": True, "false": False}.get(liger, liger)
     yml = work / f"{doc['id']}-liger-{liger}{tag}.yaml"
@@ -32,18 +32,18 @@ def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[lis
     builds = work / f"builds-liger-{liger}{tag}"
     steps = os.environ.get("TRAINMEM_MAX_STEPS")
     return ([sys.executable, "-m", "tournament.cli", "train", str(yml), "--builds", str(builds), "--no-track",
-             "--json", "--force"] + (["--max-steps", steps] if steps else []), builds, doc)  # --force: never a stale build
+             "--json", "--force"] + (["--max-steps", steps] if steps else []), builds, doc, yml)  # --force: never stale
 
 
 def together(candidate: Path, n: int, work: Path) -> dict:
     """N builds with Liger at once on this GPU: their combined optimizer steps per second."""
     runs = [command(candidate, "true", work, f"-x{n}-{i}") for i in range(n)]
     t0 = time.monotonic()
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd, _, _ in runs]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd, *_ in runs]
     codes = [p.wait() for p in procs]
     wall = time.monotonic() - t0
     steps = 0
-    for _, builds, doc in runs:
+    for _, builds, doc, _ in runs:
         for f in builds.glob(f"{doc['id']}-*/candidate.json"):
             steps += json.loads(f.read_text(encoding="utf-8"))["train"].get("steps") or 0
     return {"builds_at_once": n, "liger": True, "ok": codes.count(0), "wall_s": round(wall, 1), "steps": steps,
@@ -51,8 +51,7 @@ def together(candidate: Path, n: int, work: Path) -> dict:
 
 
 def train(candidate: Path, liger: str, work: Path) -> dict:
-    cmd, builds, doc = command(candidate, liger, work)
-    yml = Path(cmd[4])
+    cmd, builds, doc, yml = command(candidate, liger, work)
     t0 = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - t0
