@@ -269,7 +269,7 @@ def test_a_ctrl_c_that_a_library_turns_into_another_error_is_still_a_ctrl_c():
     import os
     import signal
 
-    from tournament.study.recovery import noting_sigint
+    from tournament.study.sigint import noting_sigint
 
     before = signal.getsignal(signal.SIGINT)
     with noting_sigint() as seen:
@@ -282,4 +282,31 @@ def test_a_ctrl_c_that_a_library_turns_into_another_error_is_still_a_ctrl_c():
             except KeyboardInterrupt:
                 raise FileNotFoundError("optuna.journal.lock…rename")  # what the library raised instead
         assert seen.is_set()
+        os.kill(os.getpid(), signal.SIGINT)  # a second one (the launcher's) must not cut the cleanup short
+        for _ in range(1000):
+            pass
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_ctrl_c_inside_the_journal_lock_waits_until_the_lock_is_let_go(tmp_path):
+    """Optuna's journal lock, interrupted while it waits, removes the lock another worker holds:
+    the sweep's lock holds a Ctrl-C back from asking for the lock until letting it go, then raises
+    it, so the lock file is never left behind nor taken from another worker."""
+    import os
+    import signal
+
+    from tournament.study.optuna_storage import sigint_safe_lock
+    from tournament.study.sigint import noting_sigint
+
+    lock = sigint_safe_lock(tmp_path / "optuna.journal")
+    with noting_sigint() as seen:
+        lock.acquire()
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs here, between bytecodes: held back, not raised
+            pass
+        assert seen.is_set() and list(tmp_path.glob("*.lock"))
+        with pytest.raises(KeyboardInterrupt):
+            lock.release()
+        assert not list(tmp_path.glob("*.lock*"))  # released before the Ctrl-C was raised
+        lock.acquire()  # and nothing stays held back
+        lock.release()

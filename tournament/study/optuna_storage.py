@@ -74,6 +74,39 @@ def journal_path(url: str) -> Path | None:
     return Path(rest)
 
 
+def sigint_safe_lock(jpath: Path):
+    """Optuna's journal file lock, with Ctrl-C held back from the moment it is asked for until it
+    is let go (sigint.hold_sigint): Optuna's own acquire, interrupted while it waits, removes the
+    lock another worker holds."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    from tournament.study.sigint import hold_sigint, let_sigint_go
+
+    class SigintSafeLock(JournalFileSymlinkLock):
+        held = False  # this process holds the lock (Optuna's acquire also releases stale locks)
+
+        def acquire(self) -> bool:
+            hold_sigint()
+            try:
+                got = super().acquire()
+            except BaseException:
+                let_sigint_go()
+                raise
+            self.held = True
+            return got
+
+        def release(self) -> None:
+            if not self.held:  # a stale lock of another process, removed by acquire
+                return super().release()
+            self.held = False
+            try:
+                super().release()
+            finally:
+                let_sigint_go()  # a Ctrl-C that came meanwhile is raised here, the append done
+
+    return SigintSafeLock(str(jpath))
+
+
 def make_storage(url: str):
     import optuna
 
@@ -83,7 +116,7 @@ def make_storage(url: str):
         from optuna.storages.journal import JournalFileBackend
 
         jpath.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(jpath)))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(jpath), lock_obj=sigint_safe_lock(jpath)))
     url = normalize_storage_url(url)
 
     if url.startswith("sqlite:///"):

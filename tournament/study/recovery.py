@@ -20,7 +20,6 @@ import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from typing import Any
 
 from tournament.files import pid_alive
@@ -171,31 +170,3 @@ def recover_local_stale(study, dead_started: list[float] = ()) -> list[int]:
             log.debug("stale trial %d: %s", t.number, e)
     return out
 
-
-@contextmanager
-def noting_sigint():
-    """SIGINT as Python's default handler (KeyboardInterrupt), also noted in the event it yields:
-    a library that catches the KeyboardInterrupt and raises something else still leaves the trial
-    "interrupted" and queued again for the resume. Seen: Optuna's journal file lock, hit by Ctrl-C
-    while it waited, released a lock it did not hold and raised FileNotFoundError instead."""
-    import signal
-
-    seen = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield seen  # only the main thread may set handlers (and receives the signal)
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        if previous is signal.SIG_IGN:
-            return
-        seen.set()
-        if callable(previous):
-            previous(signum, frame)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -145,7 +145,7 @@ class Sweep:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self):
-        from tournament.study.recovery import noting_sigint
+        from tournament.study.sigint import noting_sigint
 
         with noting_sigint() as self.sigint:
             return self._run()
@@ -198,6 +198,8 @@ class Sweep:
         self.progress.start(counted(study.get_trials(deepcopy=False)), self.opts.trials, builds_ready(self.candidates))
         try:
             while True:
+                if self.sigint.is_set():  # a Ctrl-C that a library swallowed: no new trial
+                    raise KeyboardInterrupt
                 optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
                 if counted(trials) >= self.opts.trials:
