@@ -145,7 +145,7 @@ p2)
     $T speed-post --config "${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}" --set "$s" --out "$W/post-$s.jsonl" || exit 1
     timed $T bench setups --model "$MODEL" --questions "$W/post-$s.jsonl" --winner /tmp/work/winner.json \
       --setup benchmarks/setups/course-template.yaml --setup benchmarks/setups/public-bonus-best.yaml \
-      --health-timeout 600 --compile-cache "${P2_CACHE:-fresh}" --log-dir "$W/p2-logs-$s" --out "$OUT/p2-$s.json" 2>&1 | tee "$OUT/p2-$s.txt"
+      --health-timeout 600 --compile-cache "${P2_CACHE:-fresh}" --again "${P2_AGAIN:-2}" --log-dir "$W/p2-logs-$s" --out "$OUT/p2-$s.json" 2>&1 | tee "$OUT/p2-$s.txt"
   done
   ;;
 compare)

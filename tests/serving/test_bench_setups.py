@@ -89,7 +89,7 @@ def test_bench_setups_runs_each_setup_and_the_winner(tmp_path, tiny_model_dir):
         "bench", "setups", "--model", str(tiny_model_dir), "--questions", str(_qa(tmp_path)),
         "--setup", str(SETUPS / "course-template.yaml"), "--setup", str(SETUPS / "public-bonus-best.yaml"),
         "--winner", str(w), "--engine", "transformers", "--out", str(out), "--log-dir", str(tmp_path / "logs"),
-        "--limit", "3"])
+        "--limit", "3", "--again", "2"])
     assert r.exit_code == 0, r.output
     rows = json.loads(out.read_text())
     assert [(x["setup"], x["mode"], x["engine"]) for x in rows] == [
@@ -103,6 +103,14 @@ def test_bench_setups_runs_each_setup_and_the_winner(tmp_path, tiny_model_dir):
         assert (tmp_path / "logs" / f"{x['setup']}.log").exists()
         assert x["setup"] in r.output  # the table: one row per setup
     assert r.output.count(" ok ") == 3 and "failed" not in r.output, r.output
+    # --again: a batch setup's POST twice more, each from an empty prefix cache, beside the first
+    assert "chars_per_s_again" not in rows[0]  # serial: 3 calls already, no first-POST figure to compare
+    for x in rows[1:]:
+        assert len(x["chars_per_s_again_runs"]) == 2 and "again_failed" not in x, x
+        assert x["chars_per_s_again"] > 0 and x["first_vs_again"] == x["chars_per_s"] / x["chars_per_s_again"]
+        log = (tmp_path / "logs" / f"{x['setup']}.log").read_text()
+        assert log.count("prefix cache emptied for a timed POST") == 2, log[-2000:]
+    assert "again chars/s" in r.output and "1st / again" in r.output
     # each ran its own decode settings on the one model; only the engine block was replaced
     assert rows[0]["config"]["decode"]["top_k"] == 50 and rows[1]["config"]["decode"]["max_tokens"] == 256
     assert rows[2]["config"]["decode"]["max_tokens"] == 3

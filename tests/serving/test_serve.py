@@ -126,6 +126,12 @@ def test_serial_mode_server_and_no_admin_endpoint_outside_sweep_mode(tiny_model,
         assert r.mode == "serial" and not r.failed and all(r.answers)
         assert httpx.post(server.url + "/admin/config", json={"mode": "batch"}, timeout=5).status_code == 404
         assert httpx.post(server.url + "/admin/reset_prefix_cache", timeout=5).status_code == 404
+        # bench setups --again against such a server: noted on the row, the first POST's numbers kept
+        from tournament.serving.bench_setups import _post_again
+
+        row = {"chars_per_s": 1.0}
+        _post_again(server.url, 2, QUESTIONS[:2], REFS[:2], 60, 1.0, row)
+        assert "answered 404" in row["again_failed"] and "chars_per_s_again" not in row and row["chars_per_s"] == 1.0
         info = httpx.get(server.url + "/info", timeout=5).json()
         assert info["engine"] == "transformers" and info["stats"]["prompts"] >= 3
 

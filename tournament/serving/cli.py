@@ -167,6 +167,11 @@ def bench_setups_cmd(
         "fresh", "--compile-cache",
         help="fresh (default): each server starts from a new, empty vLLM compile cache, as in the judge's "
              "fresh container; shared: this environment's cache."),
+    again: int = typer.Option(
+        0, "--again", min=0,
+        help="Send a batch setup's POST N more times, each from an empty prefix cache: their median beside "
+             "the first POST (the judge's number) says how far a warm server's figure, as a sweep times "
+             "it, sits above the judge's."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the rows (with each setup's config) as JSON here."),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Keep each server's log here."),
@@ -200,7 +205,7 @@ def bench_setups_cmd(
 
     try:
         bench_setups.bench_setups(setups, model, qs, refs, engine_override=engine, health_timeout=health_timeout,
-                        compile_cache=compile_cache, log_dir=log_dir, on_row=keep)
+                        compile_cache=compile_cache, log_dir=log_dir, on_row=keep, again=again)
     except ValueError as e:  # a setup whose settings are invalid: before any server starts
         raise typer.BadParameter(str(e)) from None
     if as_json:

@@ -71,6 +71,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def reset_prefix_cache(url: str) -> None:
+    """Empty a running serve.py's prefix cache (``POST /admin/reset_prefix_cache``), so the next POST
+    is timed as on a fresh server: the judge sends each question once, but a sweep or a bench sends
+    the same POST again and again."""
+    from tournament.judge.emulator import http_client
+
+    with http_client() as client:
+        r = client.post(url + "/admin/reset_prefix_cache", timeout=60)
+    if r.status_code != 200:
+        raise RuntimeError(f"POST /admin/reset_prefix_cache answered {r.status_code}: {r.text[:200]}")
+
+
 class ServerProcess:
     """A serve.py subprocess. Use as a context manager; `stop()` kills the whole process group."""
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from tournament.judge.rules import judge_set, row_in_set
+from tournament.serving.process import reset_prefix_cache
 from tournament.study.judge_model import JudgeModel
 from tournament.study.workload import SpeedPlan, cycled
 
@@ -90,17 +91,6 @@ def _part(report, references: Sequence[str], positions: Sequence[int]) -> _Part:
     return _Part(answers, [report.scores[i] for i in positions], zh_rougeL(answers, refs) if refs else None)
 
 
-def _reset_prefix_cache(url: str) -> None:
-    """Empty the server's prefix cache (sweep mode): the judge sends each question once, to a fresh
-    server, but a sweep sends the same speed POST again and again."""
-    from tournament.judge.emulator import http_client
-
-    with http_client() as client:
-        r = client.post(url + "/admin/reset_prefix_cache", timeout=60)
-    if r.status_code != 200:
-        raise RuntimeError(f"POST /admin/reset_prefix_cache answered {r.status_code}: {r.text[:200]}")
-
-
 def _accuracy(report) -> tuple[float, float]:
     """(accuracy, its standard error over the questions)."""
     n = len(report.scores)
@@ -116,7 +106,7 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
     from tournament.judge.emulator import judge
 
     def run(url, qs, refs, score):
-        _reset_prefix_cache(url)  # timed as a fresh server: nothing of an earlier POST cached
+        reset_prefix_cache(url)  # timed as a fresh server: nothing of an earlier POST cached
         rep = judge(url, qs, refs, health_timeout=health_timeout, predict_timeout=predict_timeout,
                     poll=0.05, score=score)
         if rep.failed:
