@@ -11,9 +11,8 @@ The judge's number is the first POST a fresh server answers (``chars_per_s``). `
 the same POST N more times to a batch-mode setup, each after emptying the prefix cache, and keeps
 their median (``chars_per_s_again``): what a sweep, which times a server that has answered before,
 sees. On an H100 (2026-12-07, BENCHMARKS.md) a fresh server's first POST of 358 distinct questions
-ran 17 % below the same POST to a server of the same winner.json that had answered five before it
-(92 of its prompts still cached): the two side by side say how far a sweep's figure may sit above
-the judge's.
+ran 17 % below the same POST to another server of the same winner.json that had answered five
+before it: the two side by side, on one server, say whether that gap is the server's.
 
 ``engine_override="transformers"`` replaces every setup's engine block with the transformers
 engine: for smoke tests on a machine without vLLM (the CPU tests), never for numbers.
