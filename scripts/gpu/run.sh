@@ -137,15 +137,18 @@ sweep)
   ;;
 p2)
   # Needs the sweep phase's winner.json: every setup on the winner's build, each from an empty
-  # compile cache, judged on the basic set's 292 and the bonus set's 358 distinct questions (the
-  # samples + the speed pool, as the sweep's speed POST).
+  # compile cache (P2_CACHE), judged on the distinct POST of the winner's set (292 basic / 358
+  # bonus: the samples + the speed pool, as the sweep's speed POST; P2_SETS names others),
+  # P2_STARTS fresh servers per setup, each POST again P2_AGAIN times beside the first.
   wait_for prepare 900 || exit 1
   MODEL=$(python3 -c 'import json; print(json.load(open("/tmp/work/winner.json"))["provenance"]["local_model_path"])')
-  for s in ${P2_SETS:-bonus basic}; do
+  # by default the set the winner was picked for: on another set its decode settings are not the pick's
+  TRACK=$(python3 -c 'import json; print(json.load(open("/tmp/work/winner.json"))["provenance"]["judge"]["set"])')
+  for s in ${P2_SETS:-$TRACK}; do
     $T speed-post --config "${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}" --set "$s" --out "$W/post-$s.jsonl" || exit 1
     timed $T bench setups --model "$MODEL" --questions "$W/post-$s.jsonl" --winner /tmp/work/winner.json \
       --setup benchmarks/setups/course-template.yaml --setup benchmarks/setups/public-bonus-best.yaml \
-      --health-timeout 600 --compile-cache "${P2_CACHE:-fresh}" --again "${P2_AGAIN:-2}" --log-dir "$W/p2-logs-$s" --out "$OUT/p2-$s.json" 2>&1 | tee "$OUT/p2-$s.txt"
+      --health-timeout 600 --compile-cache "${P2_CACHE:-fresh}" --again "${P2_AGAIN:-2}" --starts "${P2_STARTS:-1}" --log-dir "$W/p2-logs-$s" --out "$OUT/p2-$s.json" 2>&1 | tee "$OUT/p2-$s.txt"
   done
   ;;
 compare)

@@ -139,3 +139,49 @@ def test_a_setup_that_cannot_start_is_a_row_and_the_others_run(tmp_path, tiny_mo
     bad = CliRunner().invoke(app, ["bench", "setups", "--model", str(tiny_model_dir), "--questions",
                                    str(_qa(tmp_path)), "--setup", str(good), "--engine", "tgi"])
     assert bad.exit_code == 2 and "--engine" in bad.output
+
+
+def test_several_fresh_starts_give_medians_and_keep_each_start():
+    from tournament.serving.bench_setups import combine_starts
+
+    def run(cps, healthy, again=None, failed=False):
+        r = {"setup": "b", "mode": "batch", "accuracy": 0.4, "chars_per_s": cps, "healthy_seconds": healthy,
+             "predict_seconds": 1.0, "failed": failed, "reason": "RuntimeError: died" if failed else None}
+        if again:
+            r.update(chars_per_s_again=again, chars_per_s_again_runs=[again], first_vs_again=cps / again)
+        return r
+
+    one = run(100.0, 30.0)
+    assert combine_starts([one]) is one  # one start: the row as it ran
+    row = combine_starts([run(100.0, 30.0, 120.0), run(300.0, 50.0, 140.0), run(200.0, 40.0, 160.0)])
+    assert row["starts"] == 3 and row["chars_per_s"] == 200.0 and row["chars_per_s_starts"] == [100.0, 300.0, 200.0]
+    assert row["healthy_seconds"] == 40.0 and row["chars_per_s_again"] == 140.0
+    assert row["first_vs_again"] == 200.0 / 140.0 and "chars_per_s_again_runs" not in row
+    assert not row["failed"] and "failed_starts" not in row
+    # a start that failed is counted, the others stand
+    row = combine_starts([run(0.0, 0.0, failed=True), run(100.0, 30.0), run(300.0, 50.0)])
+    assert not row["failed"] and row["failed_starts"] == ["RuntimeError: died"] and row["chars_per_s"] == 200.0
+    # all failed: a failed row
+    row = combine_starts([run(0.0, 0.0, failed=True), run(0.0, 0.0, failed=True)])
+    assert row["failed"] and len(row["failed_starts"]) == 2
+
+
+def test_starts_on_the_command_line(tmp_path, tiny_model_dir):
+    from tournament.cli import app
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"name": "good", "serve": {"engine": {"engine": "transformers", "device": "cpu"},
+                                                          "decode": {"max_tokens": 2}, "warmup": False}}))
+    out = tmp_path / "p2.json"
+    r = CliRunner().invoke(app, [
+        "bench", "setups", "--model", str(tiny_model_dir), "--questions", str(_qa(tmp_path)), "--limit", "2",
+        "--setup", str(good), "--starts", "2", "--again", "1", "--compile-cache", "shared", "--out", str(out),
+        "--log-dir", str(tmp_path / "logs")])
+    assert r.exit_code == 0, r.output
+    [row] = json.loads(out.read_text())
+    assert row["starts"] == 2 and len(row["chars_per_s_starts"]) == 2 and len(row["chars_per_s_again_starts"]) == 2
+    assert "medians of 2 fresh starts" in r.output
+    assert (tmp_path / "logs" / "good.log").read_text().count("ready: load+warm-up") == 2  # two servers, one log
+    bad = CliRunner().invoke(app, ["bench", "setups", "--model", str(tiny_model_dir), "--questions",
+                                   str(_qa(tmp_path)), "--setup", str(good), "--starts", "0"])
+    assert bad.exit_code == 2 and "--starts" in bad.output

@@ -172,6 +172,10 @@ def bench_setups_cmd(
         help="Send a batch setup's POST N more times, each from an empty prefix cache: their median beside "
              "the first POST (the judge's number) says how far a warm server's figure, as a sweep times "
              "it, sits above the judge's."),
+    starts: int = typer.Option(
+        1, "--starts", min=1,
+        help="Fresh servers per setup, one after another: chars/s and time to healthy are their medians "
+             "(one first POST is a noisy number)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as one JSON list."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the rows (with each setup's config) as JSON here."),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Keep each server's log here."),
@@ -205,7 +209,7 @@ def bench_setups_cmd(
 
     try:
         bench_setups.bench_setups(setups, model, qs, refs, engine_override=engine, health_timeout=health_timeout,
-                        compile_cache=compile_cache, log_dir=log_dir, on_row=keep, again=again)
+                        compile_cache=compile_cache, log_dir=log_dir, on_row=keep, again=again, starts=starts)
     except ValueError as e:  # a setup whose settings are invalid: before any server starts
         raise typer.BadParameter(str(e)) from None
     if as_json:
