@@ -27,7 +27,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 VLLM_USE_FL
 export MLFLOW_DISABLE_TELEMETRY=true  # no network there: telemetry would only fail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export TOURNAMENT_GEMMA_GGUF=/tmp/gemma.gguf
-# The gemma tokenizer as kit.sh rebuilt and checked it (the machine's transformers cuts its words)
+# The gemma tokenizer as kit.sh rebuilt and checked it (the machine's transformers cuts its words).
+# gemma's only: an import of another GGUF here would be refused as "not its vocabulary" (unset it).
 [ -f /tmp/stage/gemma-tokenizer.tgz ] && export TOURNAMENT_GGUF_TOKENIZER=/tmp/gemma-tokenizer
 T="python3 -m tournament.cli"
 GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
@@ -148,8 +149,9 @@ p2)
   wait_for prepare 900 || exit 1
   MODEL=$(python3 -c 'import json; print(json.load(open("/tmp/work/winner.json"))["provenance"]["local_model_path"])')
   # by default the set the winner was picked for: on another set its decode settings are not the pick's
-  TRACK=$(python3 -c 'import json; print(json.load(open("/tmp/work/winner.json"))["provenance"]["judge"]["set"])')
-  for s in ${P2_SETS:-$TRACK}; do
+  SETS=${P2_SETS:-$(python3 -c 'import json; print(json.load(open("/tmp/work/winner.json"))["provenance"]["judge"]["set"])')} \
+    && [ -n "$SETS" ] || { echo "p2: winner.json names no provenance.judge.set: set P2_SETS"; exit 1; }
+  for s in $SETS; do
     $T speed-post --config "${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}" --set "$s" --out "$W/post-$s.jsonl" || exit 1
     timed $T bench setups --model "$MODEL" --questions "$W/post-$s.jsonl" --winner /tmp/work/winner.json \
       --setup benchmarks/setups/course-template.yaml --setup benchmarks/setups/public-bonus-best.yaml \

@@ -115,6 +115,11 @@ def test_real_gemma_import(tmp_path):
     d = ensure_gemma(tmp_path / "gemma")
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["architectures"] == ["Gemma3ForCausalLM"] and "quantization_config" not in cfg
+    from tournament.models.embedded import GEMMA_SHA256
+    from tournament.models.gguf_import import CHECKED, is_imported
+
+    assert is_imported(d, GEMMA_SHA256)  # the tokenizer check's record is there: reused next time
+    assert json.loads((d / "import.json").read_text())[CHECKED] <= 0.10
 
 
 def test_upload_refuses_without_token(tmp_path, monkeypatch, tiny_model_dir):

@@ -44,9 +44,23 @@ def test_a_right_rebuild_passes_and_a_wrong_one_is_refused_with_examples():
     assert check_tokenizer(good, "g") == 0.0
     with pytest.raises(TokenizerSplitsWords, match=r"b: the tokenizer splits 100% .*'\w+' -> ▁"):
         check_tokenizer(bad, "b")
-    # a sample smaller than the vocabulary's words: every k-th word, the same ones each time
-    assert word_split_share(bad, sample=5) == word_split_share(bad, sample=5)
-    assert word_split_share(bad, sample=5)[0] == 1.0
+    # a sample smaller than the vocabulary's words: every k-th word in id order (24 words, k = 4)
+    share, examples = word_split_share(bad, sample=5)
+    assert share == 1.0 and [w for w, _ in examples] == [WORDS[i] for i in (0, 4, 8, 12, 16)]
+
+
+def test_a_tokenizer_that_marks_every_text_start_is_whole():
+    """llama-2's legacy shape (and transformers' phi-3 GGUF rebuild) puts "▁" before every text:
+    " memory" becomes "▁" "▁memory" and "memory" alone is "▁memory". Not a split."""
+    from tokenizers import normalizers
+
+    from tournament.models.tokenizer_check import word_split_share
+
+    tok = _tokenizer(-0.5)
+    tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.backend_tokenizer.pre_tokenizer = None
+    assert tok.tokenize(" memory")[-1] == "▁memory" and tok.tokenize("memory") == ["▁memory"]
+    assert word_split_share(tok) == (0.0, [])
 
 
 def test_too_small_a_vocabulary_is_not_judged(monkeypatch):
@@ -117,3 +131,40 @@ def test_an_import_made_before_the_check_is_not_reused(tmp_path):
     (out / "import.json").write_text(json.dumps({"source_sha256": "a", CHECKED: 0.0}))
     assert is_imported(out) and is_imported(out, "a") and not is_imported(out, "b")
     assert Path(out / "import.json").exists()
+
+
+def test_import_records_the_check_and_is_reused(tmp_path, monkeypatch, tiny_model_dir):
+    """import_gguf end to end with transformers' GGUF loaders standing in (a tiny model, the right
+    tokenizer): import.json records the check, so the next call reuses the import; a wrong
+    rebuild leaves no import behind."""
+    import hashlib
+
+    import transformers
+
+    from tournament.models.gguf_import import CHECKED, ENV_TOKENIZER, GGUFImportError, import_gguf, is_imported
+
+    rebuild = {"score": -0.5}
+    real_tok, real_model = transformers.AutoTokenizer.from_pretrained, transformers.AutoModelForCausalLM.from_pretrained
+
+    def tok(path, *a, **kw):
+        return _tokenizer(rebuild["score"]) if kw.get("gguf_file") else real_tok(path, *a, **kw)
+
+    def model(path, *a, **kw):
+        return real_model(str(tiny_model_dir)) if kw.get("gguf_file") else real_model(path, *a, **kw)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tok)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.delenv(ENV_TOKENIZER, raising=False)
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF" + b"\2" * 32)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = import_gguf(src, tmp_path / "hf", expected_sha256=sha)
+    doc = json.loads((out / "import.json").read_text())
+    assert doc[CHECKED] == 0.0 and "rebuilt from the GGUF" in doc["tokenizer"] and is_imported(out, sha)
+    assert transformers.AutoTokenizer.from_pretrained(str(out)).tokenize(" memory") == ["▁memory"]
+    lines: list[str] = []
+    assert import_gguf(src, out, expected_sha256=sha, log=lines.append) == out and lines == [f"reusing {out}"]
+    rebuild["score"] = -50.0  # a release that rebuilds it wrong: refused, nothing written
+    with pytest.raises(GGUFImportError, match="splits 100%"):
+        import_gguf(src, tmp_path / "hf2")
+    assert not (tmp_path / "hf2").exists() and not (tmp_path / "hf2.part").exists()

@@ -161,6 +161,18 @@ def test_several_fresh_starts_give_medians_and_keep_each_start():
     # a start that failed is counted, the others stand
     row = combine_starts([run(0.0, 0.0, failed=True), run(100.0, 30.0), run(300.0, 50.0)])
     assert not row["failed"] and row["failed_starts"] == ["RuntimeError: died"] and row["chars_per_s"] == 200.0
+    from rich.console import Console
+
+    from tournament.serving.bench_setups import setups_table
+
+    row.update(engine="vllm", n=1, distinct=1)
+    console = Console(record=True, width=200)
+    console.print(setups_table([row], "m", ["q"], "fresh"))
+    text = console.export_text()
+    assert "ok (1/3 starts failed)" in text and "medians of 3 fresh starts" in text, text
+    # a later start's failed again-POSTs are reported too, beside the medians of those that ran
+    row = combine_starts([run(100.0, 30.0, 120.0), {**run(300.0, 50.0), "again_failed": "TimeoutError: x"}])
+    assert row["again_failed"] == "TimeoutError: x" and row["chars_per_s_again"] == 120.0
     # all failed: a failed row
     row = combine_starts([run(0.0, 0.0, failed=True), run(0.0, 0.0, failed=True)])
     assert row["failed"] and len(row["failed_starts"]) == 2

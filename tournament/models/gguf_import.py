@@ -181,7 +181,8 @@ def import_gguf(
 
 def export_tokenizer(gguf_file: str | Path, out_dir: str | Path, log: Callable[[str], None] = lambda s: None) -> Path:
     """The GGUF's tokenizer, as this machine's transformers rebuilds it and only if it passes the
-    check, saved to `out_dir`: for a machine whose transformers rebuilds it wrong (`tokenizer_dir`)."""
+    check (a vocabulary too small to judge is written with the log saying so), saved to
+    `out_dir`: for a machine whose transformers rebuilds it wrong (`tokenizer_dir`)."""
     src = Path(gguf_file)
     if not src.is_file():
         raise GGUFImportError(f"{src}: no such GGUF file")

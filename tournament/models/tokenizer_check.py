@@ -39,11 +39,13 @@ def word_split_share(tokenizer: Any, sample: int = SAMPLE) -> tuple[float | None
     picked = words[::step][:sample]
     split = []
     for _, piece in picked:
-        text = " " + piece[1:]  # "▁memory" is how " memory" is spelled inside the vocabulary
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        pieces = tokenizer.convert_ids_to_tokens(ids)
-        if pieces != [piece]:
-            split.append((piece[1:], pieces))
+        # "▁memory" is how " memory" is spelled inside the vocabulary; a tokenizer that puts the
+        # word-start mark before every text itself (llama-2's legacy shape, phi-3's) spells it from
+        # "memory" alone, and turns " memory" into "▁" "▁memory": either way is whole
+        tries = [tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+                 for text in (" " + piece[1:], piece[1:])]
+        if [piece] not in tries:
+            split.append((piece[1:], tries[0]))
     return len(split) / len(picked), split[:5]
 
 

@@ -143,12 +143,17 @@ def combine_starts(runs: list[dict[str, Any]]) -> dict[str, Any]:
     row["starts"] = len(runs)
     if len(ok) < len(runs):
         row["failed_starts"] = [r.get("reason") for r in runs if r.get("failed")]
+    again_failed = [r["again_failed"] for r in ok if r.get("again_failed")]
+    row.pop("again_failed", None)
+    if again_failed:
+        row["again_failed"] = again_failed[0] + (f" (and {len(again_failed) - 1} more starts)" if len(again_failed) > 1 else "")
     for key in ("chars_per_s", "healthy_seconds", "predict_seconds", "chars_per_s_again"):
         values = [r[key] for r in ok if r.get(key) is not None]
         if values:
             row[key] = statistics.median(values)
             row[f"{key}_starts"] = values
-    if row.get("chars_per_s_again"):
+    row.pop("first_vs_again", None)
+    if row.get("chars_per_s_again") and row.get("chars_per_s") is not None:  # a 0 again median gives no ratio
         row["first_vs_again"] = row["chars_per_s"] / row["chars_per_s_again"]
     row.pop("chars_per_s_again_runs", None)  # per start; the medians above stand for them
     return row
@@ -208,6 +213,8 @@ def setups_table(rows: Sequence[dict[str, Any]], model_name: str, questions: Seq
                  num("chars_per_s", "{:.0f}")]
         if again:
             cells += [num("chars_per_s_again", "{:.0f}"), num("first_vs_again", "{:.2f}")]
-        table.add_row(*cells, num("predict_seconds", "{:.2f}"), num("healthy_seconds", "{:.1f}"),
-                      f"failed: {r.get('reason')}" if r.get("failed") else "ok")
+        status = f"failed: {r.get('reason')}" if r.get("failed") else "ok"
+        if not r.get("failed") and r.get("failed_starts"):
+            status = f"ok ({len(r['failed_starts'])}/{r['starts']} starts failed)"
+        table.add_row(*cells, num("predict_seconds", "{:.2f}"), num("healthy_seconds", "{:.1f}"), status)
     return table
