@@ -87,6 +87,9 @@ def test_config_hash_stable_and_sensitive(tmp_path, dataset):
     d2["prompt"] = {"style": "plain"}
     assert parse_candidate(d2).config_hash() != a.config_hash()
     assert a.config_hash(max_steps=3) != a.config_hash()
+    # a setting added later enters only when on: builds made before it keep their hash
+    assert parse_candidate(_doc(str(dataset), group_by_length=False)).config_hash() == a.config_hash()
+    assert parse_candidate(_doc(str(dataset), group_by_length=True)).config_hash() != a.config_hash()
     # the dataset enters by content, not by path
     h = a.config_hash()
     copy = tmp_path / "copy.jsonl"

@@ -49,6 +49,14 @@ def test_prompt_tokens_carry_no_loss(tiny_model_dir):
     assert float(out.loss.detach()) == pytest.approx(float(ce), rel=1e-5)
 
 
+def test_length_grouped_batches_train(tiny_model_dir, dataset, tmp_path):
+    """recipe.group_by_length: Trainer's LengthGroupedSampler reads our examples' input_ids."""
+    cand = _cand(tiny_model_dir, dataset, "full", cid="gbl", group_by_length=True, batch_size=2)
+    doc = json.loads((ensure_built(cand, tmp_path, max_steps=2).parent / "candidate.json").read_text())
+    assert doc["train"]["steps"] == 2 and all(loss > 0 for _, loss in doc["train"]["loss_curve"])
+    assert doc["candidate"]["recipe"]["group_by_length"] is True
+
+
 def test_build_records_peak_memory_time_and_kernels(tiny_model_dir, dataset, tmp_path):
     """A LoRA build with gradient checkpointing trains on Trainer and its candidate.json says
     what it held at peak (CPU: the process's peak RSS), how long it trained, and that Liger
@@ -102,6 +110,10 @@ def test_arguments_for_several_processes(tiny_model_dir, dataset, tmp_path):
     assert args.per_device_train_batch_size == 4 and args.gradient_accumulation_steps == 2
     assert args.max_steps == 10 and args.lr_scheduler_type.value == "constant_with_warmup"
     assert args.report_to in ([], "none", ["none"]) and args.disable_tqdm and args.output_dir.endswith("checkpoints")
+    assert args.train_sampling_strategy == "random"
+    grouped = training_arguments(_cand(tiny_model_dir, dataset, batch_size=8, group_by_length=True), tmp_path,
+                                 device="cpu", total_steps=10, warmup=1, amp=False, liger=False, world_size=1)
+    assert grouped.train_sampling_strategy == "group_by_length"
     with pytest.raises(ValueError, match="does not split over 3 processes"):
         training_arguments(cand, tmp_path, device="cpu", total_steps=10, warmup=1, amp=False, liger=False,
                            world_size=3)

@@ -182,6 +182,9 @@ def training_arguments(candidate: Candidate, out_dir: Path, *, device: str, tota
         save_total_limit=2, report_to="none", disable_tqdm=True, seed=r.seed, data_seed=r.seed,
         bf16=amp, use_cpu=device == "cpu", remove_unused_columns=False, dataloader_num_workers=0,
         use_liger_kernel=liger, ddp_find_unused_parameters=False if world_size > 1 else None,
+        # batches of similar length (recipe.group_by_length); older transformers spell it as a flag
+        train_sampling_strategy="group_by_length" if r.group_by_length else "random",
+        group_by_length=r.group_by_length,
     )
     return TrainingArguments(**{k: v for k, v in kw.items() if k in known})
 
