@@ -35,6 +35,10 @@ class GGUFImportError(RuntimeError):
     pass
 
 
+def _needs_gguf(e: ImportError) -> GGUFImportError:
+    return GGUFImportError(f"reading GGUF needs the `gguf` package (pip install gguf): {e}")
+
+
 def _dtype(name: str):
     import torch
 
@@ -154,8 +158,7 @@ def import_gguf(
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=_dtype(dtype),
                                                      **kwargs)
     except ImportError as e:
-        raise GGUFImportError(f"reading GGUF needs the `gguf` package (pip install gguf): {e}") from None
-
+        raise _needs_gguf(e) from None
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -189,7 +192,7 @@ def export_tokenizer(gguf_file: str | Path, out_dir: str | Path, log: Callable[[
     try:
         tokenizer, _, _ = gguf_tokenizer(src, None, log, from_env=False)
     except ImportError as e:
-        raise GGUFImportError(f"reading GGUF needs the `gguf` package (pip install gguf): {e}") from None
+        raise _needs_gguf(e) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))

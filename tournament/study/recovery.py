@@ -169,4 +169,3 @@ def recover_local_stale(study, dead_started: list[float] = ()) -> list[int]:
         except Exception as e:  # another worker got there first
             log.debug("stale trial %d: %s", t.number, e)
     return out
-

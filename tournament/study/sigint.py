@@ -46,7 +46,6 @@ def noting_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-
 _HELD = {"depth": 0, "pending": False}  # the main thread's hold on Ctrl-C (hold_sigint)
 
 
