@@ -168,3 +168,43 @@ def test_import_records_the_check_and_is_reused(tmp_path, monkeypatch, tiny_mode
     with pytest.raises(GGUFImportError, match="splits 100%"):
         import_gguf(src, tmp_path / "hf2")
     assert not (tmp_path / "hf2").exists() and not (tmp_path / "hf2.part").exists()
+
+
+def _build(tmp_path: Path, name: str, tokenizer, manifest: dict) -> Path:
+    """A finished build's folder as `ensure_built` reuses it: candidate.json and model/ with its tokenizer."""
+    build = tmp_path / name
+    (build / "model").mkdir(parents=True)
+    (build / "model" / "config.json").write_text("{}")
+    tokenizer.save_pretrained(str(build / "model"))
+    (build / "candidate.json").write_text(json.dumps(manifest))
+    return build
+
+
+def test_a_build_trained_with_a_splitting_tokenizer_is_not_reused(tmp_path):
+    """A build trained on a broken GGUF rebuild has the config hash of a sound one: reuse checks
+    its tokenizer (once; the share is recorded in candidate.json) and trains it again."""
+    from tournament.train.build import _complete, _reuse_or_build
+
+    logs: list[str] = []
+    sound = _build(tmp_path, "sound", _tokenizer(-0.5), {"id": "sound"})
+    assert _complete(sound, logs.append) and not logs
+    assert json.loads((sound / "candidate.json").read_text())["tokenizer_word_split_share"] == 0.0
+
+    broken = _build(tmp_path, "broken", _tokenizer(-50.0), {"id": "broken"})
+    retrained: list[Path] = []
+    got = _reuse_or_build(broken, False, logs.append, lambda: retrained.append(broken) or broken / "model")
+    assert retrained == [broken] and got == broken / "model"
+    assert any(line.startswith(f"not reusing {broken}: its tokenizer splits 100%") for line in logs), logs
+    assert json.loads((broken / "candidate.json").read_text())["tokenizer_word_split_share"] == 1.0
+
+
+def test_a_recorded_share_decides_without_loading_the_tokenizer(tmp_path):
+    from tournament.train.build import _complete
+
+    build = _build(tmp_path, "b", _tokenizer(-50.0), {"tokenizer_word_split_share": 0.0})
+    (build / "model" / "tokenizer.json").write_text("not a tokenizer")  # would fail if it were loaded
+    assert _complete(build)
+    (build / "candidate.json").write_text(json.dumps({"tokenizer_word_split_share": 0.5}))
+    assert not _complete(build)
+    (build / "candidate.json").write_text(json.dumps({"tokenizer_word_split_share": None}))  # too small to judge
+    assert _complete(build)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from tournament.candidates import Candidate, CandidateError, load_candidate, with_dataset
-from tournament.files import sha256_file
+from tournament.files import sha256_file, write_json_atomic
 from tournament.machine import die_with_parent, library_versions
+from tournament.models.tokenizer_check import MAX_SPLIT_SHARE, word_split_share
 from tournament.paths import REPO_ROOT
 from tournament.prompting import render_prompt
 from tournament.train.examples import read_rows
@@ -143,11 +144,11 @@ def summary_table(summary: dict, candidate_id: str):
 def _reuse_or_build(build: Path, force: bool, log: Callable[[str], None], train: Callable[[], Path]) -> Path:
     """`build/model` when the build is complete (unless `force`); else `train()` under the build's
     lock, unless another process completed the build while we waited for it."""
-    if not force and _complete(build):
+    if not force and _complete(build, log):
         log(f"reusing {build}")
         return build / "model"
     with build_lock(build, log):
-        if not force and _complete(build):  # another process built it while we waited
+        if not force and _complete(build, log):  # another process built it while we waited
             log(f"reusing {build}")
             return build / "model"
         return train()
@@ -187,8 +188,36 @@ def is_built(candidate: Candidate, builds_dir: Path = Path("builds")) -> bool:
     return not candidate.needs_build() or _complete(candidate.build_dir(builds_dir))
 
 
-def _complete(build: Path) -> bool:
-    return (build / "candidate.json").exists() and (build / "model" / "config.json").exists()
+def _complete(build: Path, log: Callable[[str], None] = lambda s: None) -> bool:
+    """A finished build, unless its tokenizer cuts words its vocabulary holds whole: a build
+    trained on a GGUF import that an older transformers rebuilt wrong (`tokenizer_check.py`) has
+    the same config hash as a sound one, so it would be reused, trained on text cut unlike its
+    pretraining. Such a build is trained again, from a base imported again."""
+    if not ((build / "candidate.json").exists() and (build / "model" / "config.json").exists()):
+        return False
+    share = _build_split_share(build)
+    if share is not None and share > MAX_SPLIT_SHARE:
+        log(f"not reusing {build}: its tokenizer splits {share:.0%} of the whole words of its own "
+            "vocabulary (a broken GGUF rebuild?); training it again")
+        return False
+    return True
+
+
+def _build_split_share(build: Path) -> float | None:
+    """candidate.json's `tokenizer_word_split_share`; measured (and recorded there) for a build
+    made before training recorded it. None: no tokenizer, or too small a vocabulary to judge."""
+    manifest_path = build / "candidate.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if "tokenizer_word_split_share" in manifest:
+        return manifest["tokenizer_word_split_share"]
+    model = build / "model"
+    if not any((model / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        return None
+    from transformers import AutoTokenizer
+
+    share, _ = word_split_share(AutoTokenizer.from_pretrained(str(model)))
+    write_json_atomic(manifest_path, {**manifest, "tokenizer_word_split_share": share})
+    return share
 
 
 def training_tracker(mlflow_uri: str | None) -> "Tracker | None":

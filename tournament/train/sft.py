@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tournament.candidates import Candidate
 from tournament.files import sha256_file
 from tournament.machine import hardware, library_versions, pick_device
+from tournament.models.tokenizer_check import word_split_share
 from tournament.train.examples import IGNORE, CompletionCollator, encode_example, pack, read_rows
 
 if TYPE_CHECKING:
@@ -341,6 +342,8 @@ def train_sft(
             "dataset": {**candidate.dataset_fingerprint(), "rows": len(rows), "examples": len(examples),
                         "sequences": len(seqs), "tokens": n_tokens, "answer_tokens": n_answer_tokens},
             "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
+            # a build reused later is checked by this (train/build.py: _complete)
+            "tokenizer_word_split_share": word_split_share(tokenizer)[0],
             "versions": library_versions(TRAIN_LIBRARIES),
             "hardware": hardware(device),
             "train": {"method": r.method, "trainer": "transformers.Trainer", "steps": step,
