@@ -6,7 +6,8 @@ server's error text (`tournament.data.teacher`), and the Dockerfile lint (`tourn
 an image holds no secret).
 
 - A *name* holds a secret when it contains TOKEN, KEY, SECRET, PASSW(OR)D or CREDENTIAL
-  (HF_TOKEN, MODELSCOPE_API_TOKEN, OPENAI_API_KEY, PGPASSWORD); TOKENS counts tokens (MAX_TOKENS).
+  (HF_TOKEN, MODELSCOPE_API_TOKEN, OPENAI_API_KEY, PGPASSWORD); TOKENS counts tokens (MAX_TOKENS)
+  and TOKENIZER names a tokenizer (TOURNAMENT_GGUF_TOKENIZER: a folder, shown in the logs).
   The value of every such environment variable is masked wherever it appears.
 - A config *key* is dropped when its last dotted part ends in one of those words (api_key,
   HF_TOKEN, db.password), so settings that count tokens stay (max_tokens, stop_token_ids,
@@ -21,7 +22,7 @@ import os
 import re
 from typing import Any, Iterable
 
-SECRET_NAME = re.compile(r"TOKEN(?!S)|KEY|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
+SECRET_NAME = re.compile(r"TOKEN(?!S|IZER)|KEY|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
 SECRET_KEY_END = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
 HASH_KEYS = {"group_key", "cache_key"}
 TOKEN_LIKE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|ms-[A-Za-z0-9-]{20,}|sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})\b")
