@@ -5,6 +5,7 @@ limits it must keep are in objectives.py."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -142,3 +143,18 @@ def enqueue_params(entry: dict[str, Any], cfg: SweepConfig, candidates) -> dict[
         params["mode"] = entry["mode"]
     return params
 
+
+
+def grouped_in_file_order(entries: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """Enqueued (params, entry) pairs with each group's entries together (one server start per
+    group: the same params but decode and mode), the groups in the order the sweep file first
+    names them: a sweep cut short by --timeout or --trials runs the groups the user put first."""
+    order: dict[str, int] = {}
+    for params, _ in entries:
+        order.setdefault(group_of(params), len(order))
+    return sorted(entries, key=lambda pe: order[group_of(pe[0])])  # stable: file order within a group
+
+
+def group_of(params: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in params.items() if not k.startswith(("decode.", "mode"))},
+                      sort_keys=True, default=str)

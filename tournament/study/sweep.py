@@ -58,6 +58,7 @@ from tournament.study.space import (
     TrialPlan,
     enqueue_params,
     group_param_names,
+    grouped_in_file_order,
     serve_config,
     suggest_plan,
 )
@@ -135,10 +136,7 @@ class Sweep:
             entries = [(enqueue_params(e, self.cfg, self.candidates), e) for e in self.cfg.enqueue]
             for params, e in entries:  # a recipe sweep: each entry's recipe, fixed (study/recipes.py)
                 params.update(enqueue_recipe(e, self.cfg, self.candidates, params.get("candidate")))
-            # grouped order: one server start per group of known-good configs
-            entries.sort(key=lambda pe: json.dumps({k: v for k, v in pe[0].items() if not k.startswith(("decode.", "mode"))},
-                                                   sort_keys=True, default=str))
-            for params, _ in entries:
+            for params, _ in grouped_in_file_order(entries):
                 study.enqueue_trial(params, skip_if_exists=True)
             study.set_user_attr("enqueued", True)
         return study
