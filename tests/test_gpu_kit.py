@@ -155,3 +155,35 @@ def test_discovery_on_this_repo():
 @pytest.mark.parametrize("script", ["kit.sh", "run.sh", "stage.sh"])
 def test_scripts_parse(script):
     subprocess.run(["bash", "-n", str(GPU / script)], check=True)
+
+
+OVERLAYS = sorted((GPU / "overlays").glob("*.json"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[p.name for p in OVERLAYS])
+def test_overlays_merge_into_a_sweep_whose_enqueued_values_are_in_its_space(overlay):
+    """What sweep.sh does with SWEEP_OVERLAY (deep_merge over the sweep file), and each enqueued
+    entry names a candidate, prompt and values its space offers: a typo here would only show on the
+    GPU machine, after the uploads."""
+    import json
+
+    import yaml
+
+    from tournament.serving.config import deep_merge
+    from tournament.study.config import Choices, encode_choice, normalize_param, parse_sweep_config
+
+    base = REPO / "sweeps" / ("gpu-gemma-recipes.yaml" if overlay.name.startswith("recipes") else "gpu-gemma.yaml")
+    cfg = parse_sweep_config(deep_merge(yaml.safe_load(base.read_text()), json.loads(overlay.read_text())))
+    ids = {Path(str(c)).stem for c in cfg.candidates}
+    assert cfg.enqueue
+    for entry in cfg.enqueue:
+        assert entry.get("candidate", next(iter(ids))) in ids, entry
+        assert entry.get("prompt") in (None, *(cfg.space.prompt or {})), entry
+        for section in ("engine", "decode"):
+            for k, v in (entry.get(section) or {}).items():
+                spec = cfg.space.params(section).get(k)
+                p = normalize_param(f"{section}.{k}", spec)
+                if isinstance(p, Choices):
+                    assert encode_choice(v) in [encode_choice(c) for c in p.choices], (overlay.name, k, v)
+                elif p is None:
+                    assert spec == v, (overlay.name, k, v, spec)

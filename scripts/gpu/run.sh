@@ -13,6 +13,7 @@
 #            cold-start table (scripts/gpu/cold_start.sh) of the picked winner on GPU 1
 #   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
 #   collect  copy the chain's results (proof.tgz) into this call's $OUT
+#   follow   wait for the chain in the foreground of a call, keeping its $OUT current (out.tgz, db.tgz)
 # Inputs sit in /tmp/stage: the folders scripts/gpu/kit.sh builds, copied there by scripts/gpu/stage.sh
 # (whl/w*, gemma/whl: wheels; gemma/p*: model parts; vllm/c*: vLLM kit parts + vllm-kit.count).
 # Everything is written under /tmp/work; tables and logs are copied to $OUT.
@@ -114,6 +115,23 @@ collect)
   # Copy what the chain has so far into this call's $OUT (<= 8 files come back).
   cp "$W/proof.tgz" "$OUT/" 2>/dev/null || tar -czf "$OUT/partial.tgz" -C "$W" . --exclude=mlruns/artifacts 2>/dev/null
   ls -la "$W" "$W/out" 2>/dev/null | tail -30
+  ;;
+follow)
+  # Wait for the chain inside one call, keeping this call's $OUT current every 15 s: out.tgz (the
+  # tables, logs and P2's server logs) and, once the sweep's winner is judged, db.tgz (optuna.db,
+  # mlflow.db). A call cut off when the device time runs out still brings back what $OUT holds.
+  [ "$OUT" = "$W/out" ] && { echo "follow: run it in the foreground of a call (its own \$OUT)"; exit 2; }
+  pack() { tar -czf "$OUT/.out.tgz" -C "$W" out $(cd "$W" && ls -d p2-logs-* chain.log 2>/dev/null) 2>/dev/null \
+             && mv "$OUT/.out.tgz" "$OUT/out.tgz"; }
+  dbs() { tar -czf "$OUT/.db.tgz" -C "$W" $(cd "$W" && ls mlruns*/optuna.* mlruns*/mlflow.db 2>/dev/null) 2>/dev/null \
+            && mv "$OUT/.db.tgz" "$OUT/db.tgz"; }
+  packed=0
+  while :; do
+    pack
+    if [ $packed = 0 ] && [ -f "$W/out/final.json" ]; then dbs; packed=1; echo "sweep's results packed $(date +%T)"; fi
+    if [ -f "$W/chain.done" ]; then pack; dbs; echo "chain done $(date +%T)"; tail -n 3 "$W/chain.log"; break; fi
+    sleep 15
+  done
   ;;
 bench)
   wait_for prepare 900 || exit 1
