@@ -202,9 +202,20 @@ def test_a_recorded_share_decides_without_loading_the_tokenizer(tmp_path):
     from tournament.train.build import _complete
 
     build = _build(tmp_path, "b", _tokenizer(-50.0), {"tokenizer_word_split_share": 0.0})
-    (build / "model" / "tokenizer.json").write_text("not a tokenizer")  # would fail if it were loaded
-    assert _complete(build)
+    assert _complete(build)  # measured, this tokenizer splits every word: the record decided
     (build / "candidate.json").write_text(json.dumps({"tokenizer_word_split_share": 0.5}))
     assert not _complete(build)
     (build / "candidate.json").write_text(json.dumps({"tokenizer_word_split_share": None}))  # too small to judge
+    assert _complete(build)
+
+
+def test_an_unreadable_tokenizer_or_manifest_leaves_reuse_as_it_was(tmp_path):
+    from tournament.train.build import _complete
+
+    build = _build(tmp_path, "b", _tokenizer(-0.5), {"id": "b"})
+    (build / "model" / "tokenizer.json").write_text("not a tokenizer")
+    (build / "model" / "tokenizer_config.json").write_text("{")
+    assert _complete(build)
+    assert "tokenizer_word_split_share" not in json.loads((build / "candidate.json").read_text())
+    (build / "candidate.json").write_text("{")
     assert _complete(build)

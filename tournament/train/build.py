@@ -207,7 +207,10 @@ def _build_split_share(build: Path) -> float | None:
     """candidate.json's `tokenizer_word_split_share`; measured (and recorded there) for a build
     made before training recorded it. None: no tokenizer, or too small a vocabulary to judge."""
     manifest_path = build / "candidate.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError:  # reused as before this check; the build's own readers report it
+        return None
     if "tokenizer_word_split_share" in manifest:
         return manifest["tokenizer_word_split_share"]
     model = build / "model"
@@ -215,8 +218,14 @@ def _build_split_share(build: Path) -> float | None:
         return None
     from transformers import AutoTokenizer
 
-    share, _ = word_split_share(AutoTokenizer.from_pretrained(str(model)))
-    write_json_atomic(manifest_path, {**manifest, "tokenizer_word_split_share": share})
+    try:
+        share, _ = word_split_share(AutoTokenizer.from_pretrained(str(model)))
+    except (OSError, ValueError):  # an unreadable tokenizer: serving it will say what is wrong
+        return None
+    try:
+        write_json_atomic(manifest_path, {**manifest, "tokenizer_word_split_share": share})
+    except OSError:  # a build folder we may read but not write: measure again next time
+        pass
     return share
 
 
