@@ -343,7 +343,7 @@ def cmd_readme(a) -> None:
         if i == start:
             cmd += " && bash scripts/gpu/run.sh chain --background"
         table.append(f"| {i + 1} | {', '.join(f'`{n}`' for n in c)} ({mib(size)}) | `{cmd}` |")
-    table.append(f"| {len(calls) + 1}… | – | `bash scripts/gpu/run.sh follow` (timeout 600 s; again until \"chain done\"): "
+    table.append(f"| {len(calls) + 1}… | – | `bash scripts/gpu/run.sh follow` (timeout 600 s; again until \"chain ended\"): "
                  "out.tgz and db.tgz come back in the call's $OUT |")
     lines += ["", f"Upload calls (<= {a.mb} MiB each; a folder's files land in /tmp/stage):", *table]
     (dest / "README.txt").write_text("\n".join(lines) + "\n")

@@ -95,6 +95,7 @@ vllm)
 chain)
   # Everything after the uploads, in order, as one background job started as soon as the model
   # parts are there: prepare, then (once the vLLM parts have arrived) vllm, bench, sweep.
+  rm -f "$W/chain.done" "$W/out/final.json"  # an earlier chain's on this warm machine would end `follow` early
   "$0" prepare > "$W/prepare.log" 2>&1; echo $? > "$W/prepare.rc"
   [ "$(cat "$W/prepare.rc")" = 0 ] || { echo "prepare failed"; tail -40 "$W/prepare.log"; }
   # How many parts: vllm-kit.count (kit.sh puts it beside the last part), or $VLLM_PARTS.
@@ -120,16 +121,26 @@ follow)
   # Wait for the chain inside one call, keeping this call's $OUT current every 15 s: out.tgz (the
   # tables, logs and P2's server logs) and, once the sweep's winner is judged, db.tgz (optuna.db,
   # mlflow.db). A call cut off when the device time runs out still brings back what $OUT holds.
+  # Ends when the chain does (chain.rc, written however it ended) or after FOLLOW_S (default 570 s,
+  # inside a 600 s call): then call it again.
   [ "$OUT" = "$W/out" ] && { echo "follow: run it in the foreground of a call (its own \$OUT)"; exit 2; }
-  pack() { tar -czf "$OUT/.out.tgz" -C "$W" out $(cd "$W" && ls -d p2-logs-* chain.log 2>/dev/null) 2>/dev/null \
-             && mv "$OUT/.out.tgz" "$OUT/out.tgz"; }
-  dbs() { tar -czf "$OUT/.db.tgz" -C "$W" $(cd "$W" && ls mlruns*/optuna.* mlruns*/mlflow.db 2>/dev/null) 2>/dev/null \
-            && mv "$OUT/.db.tgz" "$OUT/db.tgz"; }
-  packed=0
+  [ -f "$W/chain.log" ] || { echo "follow: no chain started on this machine ($W/chain.log missing)"; exit 1; }
+  pack() {  # tar exits 1 when a file changed while it read it (the logs grow): still a good archive
+    tar -czf "$OUT/.$1.tgz" --warning=no-file-changed --warning=no-file-removed -C "$W" "${@:2}" 2>/dev/null
+    [ $? -le 1 ] && mv "$OUT/.$1.tgz" "$OUT/$1.tgz"
+  }
+  outs() { pack out out $(cd "$W" && ls -d p2-logs-* chain.log 2>/dev/null); }
+  dbs() { pack db $(cd "$W" && ls mlruns*/optuna.* mlruns*/mlflow.db 2>/dev/null); }
+  packed=0; t0=$SECONDS
   while :; do
-    pack
+    outs
     if [ $packed = 0 ] && [ -f "$W/out/final.json" ]; then dbs; packed=1; echo "sweep's results packed $(date +%T)"; fi
-    if [ -f "$W/chain.done" ]; then pack; dbs; echo "chain done $(date +%T)"; tail -n 3 "$W/chain.log"; break; fi
+    if [ -f "$W/chain.rc" ]; then
+      outs; dbs; echo "chain ended (exit $(cat "$W/chain.rc")) $(date +%T)"; tail -n 3 "$W/chain.log"; break
+    fi
+    if [ $((SECONDS - t0)) -ge "${FOLLOW_S:-570}" ]; then
+      dbs; echo "chain still running after ${FOLLOW_S:-570} s: call follow again"; tail -n 2 "$W/chain.log"; break
+    fi
     sleep 15
   done
   ;;

@@ -181,21 +181,21 @@ def _build(tmp_path: Path, name: str, tokenizer, manifest: dict) -> Path:
 
 
 def test_a_build_trained_with_a_splitting_tokenizer_is_not_reused(tmp_path):
-    """A build trained on a broken GGUF rebuild has the config hash of a sound one: reuse checks
-    its tokenizer (once; the share is recorded in candidate.json) and trains it again."""
+    """A build trained on a broken GGUF rebuild has the config hash of a sound one: reuse measures
+    the tokenizer of a build that recorded no share, and trains a splitting one again. Reading
+    never writes (a reader must not race a rebuild of the same folder)."""
     from tournament.train.build import _complete, _reuse_or_build
 
     logs: list[str] = []
     sound = _build(tmp_path, "sound", _tokenizer(-0.5), {"id": "sound"})
     assert _complete(sound, logs.append) and not logs
-    assert json.loads((sound / "candidate.json").read_text())["tokenizer_word_split_share"] == 0.0
+    assert json.loads((sound / "candidate.json").read_text()) == {"id": "sound"}
 
     broken = _build(tmp_path, "broken", _tokenizer(-50.0), {"id": "broken"})
     retrained: list[Path] = []
     got = _reuse_or_build(broken, False, logs.append, lambda: retrained.append(broken) or broken / "model")
     assert retrained == [broken] and got == broken / "model"
     assert any(line.startswith(f"not reusing {broken}: its tokenizer splits 100%") for line in logs), logs
-    assert json.loads((broken / "candidate.json").read_text())["tokenizer_word_split_share"] == 1.0
 
 
 def test_a_recorded_share_decides_without_loading_the_tokenizer(tmp_path):
@@ -209,13 +209,53 @@ def test_a_recorded_share_decides_without_loading_the_tokenizer(tmp_path):
     assert _complete(build)
 
 
-def test_an_unreadable_tokenizer_or_manifest_leaves_reuse_as_it_was(tmp_path):
-    from tournament.train.build import _complete
+@pytest.mark.parametrize("what", ["tokenizer not json", "tokenizer of the wrong shape", "manifest not json",
+                                  "manifest a list", "share a string", "manifest a folder"])
+def test_unreadable_files_leave_reuse_as_it_was(tmp_path, what):
+    """Files this check cannot read never crash a sweep or `tournament train`: the build is reused
+    as before the check (serving it says what is wrong)."""
+    from tournament.train.build import _build_split_share, _complete
 
-    build = _build(tmp_path, "b", _tokenizer(-0.5), {"id": "b"})
-    (build / "model" / "tokenizer.json").write_text("not a tokenizer")
-    (build / "model" / "tokenizer_config.json").write_text("{")
-    assert _complete(build)
-    assert "tokenizer_word_split_share" not in json.loads((build / "candidate.json").read_text())
-    (build / "candidate.json").write_text("{")
-    assert _complete(build)
+    build = _build(tmp_path, "b", _tokenizer(-50.0), {"id": "b"})
+    model, manifest = build / "model", build / "candidate.json"
+    if what == "tokenizer not json":
+        (model / "tokenizer.json").write_text("not a tokenizer")
+        (model / "tokenizer_config.json").write_text("{")
+    elif what == "tokenizer of the wrong shape":
+        (model / "tokenizer.json").write_text("{}")
+    elif what == "manifest not json":
+        manifest.write_text("{")
+    elif what == "manifest a list":
+        manifest.write_text("[]")
+    elif what == "share a string":
+        manifest.write_text(json.dumps({"tokenizer_word_split_share": "0.5"}))
+    else:
+        manifest.unlink()
+        manifest.mkdir()
+    # a manifest that is valid JSON but holds no record: the (splitting) tokenizer is measured
+    measured = what == "manifest a list"
+    assert _build_split_share(build) == (1.0 if measured else None)
+    assert _complete(build) is not measured
+
+
+def test_training_refuses_a_base_whose_tokenizer_splits_words(tiny_model_dir, tmp_path):
+    """A base model (not only a GGUF import) whose tokenizer cuts its vocabulary's words would
+    train a build that reuse then refuses, again and again: training stops before it starts."""
+    import shutil
+
+    from tournament.candidates import parse_candidate
+    from tournament.models.tokenizer_check import TokenizerSplitsWords
+    from tournament.train.build import ensure_built
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (base / f).unlink(missing_ok=True)
+    _tokenizer(-50.0).save_pretrained(str(base))
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"question": "What is a warp?", "answer": "32 threads."}) + "\n", encoding="utf-8")
+    cand = parse_candidate({"id": "split", "base": {"path": str(base)},
+                            "recipe": {"method": "full", "dataset": str(data), "batch_size": 1, "epochs": 1}})
+    with pytest.raises(TokenizerSplitsWords, match=r"split: the base model .* splits 100%"):
+        ensure_built(cand, tmp_path / "builds", max_steps=1, device="cpu")
+    assert not cand.build_dir(tmp_path / "builds", 1).exists()

@@ -87,22 +87,27 @@ def test_enqueued_entries_naming_the_same_settings_share_one_engine_group(tiny_m
 
 
 
-def test_enqueued_groups_run_in_the_order_the_file_names_them(tiny_model_dir, tiny_qa_file):
+def test_enqueued_groups_run_in_the_order_the_file_names_them(tiny_model_dir, tiny_qa_file, tmp_path):
     """A sweep cut short by --timeout runs the groups the user wrote first: entries of one group
     run together (one server start), groups in file order (a sort on the settings' text would run
-    kv_cache_dtype auto before the fp8 group written first)."""
-    from tournament.study.inputs import resolve_candidates
-    from tournament.study.space import enqueue_params, grouped_in_file_order
+    kv_cache_dtype auto before the fp8 group written first). Read from the study the sweep
+    creates: Optuna hands waiting trials out in the order they were enqueued."""
+    from optuna.trial import TrialState
+
+    from tournament.study.sweep import Sweep
+    from tournament.study.sweep_result import SweepOptions
 
     space = {"engine": {"engine": "transformers", "device": "cpu", "kv_cache_dtype": ["auto", "fp8"]},
              "decode": {"max_tokens": [4, 6, 8]}}
     entries = [{"engine": {"kv_cache_dtype": k}, "decode": {"max_tokens": m}}
                for k, m in (("fp8", 4), ("auto", 4), ("fp8", 6), ("auto", 8))]
     cfg = _cfg(str(tiny_model_dir), str(tiny_qa_file), space=space, enqueue=entries)
-    cands = resolve_candidates(cfg)
-    ordered = grouped_in_file_order([(enqueue_params(e, cfg, cands), e) for e in cfg.enqueue])
-    assert [(p["engine.kv_cache_dtype"], p["decode.max_tokens"]) for p, _ in ordered] == [
-        ("fp8", 4), ("fp8", 6), ("auto", 4), ("auto", 8)]
+    runs = tmp_path / "runs"
+    sweep = Sweep(cfg, SweepOptions(trials=4, study="order", storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                                    runs_dir=runs, tracking=False), echo=lambda s: None)
+    waiting = sorted(sweep._study().get_trials(states=(TrialState.WAITING,)), key=lambda t: t.number)
+    assert [(t.system_attrs["fixed_params"]["engine.kv_cache_dtype"], t.system_attrs["fixed_params"]["decode.max_tokens"])
+            for t in waiting] == [("fp8", 4), ("fp8", 6), ("auto", 4), ("auto", 8)]
 
 
 def test_bad_compilation_config_values_and_fixed_list_settings(tiny_model_dir, tiny_qa_file):

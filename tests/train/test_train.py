@@ -79,7 +79,7 @@ def test_train_merge_and_manifest(tiny_model_dir, dataset, tmp_path, method):
     curve = doc["train"]["loss_curve"]
     assert [s for s, _ in curve] == [1, 2, 3] and all(loss > 0 for _, loss in curve)
     assert doc["train"]["steps"] == 3 and doc["wall_seconds"] > 0
-    assert "tokenizer_word_split_share" in doc  # None: the tiny vocabulary is too small to judge
+    assert doc["tokenizer_word_split_share"] is None  # the tiny vocabulary is too small to judge
     # a plain HF directory: merged weights, no adapter, tokenizer beside them
     assert (model_dir / "tokenizer.json").exists() and not (model_dir / "adapter_config.json").exists()
     after, before = _tensors(model_dir), _tensors(tiny_model_dir)

@@ -144,7 +144,6 @@ def enqueue_params(entry: dict[str, Any], cfg: SweepConfig, candidates) -> dict[
     return params
 
 
-
 def grouped_in_file_order(entries: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
     """Enqueued (params, entry) pairs with each group's entries together (one server start per
     group: the same params but decode and mode), the groups in the order the sweep file first

@@ -18,8 +18,8 @@ settings) group. A worker asks Optuna for a trial with every parameter free; the
 lands in is started, and the next ``decode_trials_per_engine - 1`` trials of this worker are asked
 with the group's parameters fixed (``PartialFixedSampler`` over the same TPE sampler), so only
 decode settings / mode change and they reach the running server through ``POST /admin/config``
-(sweep mode only). Enqueued known-good configurations are sorted by group. A new group kills the
-old servers (their port and GPU memory are freed) before starting.
+(sweep mode only). Enqueued known-good configurations run group by group, in the file's order. A
+new group kills the old servers (their port and GPU memory are freed) before starting.
 
 Resume: trials live in the Optuna storage. A RUNNING trial whose worker process is gone (same
 host, pid dead; or a stale heartbeat from another host) is marked FAIL and its parameters are

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from tournament.candidates import Candidate, CandidateError, load_candidate, with_dataset
-from tournament.files import sha256_file, write_json_atomic
+from tournament.files import sha256_file
 from tournament.machine import die_with_parent, library_versions
 from tournament.models.tokenizer_check import MAX_SPLIT_SHARE, word_split_share
 from tournament.paths import REPO_ROOT
@@ -91,9 +91,9 @@ def ensure_built(
     """Return a servable HF model directory for `candidate`, building it when needed.
 
     method none (and no checkpoint quantization): the base model directory itself.
-    Otherwise `builds_dir/<id>-<hash12>/model`, reused when its `candidate.json` exists (unless
-    `force`); else trained (into `<build>.tmp`, renamed on success; `resume` continues from the
-    last checkpoint there). `mlflow_uri`: log the training there; MLflow is opened before the base
+    Otherwise `builds_dir/<id>-<hash12>/model`, reused when its `candidate.json` exists and its
+    tokenizer reads words whole (`_complete`; unless `force`); else trained (into `<build>.tmp`,
+    renamed on success; `resume` continues from the last checkpoint there). `mlflow_uri`: log the training there; MLflow is opened before the base
     model is resolved, and `TrackingError` stops the build when it cannot start."""
     if not candidate.needs_build():
         return resolve_base(candidate, models_dir, log)
@@ -204,29 +204,26 @@ def _complete(build: Path, log: Callable[[str], None] = lambda s: None) -> bool:
 
 
 def _build_split_share(build: Path) -> float | None:
-    """candidate.json's `tokenizer_word_split_share`; measured (and recorded there) for a build
-    made before training recorded it. None: no tokenizer, or too small a vocabulary to judge."""
-    manifest_path = build / "candidate.json"
+    """candidate.json's `tokenizer_word_split_share`, else (a build made before training recorded
+    it) measured on the build's tokenizer. None: no tokenizer, too small a vocabulary to judge, or
+    files that cannot be read (reused as before this check; serving them says what is wrong).
+    Nothing is written: a reader must not race a rebuild of the same folder."""
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except ValueError:  # reused as before this check; the build's own readers report it
+        manifest = json.loads((build / "candidate.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    if "tokenizer_word_split_share" in manifest:
-        return manifest["tokenizer_word_split_share"]
+    if isinstance(manifest, dict) and "tokenizer_word_split_share" in manifest:
+        share = manifest["tokenizer_word_split_share"]
+        return float(share) if isinstance(share, (int, float)) else None
     model = build / "model"
     if not any((model / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         return None
-    from transformers import AutoTokenizer
+    try:
+        from transformers import AutoTokenizer
 
-    try:
-        share, _ = word_split_share(AutoTokenizer.from_pretrained(str(model)))
-    except (OSError, ValueError):  # an unreadable tokenizer: serving it will say what is wrong
+        return word_split_share(AutoTokenizer.from_pretrained(str(model)))[0]
+    except Exception:  # noqa: BLE001 - any unreadable tokenizer (OSError, ValueError, KeyError ...)
         return None
-    try:
-        write_json_atomic(manifest_path, {**manifest, "tokenizer_word_split_share": share})
-    except OSError:  # a build folder we may read but not write: measure again next time
-        pass
-    return share
 
 
 def training_tracker(mlflow_uri: str | None) -> "Tracker | None":

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tournament.candidates import Candidate
 from tournament.files import sha256_file
 from tournament.machine import hardware, library_versions, pick_device
-from tournament.models.tokenizer_check import word_split_share
+from tournament.models.tokenizer_check import check_tokenizer
 from tournament.train.examples import IGNORE, CompletionCollator, encode_example, pack, read_rows
 
 if TYPE_CHECKING:
@@ -241,6 +241,9 @@ def train_sft(
     if not rows:
         raise ValueError(f"{ds_file}: no training rows")
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    # a tokenizer that cuts its own vocabulary's words would train a build that is never reused
+    # (build.py: _complete): refuse it before training, as a GGUF import does
+    split_share = check_tokenizer(tokenizer, f"{candidate.id}: the base model {base_dir}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     examples = [e for q, a in rows
@@ -343,7 +346,7 @@ def train_sft(
                         "sequences": len(seqs), "tokens": n_tokens, "answer_tokens": n_answer_tokens},
             "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
             # a build reused later is checked by this (train/build.py: _complete)
-            "tokenizer_word_split_share": word_split_share(tokenizer)[0],
+            "tokenizer_word_split_share": split_share,
             "versions": library_versions(TRAIN_LIBRARIES),
             "hardware": hardware(device),
             "train": {"method": r.method, "trainer": "transformers.Trainer", "steps": step,
