@@ -150,10 +150,10 @@ def grouped_in_file_order(entries: list[tuple[dict[str, Any], Any]]) -> list[tup
     names them: a sweep cut short by --timeout or --trials runs the groups the user put first."""
     order: dict[str, int] = {}
     for params, _ in entries:
-        order.setdefault(group_of(params), len(order))
-    return sorted(entries, key=lambda pe: order[group_of(pe[0])])  # stable: file order within a group
+        order.setdefault(_group_text(params), len(order))
+    return sorted(entries, key=lambda pe: order[_group_text(pe[0])])  # stable: file order within a group
 
 
-def group_of(params: dict[str, Any]) -> str:
+def _group_text(params: dict[str, Any]) -> str:  # a group's settings: all but decode and mode
     return json.dumps({k: v for k, v in params.items() if not k.startswith(("decode.", "mode"))},
                       sort_keys=True, default=str)

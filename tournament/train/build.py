@@ -93,8 +93,9 @@ def ensure_built(
     method none (and no checkpoint quantization): the base model directory itself.
     Otherwise `builds_dir/<id>-<hash12>/model`, reused when its `candidate.json` exists and its
     tokenizer reads words whole (`_complete`; unless `force`); else trained (into `<build>.tmp`,
-    renamed on success; `resume` continues from the last checkpoint there). `mlflow_uri`: log the training there; MLflow is opened before the base
-    model is resolved, and `TrackingError` stops the build when it cannot start."""
+    renamed on success; `resume` continues from the last checkpoint there). `mlflow_uri`: log the
+    training there; MLflow is opened before the base model is resolved, and `TrackingError` stops
+    the build when it cannot start."""
     if not candidate.needs_build():
         return resolve_base(candidate, models_dir, log)
     build = candidate.build_dir(builds_dir, max_steps)
