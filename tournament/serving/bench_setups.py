@@ -12,7 +12,8 @@ the same POST N more times to a batch-mode setup, each after emptying the prefix
 their median (``chars_per_s_again``): what a sweep, which times a server that has answered before,
 sees. On an H100 (2026-12-07, BENCHMARKS.md) a fresh server's first POST of 358 distinct questions
 ran 17 % below the same POST to another server of the same winner.json that had answered five
-before it: the two side by side, on one server, say whether that gap is the server's.
+before it: the two side by side, on one server, say whether that gap is the server's. In the
+later run that day the first POSTs ran at 0.98-1.05x the same servers' later ones: no such gap.
 
 ``engine_override="transformers"`` replaces every setup's engine block with the transformers
 engine: for smoke tests on a machine without vLLM (the CPU tests), never for numbers.
