@@ -56,6 +56,35 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def tokenizer_dir_has_chat_template(model_dir: Any) -> bool | None:
+    """Whether the tokenizer saved in `model_dir` carries a chat template, read from the files
+    transformers saves it in (``tokenizer_config.json``'s ``chat_template``, or
+    ``chat_template.jinja`` / ``.json`` beside it); None when the folder holds no tokenizer config
+    to tell (a GGUF file, a hub id)."""
+    import json
+    from pathlib import Path
+
+    d = Path(str(model_dir))
+    if any((d / f).is_file() for f in CHAT_TEMPLATE_FILES):
+        return True
+    try:
+        cfg = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return bool(cfg.get("chat_template")) if isinstance(cfg, dict) else None
+
+
+def effective_spec(spec: PromptSpec, has_template: bool) -> PromptSpec:
+    """The spec as `render_prompt` applies it: a chat spec on a tokenizer without a chat template
+    renders plain, and its system text is then unused. Two specs equal here render alike."""
+    if spec.style == "chat" and not has_template:
+        return spec.model_copy(update={"style": "plain", "system": None})
+    return spec
+
+
 def render_prompt(spec: PromptSpec, question: str, tokenizer: Any = None) -> str:
     """Return the exact text the model sees before its answer."""
     question = str(question)[: spec.max_question_chars]

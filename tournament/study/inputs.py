@@ -33,6 +33,11 @@ class Build:
     _dir: Path | None = None
     _error: str | None = None  # a build that failed once is not trained again in this sweep
 
+    @property
+    def built_dir(self) -> Path | None:
+        """Where the weights are, once `model_dir` has put them there (None before: nothing is built)."""
+        return self._dir
+
     def model_dir(self, log: Callable[[str], None] = _progress, gpu: str | None = None) -> Path:
         """Where the weights are now (building/fetching them when needed; `gpu`: the one GPU a
         training child may use)."""

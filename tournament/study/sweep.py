@@ -49,6 +49,7 @@ from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives, violations
 from tournament.study.optuna_private import trial_id
 from tournament.study.served import record_serve_config
+from tournament.study.served_prompt import ServedPrompts, served_params
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
 from tournament.study.recipes import OverBudget, RecipeBook, enqueue_recipe, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
@@ -91,6 +92,7 @@ class Sweep:
                                     together=cfg.start_builds_together,
                                     compile_cache=self.sdir / "compile-cache" if cfg.judge.cold_start else None)
         self.cache = AnswerCache(self.runs_dir)
+        self.prompts = ServedPrompts(cfg, self.echo)  # `chat` on a build without a chat template is `plain`
         self.overhead: list[dict[str, float]] = []
         self.sigint = threading.Event()  # set by run()'s SIGINT handler
         self.ran: list[int] = []
@@ -256,12 +258,15 @@ class Sweep:
                            build_seconds=build_s, builds=builds.to_dict() if builds else None)
 
     # -- one trial --------------------------------------------------------------------------
-    def _earlier(self, study, trial):
-        """A finished trial of this study with the same parameters (measured, not itself a repeat)."""
+    def _earlier(self, study, trial, plan: TrialPlan):
+        """A finished trial of this study with the same parameters as served (measured, not itself
+        a repeat)."""
         from optuna.trial import TrialState
 
+        mine = {**trial.params, "prompt": plan.prompt_variant} if "prompt" in trial.params else trial.params
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.number != trial.number and t.params == trial.params and "duplicate_of" not in t.user_attrs:
+            if (t.number != trial.number and served_params(t.params, t.user_attrs) == mine
+                    and "duplicate_of" not in t.user_attrs):
                 return t
         return None
 
@@ -276,7 +281,9 @@ class Sweep:
             except OverBudget as e:  # the budget is spent: the nearest built recipe instead
                 return self.recipes.redirect(study, trial, e)
             self.progress.trial(heading := trial_heading(trial.number, plan, trial.params))
-            earlier = self._earlier(study, trial)
+            if plan.candidate in self.candidates:
+                attempt.plan = plan = self.prompts.plan(trial, plan, self.candidates[plan.candidate])
+            earlier = self._earlier(study, trial, plan)
             if earlier is not None:
                 return self._repeat(study, trial, earlier)
             tdir.mkdir(parents=True, exist_ok=True)
