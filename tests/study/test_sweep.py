@@ -108,12 +108,17 @@ def test_sweep_records_trials_constraints_and_failures(swept):
         assert m["n_questions"] == 4 and m["health_seconds"] > 0
         assert t.user_attrs["serve_config"]["decode"]["max_tokens"] == t.params.get("decode.max_tokens")
         assert (runs / "studies" / "t" / "trials" / f"{t.number:04d}" / "answers.jsonl").exists()
+        # the overhead's parts: prefix-cache resets and the judge's own time (health poll, scoring)
+        assert m["overhead_reset_seconds"] > 0 and m["overhead_judge_seconds"] > 0
+        if "overhead_seconds" in m and m.get("start_seconds") == 0:  # decode-only: the parts are inside it
+            assert m["overhead_reset_seconds"] + m["overhead_judge_seconds"] <= m["overhead_seconds"] + 1e-6
     # engine grouping: after tiny's server started (trial 1), the next trials keep its group
     assert [t.params["candidate"] for t in trials[1:]] == ["tiny"] * 3
     # decode-only trials reused the server: one server log for the tiny group
     logs = list((runs / "studies" / "t" / "servers").glob("*.log"))
     assert len(logs) == 1
     assert summary["overhead"] and summary["overhead"]["decode_only_trials"] >= 1
+    assert 0 < summary["overhead"]["overhead_reset_seconds_median"] <= summary["overhead"]["overhead_seconds_median"]
     assert not list((runs / "servers").glob("*.json"))  # pidfile removed on a clean exit
 
 

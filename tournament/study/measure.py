@@ -25,6 +25,7 @@ speed is ``median - 1.4826 MAD`` and the relative spread ``1.4826 MAD / median``
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -105,10 +106,17 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
             health_seconds: float | None, speed: SpeedPlan | None = None) -> Measurement:
     from tournament.judge.emulator import judge
 
+    # where a trial's time outside the POSTs goes (decode-only trial overhead, docs/tournament.md)
+    outside = {"overhead_reset_seconds": 0.0, "overhead_judge_seconds": 0.0}
+
     def run(url, qs, refs, score):
+        t0 = time.perf_counter()
         reset_prefix_cache(url)  # timed as a fresh server: nothing of an earlier POST cached
+        t1 = time.perf_counter()
         rep = judge(url, qs, refs, health_timeout=health_timeout, predict_timeout=predict_timeout,
                     poll=0.05, score=score)
+        outside["overhead_reset_seconds"] += t1 - t0
+        outside["overhead_judge_seconds"] += max(0.0, time.perf_counter() - t1 - rep.predict_seconds)
         if rep.failed:
             raise RuntimeError(f"judge run failed ({url}): {rep.reason}")
         return rep
@@ -177,6 +185,7 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
                       "answer_chars_max": float(max(lens)), "answer_chars_min": float(min(lens)),
                       "empty_answers": float(sum(1 for a in first.answers if not a))})
     m["predict_seconds_total"] = predict_total
+    m.update(outside)
     m["health_seconds"] = health_seconds
     m["two_builds"] = 1.0 if unseen_url else 0.0
     return out

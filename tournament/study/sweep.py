@@ -66,6 +66,7 @@ from tournament.study.space import (
 
 log = logging.getLogger(__name__)
 ACCURACY_KEYS = ("seen_", "unseen_", "predicted_", "accuracy", "zh_rougeL")
+OVERHEAD_KEYS = ("overhead_seconds", "overhead_ratio", "overhead_reset_seconds", "overhead_judge_seconds")
 GROUP_REPEATS = 3  # repeats in a row inside one engine group before the group is released
 
 
@@ -382,8 +383,7 @@ class Sweep:
         metrics["overhead_seconds"] = max(0.0, elapsed - metrics["predict_seconds_total"])
         metrics["overhead_ratio"] = metrics["overhead_seconds"] / max(metrics["predict_seconds_total"], 1e-9)
         self.overhead.append({"trial": trial.number, "decode_only": not attempt.started,
-                              "overhead_seconds": metrics["overhead_seconds"],
-                              "overhead_ratio": metrics["overhead_ratio"]})
+                              **{k: metrics[k] for k in OVERHEAD_KEYS if k in metrics}})
         return measurement
 
     def _tell(self, study, trial, serve_config, metrics: dict[str, Any], health_s: float | None) -> list[str]:

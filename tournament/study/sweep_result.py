@@ -47,6 +47,12 @@ class SweepResult:
         ratios = [o["overhead_ratio"] for o in self.overhead if o.get("decode_only")]
         if not ratios:
             return None
-        secs = [o["overhead_seconds"] for o in self.overhead if o.get("decode_only")]
-        return {"decode_only_trials": len(ratios), "overhead_ratio_median": statistics.median(ratios),
-                "overhead_ratio_max": max(ratios), "overhead_seconds_median": statistics.median(secs)}
+        decode_only = [o for o in self.overhead if o.get("decode_only")]
+        out = {"decode_only_trials": len(ratios), "overhead_ratio_median": statistics.median(ratios),
+               "overhead_ratio_max": max(ratios),
+               "overhead_seconds_median": statistics.median(o["overhead_seconds"] for o in decode_only)}
+        for part in ("reset", "judge"):  # where it went: prefix-cache resets; health polls + scoring
+            values = [o[f"overhead_{part}_seconds"] for o in decode_only if f"overhead_{part}_seconds" in o]
+            if values:
+                out[f"overhead_{part}_seconds_median"] = statistics.median(values)
+        return out

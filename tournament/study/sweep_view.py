@@ -32,8 +32,12 @@ def summary_lines(res: Any, runs_dir: Path | None) -> list[str]:
                      + f"; {b['reused']} reused, {b['failed']} failed" + ("; budget spent" if b["spent"] else ""))
     o = res.overhead_summary()
     if o:
+        parts = ("" if "overhead_reset_seconds_median" not in o else
+                 f" (of it: prefix-cache resets {o['overhead_reset_seconds_median']:.2f} s, the judge's health "
+                 f"polls and scoring {o.get('overhead_judge_seconds_median', 0.0):.2f} s)")
         lines.append(f"decode-only trial overhead: median {o['overhead_seconds_median']:.2f} s, "
-                     f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})")
+                     f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})"
+                     + parts)
     lines.append(f"next: tournament board --study {res.study}" + (f" --runs-dir {runs_dir}" if runs_dir else ""))
     return lines
 
