@@ -56,19 +56,22 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+# Where transformers saves a chat template beside tokenizer_config.json (chat_template.json is a
+# processor's; counted too, so a doubt never merges two prompts).
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+CHAT_TEMPLATE_DIR = "additional_chat_templates"
 
 
 def tokenizer_dir_has_chat_template(model_dir: Any) -> bool | None:
     """Whether the tokenizer saved in `model_dir` carries a chat template, read from the files
-    transformers saves it in (``tokenizer_config.json``'s ``chat_template``, or
-    ``chat_template.jinja`` / ``.json`` beside it); None when the folder holds no tokenizer config
-    to tell (a GGUF file, a hub id)."""
+    transformers saves it in (``tokenizer_config.json``'s ``chat_template``,
+    ``chat_template.jinja`` beside it, named templates in ``additional_chat_templates/``); None
+    when the folder holds no tokenizer config to tell (a GGUF file, a hub id)."""
     import json
     from pathlib import Path
 
     d = Path(str(model_dir))
-    if any((d / f).is_file() for f in CHAT_TEMPLATE_FILES):
+    if any((d / f).is_file() for f in CHAT_TEMPLATE_FILES) or any((d / CHAT_TEMPLATE_DIR).glob("*")):
         return True
     try:
         cfg = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))

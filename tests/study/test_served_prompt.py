@@ -92,3 +92,29 @@ def test_sweep_serves_chat_as_plain_only_when_the_build_has_no_chat_template(
         assert chat.user_attrs["duplicate_of"] == plain.number
         assert chat.values == plain.values
         assert not (runs / "studies" / "aliases" / "trials" / f"{chat.number:04d}").exists()
+
+
+def test_named_templates_count_and_a_gguf_or_unbuilt_candidate_is_never_merged(tiny_model_dir, tiny_qa_file,
+                                                                                 tmp_path):
+    from tournament.study.config import load_sweep_config
+    from tournament.study.inputs import Build, ResolvedCandidate
+    from tournament.study.served_prompt import ServedPrompts
+
+    bare = without_chat_template(tiny_model_dir, tmp_path / "bare")
+    named = without_chat_template(tiny_model_dir, tmp_path / "named")
+    (named / "additional_chat_templates").mkdir()
+    (named / "additional_chat_templates" / "default.jinja").write_text("{{ messages[0]['content'] }}")
+    assert tokenizer_dir_has_chat_template(named) is True
+    cfg = load_sweep_config(_sweep_file(tmp_path, bare, tiny_qa_file))
+    lines: list[str] = []
+
+    def candidate(model: Path, **kw) -> ResolvedCandidate:
+        return ResolvedCandidate(id=f"{model.name}{kw}", prompt={}, engine={}, info={},
+                                 builds={"base": Build("base", "h", model_path=str(model))}, **kw)
+
+    prompts = ServedPrompts(cfg, lines.append)
+    assert prompts.aliases(candidate(bare)) == {"plain": "plain", "chat": "plain"}
+    assert prompts.aliases(candidate(named)) == {"plain": "plain", "chat": "chat"}
+    assert prompts.aliases(candidate(bare, gguf_file="model.gguf")) == {}  # its template is in the file
+    assert prompts.aliases(candidate(tmp_path / "not-built-yet")) == {}
+    assert len(lines) == 1 and "'chat' served as 'plain'" in lines[0]

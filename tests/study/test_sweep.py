@@ -223,6 +223,7 @@ def test_cache_reuses_answers_and_speed(swept):
     assert new.state == TrialState.COMPLETE and new.user_attrs["cache"] == "answers+speed"
     assert new.values == done[0].values
     assert not (runs / "studies" / "t2" / "servers").exists()  # no server started
+    assert not any(k.startswith("overhead_") for k in new.user_attrs["metrics"])  # not this trial's time
     # the same parameters again inside study t: a repeat, not a measurement, not a counted trial
     st = _study(runs)
     before = len(st.get_trials())

@@ -9,13 +9,16 @@ reads run-to-run noise as a difference (one H100, 2026-12-07: identical answers 
 
 So the sweep serves each variant as one that renders alike for the candidate's build (a variant
 that renders as written, ``plain`` here): the trial shares that variant's servers and answer
-cache, and is a repeat of a finished trial with the same served settings. The trial keeps the drawn name in its
-parameters; ``prompt_served_as`` (a user attribute) names what was served.
+cache, and is a repeat of a finished trial with the same served settings. The trial keeps the
+drawn name in its parameters; ``prompt_served_as`` (a user attribute) names what was served.
+What is not known for sure merges nothing: a build not in place yet, a tokenizer folder without a
+config, a candidate served from a GGUF file (whose template lives in the file).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from tournament.study.config import SweepConfig
@@ -33,11 +36,15 @@ def served_variants(cfg: SweepConfig, rc: ResolvedCandidate, has_template: bool)
     from tournament.serving.config import deep_merge
 
     alike: dict[str, list[tuple[str, bool]]] = {}  # rendered spec -> [(variant, renders as written)]
+    out: dict[str, str] = {}
     for name, over in (cfg.space.prompt or {}).items():
-        spec = PromptSpec.model_validate(deep_merge(dict(rc.prompt), over or {}))
+        try:
+            spec = PromptSpec.model_validate(deep_merge(dict(rc.prompt), over or {}))
+        except ValueError:  # the trials that draw it fail with the reason; it stands for itself
+            out[name] = name
+            continue
         served = effective_spec(spec, has_template)
         alike.setdefault(served.model_dump_json(), []).append((name, served == spec))
-    out: dict[str, str] = {}
     for names in alike.values():
         rep = next((n for n, as_written in names if as_written), names[0][0])
         out.update({n: rep for n, _ in names})
@@ -56,12 +63,12 @@ class ServedPrompts:
             return self._known[rc.id]
         from tournament.prompting import tokenizer_dir_has_chat_template
 
+        if rc.gguf_file:  # the transformers engine takes the template from the GGUF file's metadata
+            return {}
         built = rc.ship.built_dir
-        if built is None and rc.ship.candidate_obj is None:  # a given model: finding it trains nothing
-            try:
-                built = rc.ship.model_dir()
-            except Exception:  # noqa: BLE001 - the trial that serves it reports why
-                return {}
+        given = Path(rc.ship.model_path) if rc.ship.candidate_obj is None and rc.ship.model_path else None
+        if built is None and given is not None and given.is_dir():  # a local model: nothing to fetch
+            built = given
         has = tokenizer_dir_has_chat_template(built) if built is not None else None
         if has is None:  # not built yet, or a tokenizer this cannot read: every name as itself
             return {}

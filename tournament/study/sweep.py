@@ -337,7 +337,7 @@ class Sweep:
     def _from_cache(self, trial, cached: dict[str, Any], attempt: "_Attempt") -> Measurement:
         """The cached path: everything from an earlier measurement of this configuration."""
         attempt.serve_config = cached["serve_config"]
-        metrics = dict(cached["metrics"])
+        metrics = {k: v for k, v in cached["metrics"].items() if k not in OVERHEAD_KEYS}  # not this trial's
         attempt.health_seconds = metrics.get("health_seconds")
         metrics["cached_speed"] = 1.0
         trial.set_user_attr("cache", "answers+speed")
