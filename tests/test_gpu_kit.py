@@ -174,7 +174,7 @@ def test_overlays_merge_into_a_sweep_whose_enqueued_values_are_in_its_space(over
 
     base = REPO / "sweeps" / ("gpu-gemma-recipes.yaml" if overlay.name.startswith("recipes") else "gpu-gemma.yaml")
     cfg = parse_sweep_config(deep_merge(yaml.safe_load(base.read_text()), json.loads(overlay.read_text())))
-    ids = {Path(str(c)).stem for c in cfg.candidates}
+    ids = {c.id if hasattr(c, "id") else Path(str(c)).stem for c in cfg.candidates}  # inline or a YAML path
     assert cfg.enqueue
     for entry in cfg.enqueue:
         assert entry.get("candidate", next(iter(ids))) in ids, entry
