@@ -63,8 +63,12 @@ def test_refit_and_honest_builds_are_measured_and_the_refit_ships(tmp_path, tiny
         assert (tdir / "answers.jsonl").exists() and (tdir / "answers_unseen.jsonl").exists()
         # the served model is the refit build (its own config hash), not the honest one
         assert cand["config_hash"][:12] in t.user_attrs["serve_config"]["model"]["path"]
-    logs = sorted(p.name for p in (runs_dir / "studies" / "two" / "servers").glob("*.log"))
-    assert any("-ship-" in n for n in logs) and any("-unseen-" in n for n in logs)
+    logs = sorted((runs_dir / "studies" / "two" / "servers").glob("*.log"))
+    assert any("-ship-" in p.name for p in logs) and any("-unseen-" in p.name for p in logs)
+    # only timed POSTs empty a prefix cache: the ship's speed POSTs, never the honest build's
+    resets = {role: sum(p.read_text(encoding="utf-8", errors="replace").count("prefix cache emptied")
+                        for p in logs if f"-{role}-" in p.name) for role in ("ship", "unseen")}
+    assert resets["unseen"] == 0 and resets["ship"] >= 3 * len(done), resets
 
     r = runner.invoke(app, ["board", "--runs-dir", str(runs_dir), "--study", "two", "--json",
                             "--ledger", str(tmp_path / "ledger.json")])

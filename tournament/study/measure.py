@@ -12,10 +12,14 @@ Per judge set of the sweep (the track's set first), on the running servers:
   scored (unseen accuracy). Its time never enters chars/s. A single build's seen and unseen
   accuracy are the same run.
 
-Before every judged POST the server's prefix cache is emptied (``POST /admin/reset_prefix_cache``,
-sweep mode only), so each POST is timed as the judge's fresh server would answer it: on an H100 a
-refit served fresh from its winner.json gave 16,903 chars/s on the distinct basic POST where the
-sweep, timing the same POST again on a warm prefix cache, had measured 22,277.
+Before every timed POST (the speed POSTs and the cycled one) the server's prefix cache is emptied
+(``POST /admin/reset_prefix_cache``, sweep mode only), so each is timed as the judge's fresh server
+would answer it: on an H100 a refit served fresh from its winner.json gave 16,903 chars/s on the
+distinct basic POST where the sweep, timing the same POST again on a warm prefix cache, had
+measured 22,277. The POSTs only scored (the honest build's, the ship's on the other sets) keep
+the cache: their time is not used, a cache hit reuses the KV of the same tokens (greedy answers
+stay as they are), and each reset walks vLLM's whole KV cache in Python: 55-70 ms on one H100 at
+``gpu_memory_utilization`` 0.5, half of a decode-only trial's overhead (2026-12-07).
 
 Then the judge model turns seen and unseen into a predicted judge accuracy with an sd. Speed is
 the median of the repeats; its noise is the MAD (scaled by 1.4826 to match an sd): the noise-aware
@@ -109,9 +113,10 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
     # where a trial's time outside the POSTs goes (decode-only trial overhead, docs/tournament.md)
     outside = {"overhead_reset_seconds": 0.0, "overhead_judge_seconds": 0.0}
 
-    def run(url, qs, refs, score):
+    def run(url, qs, refs, score, timed=False):
         t0 = time.perf_counter()
-        reset_prefix_cache(url)  # timed as a fresh server: nothing of an earlier POST cached
+        if timed:  # timed as a fresh server: nothing of an earlier POST cached
+            reset_prefix_cache(url)
         t1 = time.perf_counter()
         rep = judge(url, qs, refs, health_timeout=health_timeout, predict_timeout=predict_timeout,
                     poll=0.05, score=score)
@@ -137,13 +142,14 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
         # Only the first ship run is scored: greedy repeats answer alike, and scoring is CPU time
         # that would count as decode-only trial overhead.
         if workload is not None:
-            speed_reports = [run(ship_url, workload.questions, workload.references, i == 0)
+            speed_reports = [run(ship_url, workload.questions, workload.references, i == 0, timed=True)
                              for i in range(speed_repeats)]
             first = _part(speed_reports[0], workload.references, workload.sample_positions)
             reports = [first]
             predict_total += sum(r.predict_seconds for r in speed_reports)
         else:
-            reports = speed_reports = [run(ship_url, qs, refs, i == 0) for i in range(speed_repeats if s == track else 1)]
+            reports = speed_reports = [run(ship_url, qs, refs, i == 0, timed=s == track)
+                                       for i in range(speed_repeats if s == track else 1)]
             predict_total += sum(r.predict_seconds for r in reports)
         predict_total += unseen_rep.predict_seconds if unseen_rep else 0.0
         seen, seen_se = _accuracy(reports[0])
@@ -172,7 +178,7 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
             if workload is not None:
                 m["speed_pool_accuracy"] = _part(first, workload.references, workload.pool_positions).accuracy
                 if speed.cycled:
-                    rep = run(ship_url, cycled(qs, len(workload)), [], False)
+                    rep = run(ship_url, cycled(qs, len(workload)), [], False, timed=True)
                     predict_total += rep.predict_seconds
                     m["chars_per_s_cycled"] = rep.chars_per_s
             m.update({"seen_accuracy": seen, "unseen_accuracy": unseen, "seen_accuracy_stderr": seen_se,
