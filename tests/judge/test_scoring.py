@@ -145,3 +145,20 @@ def test_jieba_import_noise_is_silenced_only_there(tmp_path):
     assert r.stdout.strip() == "1.0"
     assert "invalid escape sequence" not in r.stderr
     assert r.stderr.count("pkg_resources") == 1 and "(ours)" in r.stderr  # the filter is not global
+
+
+def test_cutting_block_by_block_is_jiebas_own_cut():
+    """scoring._cut memoises jieba per block of text (jieba segments each block alone): on every
+    question and answer of the book's QA file, and on mixed English/number edge cases, it is
+    exactly jieba.lcut."""
+    import json
+
+    jieba = scoring._jieba()
+    texts = [m["content"] for line in (DATA / "data.jsonl").read_text(encoding="utf-8").splitlines()
+             for m in json.loads(line)["messages"]]
+    texts += ["", " ", "\n\n", "GPUs 与 x86_64 上的 C++/CUDA 11.8 程序，峰值 3.5GHz、95.5% 利用率",
+              "warp大小是32个线程.每个SM有4个warp调度器", "A100的HBM2e带宽约2TB/s（2039 GB/s）",
+              "kernel<<<grid, block>>>(d_A, d_B);", "第1次，第2次。\r\n第3次", "αβγ ΣΟΦΟΣ İstanbul K"]
+    assert len(texts) > 10_000
+    for text in texts:
+        assert list(scoring._cut(text)) == jieba.lcut(text), text

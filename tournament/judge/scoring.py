@@ -48,8 +48,21 @@ def warm_up() -> None:
 @lru_cache(maxsize=1 << 16)
 def _cut(text: str) -> tuple[str, ...]:
     """jieba.lcut, memoised: references repeat across every trial of a sweep. Anything jieba
-    cannot cut (None, a number) raises exactly as jieba.lcut would, unhashables a TypeError."""
-    return tuple(_jieba().lcut(text))
+    cannot cut (None, a number) raises exactly as jieba.lcut would, unhashables a TypeError.
+
+    Answers repeat in parts: the same build answering at another token cap or engine writes the
+    same clauses. jieba itself cuts a text block by block (its ``re_han_default`` splits the text
+    at spaces and punctuation, and each block is segmented alone), so the cut of a text is the
+    cuts of its blocks in order, each memoised (tests/judge/test_scoring.py checks this against
+    jieba.lcut on the book's QA texts)."""
+    if not isinstance(text, str):
+        return tuple(_jieba().lcut(text))
+    return tuple(word for block in _jieba().re_han_default.split(text) if block for word in _cut_block(block))
+
+
+@lru_cache(maxsize=1 << 18)
+def _cut_block(block: str) -> tuple[str, ...]:
+    return tuple(_jieba().lcut(block))
 
 
 def _judge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
