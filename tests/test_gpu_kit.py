@@ -187,3 +187,28 @@ def test_overlays_merge_into_a_sweep_whose_enqueued_values_are_in_its_space(over
                     assert encode_choice(v) in [encode_choice(c) for c in p.choices], (overlay.name, k, v)
                 elif p is None:
                     assert spec == v, (overlay.name, k, v, spec)
+
+
+@pytest.mark.parametrize("judged, size", [("basic", 292), ("bonus", 358)])
+def test_the_gpu_sweeps_speed_post_follows_the_judged_set(judged, size, tmp_path):
+    """sweep.sh's merge (scripts/gpu/merge_overlay.py): the speed proof, and with
+    SWEEP_OVERLAY_EXTRA='{"judge": {"set": "bonus"}}' the same proof picked on the bonus set, whose
+    speed POST is then the bonus set's 358 questions (gpu-gemma.yaml leaves its size to the set)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tournament.study.config import load_sweep_config
+
+    out = REPO / "sweeps" / f".overlay-test-{judged}.yaml"  # beside the sweep file: its paths resolve alike
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SWEEP_OVERLAY": "scripts/gpu/overlays/speed-proof.json",
+           "SWEEP_OVERLAY_EXTRA": json.dumps({"judge": {"set": judged}}) if judged != "basic" else ""}
+    try:
+        subprocess.run([sys.executable, "scripts/gpu/merge_overlay.py", "sweeps/gpu-gemma.yaml", str(out)],
+                       cwd=REPO, env=env, check=True, timeout=120)
+        cfg = load_sweep_config(out)
+    finally:
+        out.unlink(missing_ok=True)
+    assert cfg.judge.set == judged and (cfg.speed.questions or cfg.judge.questions) == size
+    assert len(cfg.enqueue) == 6 and cfg.speed_repeats == 2  # the overlay's

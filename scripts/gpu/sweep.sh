@@ -9,6 +9,8 @@
 # SWEEP_OVERLAY='{"speed_repeats": 2, "judge": {"cold_start": false}}' (JSON, or a JSON file such as
 # scripts/gpu/overlays/one-session.json) merges over the sweep file (dicts merged, other values
 # replaced) into sweeps/.overlay.yaml, run instead: a proof that must fit one device session.
+# SWEEP_OVERLAY_EXTRA='{"judge": {"set": "bonus"}}' (JSON) merges over that too: the same proof
+# with the winner picked on the bonus set (P2 then runs on the set the winner was picked for).
 # SWEEP_GPUS=0,1: one worker per GPU (builds spread over them first); SWEEP_STORAGE: the Optuna
 # storage URL (e.g. journal:/tmp/work/mlruns/optuna.journal) that board and pick then read too.
 set -uo pipefail
@@ -20,17 +22,9 @@ mkdir -p "$OUT" "$RUNS"
 T="python3 -m tournament.cli"
 CONFIG=${SWEEP_CONFIG:-sweeps/gpu-gemma.yaml}
 if [ -n "${SWEEP_OVERLAY:-}" ]; then
-  python3 - "$CONFIG" sweeps/.overlay.yaml <<'EOF'
-import json, os, sys
-import yaml
-from tournament.serving.config import deep_merge
-doc = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
-over = os.environ["SWEEP_OVERLAY"]
-doc = deep_merge(doc, json.loads(over if over.lstrip().startswith("{") else open(over, encoding="utf-8").read()))
-open(sys.argv[2], "w", encoding="utf-8").write(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
-EOF
+  python3 scripts/gpu/merge_overlay.py "$CONFIG" sweeps/.overlay.yaml || exit 1
   CONFIG=sweeps/.overlay.yaml
-  echo "sweep overlay: $SWEEP_OVERLAY" | tee "$OUT/overlay.txt"
+  echo "sweep overlay: $SWEEP_OVERLAY${SWEEP_OVERLAY_EXTRA:+ + $SWEEP_OVERLAY_EXTRA}" | tee "$OUT/overlay.txt"
 fi
 t0=$SECONDS
 ST=(${SWEEP_STORAGE:+--storage "$SWEEP_STORAGE"})
