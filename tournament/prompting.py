@@ -82,10 +82,11 @@ def tokenizer_dir_has_chat_template(model_dir: Any) -> bool | None:
 
 def effective_spec(spec: PromptSpec, has_template: bool) -> PromptSpec:
     """The spec as `render_prompt` applies it: a chat spec on a tokenizer without a chat template
-    renders plain, and its system text is then unused. Two specs equal here render alike."""
-    if spec.style == "chat" and not has_template:
-        return spec.model_copy(update={"style": "plain", "system": None})
-    return spec
+    renders plain, and a plain prompt has no system text. Two specs equal here render alike."""
+    if spec.style == "chat" and has_template:
+        return spec
+    return spec if spec.style == "plain" and spec.system is None else spec.model_copy(
+        update={"style": "plain", "system": None})
 
 
 def render_prompt(spec: PromptSpec, question: str, tokenizer: Any = None) -> str:

@@ -40,12 +40,13 @@ def test_effective_spec_renders_as_render_prompt_does(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
     chat = PromptSpec(style="chat", system="Answer briefly.")
-    plain = PromptSpec()
+    plain, plain_system = PromptSpec(), PromptSpec(system="Answer briefly.")
     for folder in (tiny_model_dir, without_chat_template(tiny_model_dir, tmp_path / "bare")):
         tok = AutoTokenizer.from_pretrained(str(folder))
         has = tokenizer_dir_has_chat_template(folder)
-        same_text = render_prompt(chat, "什么是 warp？", tok) == render_prompt(plain, "什么是 warp？", tok)
-        assert same_text == (effective_spec(chat, has) == effective_spec(plain, has)), folder
+        for a, b in ((chat, plain), (plain_system, plain), (chat, plain_system)):
+            same_text = render_prompt(a, "什么是 warp？", tok) == render_prompt(b, "什么是 warp？", tok)
+            assert same_text == (effective_spec(a, has) == effective_spec(b, has)), (folder, a, b)
 
 
 def _sweep_file(tmp_path: Path, model: Path, qa: Path) -> Path:
