@@ -49,7 +49,7 @@ from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives, violations
 from tournament.study.optuna_private import trial_id
 from tournament.study.served import record_serve_config
-from tournament.study.served_prompt import ServedPrompts, served_params
+from tournament.study.served_prompt import SERVED_AS, ServedPrompts, served_params
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
 from tournament.study.recipes import OverBudget, RecipeBook, enqueue_recipe, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
@@ -264,7 +264,7 @@ class Sweep:
         a repeat)."""
         from optuna.trial import TrialState
 
-        mine = {**trial.params, "prompt": plan.prompt_variant} if "prompt" in trial.params else trial.params
+        mine = served_params(trial.params, {SERVED_AS: plan.prompt_variant})
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if (t.number != trial.number and served_params(t.params, t.user_attrs) == mine
                     and "duplicate_of" not in t.user_attrs):

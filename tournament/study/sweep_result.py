@@ -44,10 +44,10 @@ class SweepResult:
         return measured / minutes if minutes > 0 and measured else None
 
     def overhead_summary(self) -> dict[str, float] | None:
-        ratios = [o["overhead_ratio"] for o in self.overhead if o.get("decode_only")]
-        if not ratios:
-            return None
         decode_only = [o for o in self.overhead if o.get("decode_only")]
+        if not decode_only:
+            return None
+        ratios = [o["overhead_ratio"] for o in decode_only]
         out = {"decode_only_trials": len(ratios), "overhead_ratio_median": statistics.median(ratios),
                "overhead_ratio_max": max(ratios),
                "overhead_seconds_median": statistics.median(o["overhead_seconds"] for o in decode_only)}
