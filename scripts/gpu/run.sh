@@ -61,7 +61,11 @@ wait_for() {  # wait for a background phase to finish; fail if it failed
 case "$PHASE" in
 prepare)
   set -e
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/stage/*.whl
+  # once per machine: a second chain on a warm machine finds them installed (/tmp/site stays)
+  if [ ! -f /tmp/site/.wheels-installed ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/stage/*.whl
+    touch /tmp/site/.wheels-installed
+  fi
   if [ -f /tmp/stage/gemma-tokenizer.tgz ] && [ ! -f /tmp/gemma-tokenizer/tokenizer.json ]; then
     mkdir -p /tmp/gemma-tokenizer && tar -xzf /tmp/stage/gemma-tokenizer.tgz -C /tmp/gemma-tokenizer
   fi
@@ -83,23 +87,28 @@ prepare)
   ;;
 vllm)
   set -e
+  [ -f /tmp/site/.vllm-installed ] && { python3 -c 'import vllm; print("vllm", vllm.__version__, "(installed before)")'; exit 0; }
   mkdir -p /tmp/kx
   cat /tmp/stage/vllm-kit.tar.part* | tar -xf - -C /tmp/kx
   (cd /tmp/kx && sha256sum -c --quiet SHA256SUMS)
   # prepare installed the project's wheels already, and kit.sh made sure that a package both ship is
   # the very same wheel: skip what /tmp/site has (name-version.dist-info), so nothing clashes there.
   new=(); for w in /tmp/kx/*.whl; do f=${w##*/}; [ -d "/tmp/site/$(echo "$f" | cut -d- -f1,2).dist-info" ] || new+=("$w"); done
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${new[@]}"
+  [ ${#new[@]} = 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${new[@]}"
   python3 -c 'import vllm; print("vllm", vllm.__version__)' | tee -a "$W/versions.txt"
+  touch /tmp/site/.vllm-installed
   ;;
 chain)
   # Everything after the uploads, in order, as one background job started as soon as the model
   # parts are there: prepare, then (once the vLLM parts have arrived) vllm, bench, sweep.
   rm -f "$W/chain.done" "$W/out/final.json"  # an earlier chain's on this warm machine would end `follow` early
+  # A second chain on a warm machine (the first one's results fetched by `follow`): its own out/
+  # (the first's moves to out.HHMMSS); the installs and the model are kept, so it starts at once.
+  if [ -n "$(ls -A "$W/out" 2>/dev/null)" ]; then mv "$W/out" "$W/out.$(date +%H%M%S)"; mkdir -p "$W/out"; fi
   "$0" prepare > "$W/prepare.log" 2>&1; echo $? > "$W/prepare.rc"
   [ "$(cat "$W/prepare.rc")" = 0 ] || { echo "prepare failed"; tail -40 "$W/prepare.log"; }
   # How many parts: vllm-kit.count (kit.sh puts it beside the last part), or $VLLM_PARTS.
-  t=0; while :; do
+  t=0; while [ ! -f /tmp/site/.vllm-installed ]; do
     want=${VLLM_PARTS:-$(cat /tmp/stage/vllm-kit.count 2>/dev/null || true)}
     [ -n "$want" ] && [ "$(ls /tmp/stage/vllm-kit.tar.part* 2>/dev/null | wc -l)" -ge "$want" ] && break
     sleep 2; t=$((t + 2)); [ $t -ge 1200 ] && { echo "vLLM parts never arrived"; exit 1; }; done
@@ -168,7 +177,8 @@ trainmem)
   ;;
 sweep)
   wait_for prepare 900 || exit 1
-  RUNS=$W/mlruns bash scripts/gpu/sweep.sh 2>&1 | tee "$OUT/sweep.log"
+  # SWEEP_RUNS: another runs folder (a second sweep on a warm machine: its own board and pick)
+  RUNS=${SWEEP_RUNS:-$W/mlruns} bash scripts/gpu/sweep.sh 2>&1 | tee "$OUT/sweep.log"
   ;;
 p2)
   # Needs the sweep phase's winner.json: every setup on the winner's build, each from an empty

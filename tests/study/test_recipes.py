@@ -203,6 +203,33 @@ def test_draws_derive_candidates_and_the_spent_budget_redirects(tmp_path, tiny_m
     assert not (tmp_path / "builds").exists()
 
 
+def test_a_fresh_recipe_frees_the_gpu_before_it_trains_and_a_built_one_does_not(tmp_path, tiny_model_dir,
+                                                                                monkeypatch):
+    """The sweep passes `before_build` (stop the running group's servers): called once, before
+    the first of a new recipe's builds starts, and not when the recipe is built already."""
+    import optuna
+
+    monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipes import RecipeBook
+
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    cfg = parse_sweep_config(yaml.safe_load(cfg_path.read_text()))
+    candidates = resolve_candidates(cfg)
+    calls = []
+    book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None,
+                      before_build=lambda: calls.append(list((tmp_path / "builds").glob("*/model"))))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    lora = {"base": "small", "recipe.method": "lora", "recipe.rank": 4, "recipe.learning_rate": 5e-4}
+    for _ in range(2):
+        study.enqueue_trial(lora)
+        trial = study.ask()
+        rc = book.draw(trial, "tiny", study)
+        book.ensure_built(study, trial, rc.id)
+    assert calls == [[]]  # once, and no build of it had started then
+    assert len(list((tmp_path / "builds").glob("*/model"))) == 2  # its refit and honest builds
+
+
 def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fields(
         tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
     """A recipe is a build and a server pair, so an enqueue entry's recipe is fixed, never left to

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tournament.judge import scoring
 from tournament.judge.rules import HEALTH_TIMEOUT, PREDICT_TIMEOUT
@@ -155,9 +155,11 @@ def judge(
     predict_timeout: float = PREDICT_TIMEOUT,
     poll: float = 1.0,
     score: bool = True,
+    after_post: Callable[[], None] | None = None,
 ) -> JudgeReport:
     """Run the judge against `url`. score=False skips accuracy (speed-only repeats of a sweep):
-    accuracy, zh_rougeL and scores are then left at 0 and `scored` is False."""
+    accuracy, zh_rougeL and scores are then left at 0 and `scored` is False. `after_post` runs once
+    the answers are in, before they are scored (a sweep starts its next prefix-cache reset there)."""
     scoring.warm_up()  # jieba's dictionary loads outside every timed region
     questions = [str(q) for q in questions]
     with http_client() as client:
@@ -167,6 +169,8 @@ def judge(
         mode = "batch" if status == "batch" else "serial"
         runner = run_batch if mode == "batch" else run_serial
         answers, spent, err = runner(client, url, questions, predict_timeout)
+    if after_post is not None and not err:
+        after_post()
     return _report(mode, questions, references, answers, spent, health_s, err, score)
 
 

@@ -19,7 +19,11 @@ distinct basic POST where the sweep, timing the same POST again on a warm prefix
 measured 22,277. The POSTs only scored (the honest build's, the ship's on the other sets) keep
 the cache: their time is not used, a cache hit reuses the KV of the same tokens (greedy answers
 stay as they are), and each reset walks vLLM's whole KV cache in Python: 55-70 ms on one H100 at
-``gpu_memory_utilization`` 0.5, half of a decode-only trial's overhead (2026-12-07).
+``gpu_memory_utilization`` 0.5, half of a decode-only trial's overhead (2026-12-07). So a reset
+starts as early as it safely can, in the background (``PrefixResets``): the ship server's first
+one while the honest build answers on its own server, each later one as soon as the previous
+timed POST's answers are in (while they are scored). The timed POST waits for it: the server has
+answered nothing between its reset and that POST, so the POST is timed exactly as before.
 
 Then the judge model turns seen and unseen into a predicted judge accuracy with an sd. Speed is
 the median of the repeats; its noise is the MAD (scaled by 1.4826 to match an sd): the noise-aware
@@ -29,9 +33,10 @@ speed is ``median - 1.4826 MAD`` and the relative spread ``1.4826 MAD / median``
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tournament.judge.rules import judge_set, row_in_set
 from tournament.serving.process import reset_prefix_cache
@@ -104,22 +109,67 @@ def _accuracy(report) -> tuple[float, float]:
     return report.accuracy, statistics.pstdev(report.scores) / n ** 0.5
 
 
+class PrefixResets:
+    """Prefix-cache resets started early, in the background, and waited for just before the timed
+    POST they are for. `start(url)` must be followed by `wait(url)` before anything else is sent
+    to that server; `wait` without a start resets there and then. `reset` is the call itself
+    (serve.py's admin endpoint: it runs on the server's generation thread, so never while a batch
+    runs). `seconds` sums how long the resets themselves took, hidden or not."""
+
+    def __init__(self, reset: Callable[[str], None] = reset_prefix_cache):
+        self._reset = reset
+        self._pending: dict[str, tuple[threading.Thread, list]] = {}
+        self.seconds = 0.0
+        self.count = 0
+
+    def _timed_reset(self, url: str, outcome: list) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._reset(url)
+        except Exception as e:  # raised by wait(), in the trial's thread
+            outcome.append(e)
+        self.seconds += time.perf_counter() - t0
+        self.count += 1
+
+    def start(self, url: str) -> None:
+        if url in self._pending:
+            return
+        outcome: list = []
+        t = threading.Thread(target=self._timed_reset, args=(url, outcome), daemon=True, name="prefix-reset")
+        self._pending[url] = (t, outcome)
+        t.start()
+
+    def wait(self, url: str) -> None:
+        """Returns once `url`'s prefix cache has been emptied (since its last POST)."""
+        if url not in self._pending:
+            self.start(url)
+        t, outcome = self._pending.pop(url)
+        t.join()
+        if outcome:
+            raise outcome[0]
+
+
 def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], references: Sequence[str],
             labels: Sequence[str | None], *, sets: Sequence[str], track: str, speed_repeats: int,
             judge_model: JudgeModel, health_timeout: float, predict_timeout: float,
             health_seconds: float | None, speed: SpeedPlan | None = None) -> Measurement:
     from tournament.judge.emulator import judge
 
-    # where a trial's time outside the POSTs goes (decode-only trial overhead, docs/tournament.md)
+    # where a trial's time outside the POSTs goes (decode-only trial overhead, docs/tournament.md):
+    # the resets count only as long as the trial waited for them
     outside = {"overhead_reset_seconds": 0.0, "overhead_judge_seconds": 0.0}
+    resets = PrefixResets()
 
-    def run(url, qs, refs, score, timed=False):
+    def run(url, qs, refs, score, timed=False, timed_next=False):
+        """One judged POST; `timed`: as a fresh server would answer it (nothing of an earlier POST
+        cached); `timed_next`: the next POST to `url` is timed too, so its reset starts as soon
+        as these answers are in."""
         t0 = time.perf_counter()
-        if timed:  # timed as a fresh server: nothing of an earlier POST cached
-            reset_prefix_cache(url)
+        if timed:
+            resets.wait(url)
         t1 = time.perf_counter()
         rep = judge(url, qs, refs, health_timeout=health_timeout, predict_timeout=predict_timeout,
-                    poll=0.05, score=score)
+                    poll=0.05, score=score, after_post=(lambda: resets.start(url)) if timed_next else None)
         outside["overhead_reset_seconds"] += t1 - t0
         outside["overhead_judge_seconds"] += max(0.0, time.perf_counter() - t1 - rep.predict_seconds)
         if rep.failed:
@@ -137,19 +187,24 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
     predict_total = 0.0
     for s, rows in idx.items():
         qs, refs = [questions[i] for i in rows], [references[i] for i in rows]
-        unseen_rep = run(unseen_url, qs, refs, True) if unseen_url else None
         workload = speed.workload(qs, refs) if speed is not None and s == track else None
+        cycled_post = workload is not None and speed.cycled
+        if s == track and unseen_url:  # the ship's first reset while the honest build answers
+            resets.start(ship_url)
+        unseen_rep = run(unseen_url, qs, refs, True) if unseen_url else None
         # Only the first ship run is scored: greedy repeats answer alike, and scoring is CPU time
         # that would count as decode-only trial overhead.
         if workload is not None:
-            speed_reports = [run(ship_url, workload.questions, workload.references, i == 0, timed=True)
+            speed_reports = [run(ship_url, workload.questions, workload.references, i == 0, timed=True,
+                                 timed_next=i < speed_repeats - 1 or cycled_post)
                              for i in range(speed_repeats)]
             first = _part(speed_reports[0], workload.references, workload.sample_positions)
             reports = [first]
             predict_total += sum(r.predict_seconds for r in speed_reports)
         else:
-            reports = speed_reports = [run(ship_url, qs, refs, i == 0, timed=s == track)
-                                       for i in range(speed_repeats if s == track else 1)]
+            n_runs = speed_repeats if s == track else 1
+            reports = speed_reports = [run(ship_url, qs, refs, i == 0, timed=s == track,
+                                           timed_next=s == track and i < n_runs - 1) for i in range(n_runs)]
             predict_total += sum(r.predict_seconds for r in reports)
         predict_total += unseen_rep.predict_seconds if unseen_rep else 0.0
         seen, seen_se = _accuracy(reports[0])
@@ -177,7 +232,7 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
                       else 0.0})
             if workload is not None:
                 m["speed_pool_accuracy"] = _part(first, workload.references, workload.pool_positions).accuracy
-                if speed.cycled:
+                if cycled_post:
                     rep = run(ship_url, cycled(qs, len(workload)), [], False, timed=True)
                     predict_total += rep.predict_seconds
                     m["chars_per_s_cycled"] = rep.chars_per_s
@@ -192,6 +247,8 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
                       "empty_answers": float(sum(1 for a in first.answers if not a))})
     m["predict_seconds_total"] = predict_total
     m.update(outside)
+    m["prefix_cache_resets"] = float(resets.count)
+    m["prefix_cache_reset_seconds"] = resets.seconds  # the resets' own time, hidden or waited for
     m["health_seconds"] = health_seconds
     m["two_builds"] = 1.0 if unseen_url else 0.0
     return out

@@ -181,8 +181,11 @@ class RecipeBook:
     with the sweep, keyed by the id a trial's plan names), builds them within the budget."""
 
     def __init__(self, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate], builds_dir: Path = Path("builds"),
-                 echo: Callable[[str], None] = print):
+                 echo: Callable[[str], None] = print, before_build: Callable[[], None] = lambda: None):
         self.cfg, self.candidates, self.builds_dir, self.echo = cfg, candidates, Path(builds_dir), echo
+        # called before this process trains a recipe: the sweep stops the running group's servers,
+        # whose GPU memory the builds need (the new recipe is a new group: they would stop anyway)
+        self.before_build = before_build
         self.templates = {k: rc for k, rc in candidates.items() if rc.candidate_obj is not None}
         self.drawn: dict[str, dict[str, Any]] = {}  # candidate key -> the drawn values
         self.built_once = False
@@ -338,12 +341,14 @@ class RecipeBook:
             study.set_user_attr(attr, {"id": rc.id, "status": "building", "trial": trial.number, "params": params,
                                        "seconds": 0.0})
             self.echo(f"recipe {rc.id}: building ({self.budget(study).describe()})")
+            self.before_build()
         t0 = time.monotonic()
         try:  # the refit and the honest build side by side, each in its child process
             from concurrent.futures import ThreadPoolExecutor
 
             # the first build of this process alone: it may import the shared base model (embedded gemma)
-            # and two at once only when build_workers allows it (two full SFTs of gemma-3-270m overflow an H100)
+            # and records the first peak; then two at once when build_workers allows it (`auto`: when
+            # two measured peaks fit the GPU's free memory)
             together = min(len(rc.builds), build_slots(self.cfg.build_workers, None, None)) if self.built_once else 1
             from tournament.train.memory import builds_at_once
 

@@ -66,7 +66,8 @@ from tournament.study.space import (
 
 log = logging.getLogger(__name__)
 ACCURACY_KEYS = ("seen_", "unseen_", "predicted_", "accuracy", "zh_rougeL")
-OVERHEAD_KEYS = ("overhead_seconds", "overhead_ratio", "overhead_reset_seconds", "overhead_judge_seconds")
+OVERHEAD_KEYS = ("overhead_seconds", "overhead_ratio", "overhead_reset_seconds", "overhead_judge_seconds",
+                 "prefix_cache_resets", "prefix_cache_reset_seconds")
 GROUP_REPEATS = 3  # repeats in a row inside one engine group before the group is released
 
 
@@ -83,7 +84,8 @@ class Sweep:
         self.eval = load_eval(cfg)  # first: it may build the split that trained candidates hash
         self.candidates = resolve_candidates(cfg)  # may build the refit dataset and its speed pool
         self.templates = dict(self.candidates)  # what `candidate` draws; drawn recipes join self.candidates
-        self.recipes = RecipeBook(cfg, self.candidates, echo=self.echo) if cfg.space.draws_recipes else None
+        self.recipes = RecipeBook(cfg, self.candidates, echo=self.echo, before_build=lambda: self.servers.stop()
+                                  ) if cfg.space.draws_recipes else None
         self.speed_plan, self.speed_pool_path = speed_plan(cfg)
         sp = self.speed_plan
         self.speed_key = json_hash([sp.pool, sp.size, sp.seed, sp.cycled], 16) if sp else None

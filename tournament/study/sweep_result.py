@@ -55,4 +55,7 @@ class SweepResult:
             values = [o[f"overhead_{part}_seconds"] for o in decode_only if f"overhead_{part}_seconds" in o]
             if values:
                 out[f"overhead_{part}_seconds_median"] = statistics.median(values)
+        spent = [o["prefix_cache_reset_seconds"] for o in decode_only if "prefix_cache_reset_seconds" in o]
+        if spent:  # the resets' own time: what was not waited for ran beside other work
+            out["prefix_cache_reset_seconds_median"] = statistics.median(spent)
         return out

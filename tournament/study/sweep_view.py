@@ -33,7 +33,9 @@ def summary_lines(res: Any, runs_dir: Path | None) -> list[str]:
     o = res.overhead_summary()
     if o:
         parts = ("" if "overhead_reset_seconds_median" not in o else
-                 f" (of it: prefix-cache resets {o['overhead_reset_seconds_median']:.2f} s, the judge's health "
+                 f" (of it: waiting for prefix-cache resets {o['overhead_reset_seconds_median']:.2f} s"
+                 + (f" of their {o['prefix_cache_reset_seconds_median']:.2f} s" if "prefix_cache_reset_seconds_median" in o
+                    else "") + f", the judge's health "
                  f"polls and scoring {o.get('overhead_judge_seconds_median', 0.0):.2f} s)")
         lines.append(f"decode-only trial overhead: median {o['overhead_seconds_median']:.2f} s, "
                      f"{o['overhead_ratio_median']:.1%} of generation time (max {o['overhead_ratio_max']:.1%})"
