@@ -3,9 +3,11 @@ YAML is trained once per `liger` setting (a compute-only field: the same config 
 setting gets its own builds folder), then one table row per build from its candidate.json, with
 how many such builds fit side by side on this GPU (tournament.train.memory.builds_that_fit, the
 rule `build_workers: auto` uses). TRAINMEM_MAX_STEPS caps every build (`--max-steps`: a short,
-comparable run); TRAINMEM_TOGETHER=N then also trains N builds of the first candidate at once
-with Liger (what `build_workers` would run side by side) and reports their combined steps per
-second against one build without Liger.
+comparable run); TRAINMEM_TOGETHER="N[:liger] ..." then also trains N builds of the first
+candidate at once for each entry (Liger on unless `:false`: what `build_workers` would run side by
+side) and reports their combined steps per second against one build without Liger.
+Every build runs as the sweep's build children do: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+unless the variable is set (train/build.py), so the reserved peak is the one `auto` plans with.
 Usage: train_memory.py OUT_DIR WORK_DIR CANDIDATE.yaml [...]   (TRAINMEM_LIGER="true false")"""
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[lis
              "--json", "--force"] + (["--max-steps", steps] if steps else []), builds, doc, yml)  # --force: never stale
 
 
-def together(candidate: Path, n: int, work: Path) -> dict:
-    """N builds with Liger at once on this GPU: their combined optimizer steps per second."""
-    runs = [command(candidate, "true", work, f"-x{n}-{i}") for i in range(n)]
+ALLOC_CONF = os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # children inherit it
+
+
+def together(candidate: Path, n: int, work: Path, liger: str = "true") -> dict:
+    """N builds at once on this GPU: their combined optimizer steps per second."""
+    runs = [command(candidate, liger, work, f"-x{n}-{i}") for i in range(n)]
     t0 = time.monotonic()
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd, *_ in runs]
     codes = [p.wait() for p in procs]
@@ -46,8 +51,8 @@ def together(candidate: Path, n: int, work: Path) -> dict:
     for _, builds, doc, _ in runs:
         for f in builds.glob(f"{doc['id']}-*/candidate.json"):
             steps += json.loads(f.read_text(encoding="utf-8"))["train"].get("steps") or 0
-    return {"builds_at_once": n, "liger": True, "ok": codes.count(0), "wall_s": round(wall, 1), "steps": steps,
-            "steps_per_s": round(steps / wall, 2) if wall else None}
+    return {"builds_at_once": n, "liger": liger, "ok": codes.count(0), "wall_s": round(wall, 1), "steps": steps,
+            "steps_per_s": round(steps / wall, 2) if wall else None, "alloc_conf": ALLOC_CONF}
 
 
 def train(candidate: Path, liger: str, work: Path) -> dict:
@@ -57,7 +62,7 @@ def train(candidate: Path, liger: str, work: Path) -> dict:
     wall = time.monotonic() - t0
     (work / f"{yml.stem}.log").write_text(out.stdout + out.stderr, encoding="utf-8")
     row = {"candidate": doc["id"], "method": doc["recipe"]["method"], "liger_setting": liger,
-           "wall_s": round(wall, 1), "ok": out.returncode == 0}
+           "wall_s": round(wall, 1), "ok": out.returncode == 0, "alloc_conf": ALLOC_CONF}
     manifests = sorted(builds.glob(f"{doc['id']}-*/candidate.json"))
     if out.returncode != 0 or not manifests:
         row.update(ok=False, error=(out.stderr or out.stdout or "no candidate.json written")[-600:])
@@ -91,15 +96,18 @@ def main() -> None:
             continue
         lines.append(f"| {r['candidate']} | {r['liger_setting']} → {r['liger_used']} | {r['train_s']} | {r['wall_s']} | "
                      f"{r['peak_allocated_gib']} | {r['peak_reserved_gib']} | {r.get('fit_side_by_side', '-')} |")
-    n = int(os.environ.get("TRAINMEM_TOGETHER", "0") or 0)
-    if n > 1 and sys.argv[3:]:
-        alone = next((r for r in rows if r["ok"] and r["liger_setting"] == "false"), None)
-        both = together(Path(sys.argv[3]), n, work)
+    alone = next((r for r in rows if r["ok"] and r["liger_setting"] == "false"), None)
+    one = f"{alone['steps'] / alone['wall_s']:.2f}" if alone and alone.get("steps") and alone.get("wall_s") else "-"
+    for entry in os.environ.get("TRAINMEM_TOGETHER", "").split():
+        n_text, _, liger = entry.partition(":")
+        n = int(n_text or 0)
+        if n < 2 or not sys.argv[3:]:
+            continue
+        both = together(Path(sys.argv[3]), n, work, liger or "true")
         print(json.dumps(both), flush=True)
         rows.append(both)
         (out / "trainmem.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-        one = f"{alone['steps'] / alone['wall_s']:.2f}" if alone and alone.get("steps") and alone.get("wall_s") else "-"
-        lines += ["", f"{n} builds with Liger at once: {both['steps']} steps in {both['wall_s']} s wall "
+        lines += ["", f"{n} builds at once, Liger {both['liger']}: {both['steps']} steps in {both['wall_s']} s wall "
                   f"({both['steps_per_s']} steps/s together, {both['ok']} of {n} finished); one build without "
                   f"Liger: {one} steps/s (both by wall clock, model loading included)"]
     (out / "trainmem.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
