@@ -99,6 +99,9 @@ def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
         assert cand["config_hash"][:12] in t.user_attrs["serve_config"]["model"]["path"]  # the refit is served
         assert rec["drawn"]["recipe.method"] in ("lora", "full") and rec["train_seconds"] > 0
         assert ("recipe.rank" in t.params) == (t.params["recipe.method"] == "lora")  # rank: LoRA only
+    for e in entries.values():  # the trial that trained a recipe: its training is build time, not overhead
+        m = next(t for t in done if t.number == e["trial"]).user_attrs["metrics"]
+        assert m["build_seconds"] >= 0.9 * e["seconds"] > 0 and m["overhead_seconds"] < m["build_seconds"]
     # MLflow: the drawn values as params, the build as tags
     client = MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
     run = client.get_run(done[0].user_attrs["mlflow_run_id"])

@@ -308,7 +308,9 @@ class Sweep:
                 attempt.serve_config = serve_config(plan, self.cfg, candidate, cached["serve_config"]["model"]["path"]).model_dump()
             else:
                 if self.recipes:  # a drawn recipe: built on first use, within the budget
+                    t_build = time.monotonic()
                     self.recipes.ensure_built(study, trial, plan.candidate)
+                    attempt.build_seconds = time.monotonic() - t_build
                 measurement = self._measure(trial, plan, candidate, cached, cache_key, attempt, t_ask)
             metrics = measurement.metrics
             broken = self._tell(study, trial, attempt.serve_config, metrics, attempt.health_seconds)
@@ -357,7 +359,7 @@ class Sweep:
         configs = {"ship": serve_config(plan, self.cfg, candidate, str(candidate.ship.model_dir().resolve()))}
         if candidate.unseen is not None:
             configs["unseen"] = serve_config(plan, self.cfg, candidate, str(candidate.unseen.model_dir().resolve()))
-        build_s = time.monotonic() - t_build
+        build_s = attempt.build_seconds + time.monotonic() - t_build
         attempt.serve_config = configs["ship"].model_dump()
         t_servers = time.monotonic()
         attempt.started = self.servers.ensure(plan.group_key, configs)
@@ -466,6 +468,7 @@ class _Attempt:
     serve_config: dict[str, Any] | None = None  # the shipped server's, as started
     health_seconds: float | None = None
     started: bool = False  # this trial started the group's servers
+    build_seconds: float = 0.0  # training a drawn recipe on first use (not trial overhead)
 
 
 def _scrubbed(sc: dict[str, Any] | None) -> dict[str, Any] | None:
