@@ -233,6 +233,47 @@ def test_a_fresh_recipe_frees_the_gpu_before_it_trains_and_a_built_one_does_not(
     assert len(list((tmp_path / "builds").glob("*/model"))) == 2  # its refit and honest builds
 
 
+def test_the_queued_recipes_build_beside_the_first_within_the_budget(tmp_path, tiny_model_dir, monkeypatch):
+    """A recipe this process trains takes the waiting trials' recipes with it (their builds share
+    the build slots), as far as the budget allows; a waiting trial whose recipe is left to the
+    sampler is not guessed; the queued trial then finds its recipe built."""
+    import optuna
+
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipes import RecipeBook
+
+    monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["build_budget"] = {"recipes": 2}
+    cfg = parse_sweep_config(raw)
+    book = RecipeBook(cfg, resolve_candidates(cfg), builds_dir=tmp_path / "builds", echo=lambda s: None)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    lora = {"base": "small", "recipe.method": "lora", "recipe.rank": 4, "recipe.learning_rate": 5e-4}
+    study.enqueue_trial(lora)
+    study.enqueue_trial({"base": "small", "recipe.method": "lora", "recipe.learning_rate": 5e-4})  # rank: sampler's
+    study.enqueue_trial({**lora, "recipe.rank": 8})
+    study.enqueue_trial({**lora, "recipe.method": "full"})  # past the budget of 2
+    first = study.ask()
+    rc = book.draw(first, "tiny", study)
+    book.ensure_built(study, first, rc.id)
+    entries = {e["id"]: e for k, e in study.user_attrs.items() if k.startswith("recipe:")}
+    assert len(entries) == 2 and {e["status"] for e in entries.values()} == {"built"}
+    queued = next(e for i, e in entries.items() if i != rc.id)
+    assert queued["trial"] == 2 and queued["params"]["recipe.rank"] == 8  # the waiting trial it was built for
+    assert len(list((tmp_path / "builds").glob("*/model"))) == 4  # two recipes: refit + honest each
+    assert book.budget(study).spent
+    study.tell(first, [0.5, 1.0])
+    second = study.ask()  # the rank left to the sampler: drawn now, and over the budget unless it is 4 or 8
+    study.tell(second, state=optuna.trial.TrialState.PRUNED)
+    third = study.ask()
+    assert third.number == 2
+    rc3 = book.draw(third, "tiny", study)
+    book.ensure_built(study, third, rc3.id)  # found built: no training, no new entry
+    assert third.user_attrs["recipe"]["drawn"]["recipe.rank"] == 8 and len(
+        [k for k in study.user_attrs if k.startswith("recipe:")]) == 2
+
+
 def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fields(
         tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
     """A recipe is a build and a server pair, so an enqueue entry's recipe is fixed, never left to

@@ -12,7 +12,11 @@ recipe = its refit + honest builds) and their wall minutes, in the study's user 
 nothing. Once the budget is spent, a draw of an unbuilt recipe is redirected: the trial is PRUNED
 (not counted, and the TPE learns to avoid the region) and the nearest built recipe is enqueued
 with the same template. A recipe that failed to build is not trained again: its trials fail at
-once with the first failure's reason."""
+once with the first failure's reason.
+
+A recipe this process trains takes along the recipes of the trials waiting in the queue (every
+recipe parameter fixed: enqueued, redirected, retried), within the budget: all their builds share
+the `build_workers` slots, and none runs while a trial measures."""
 
 from __future__ import annotations
 
@@ -195,9 +199,13 @@ class RecipeBook:
         """Draw a recipe on `template` (define-by-run) and return its candidate (in `candidates`
         under its id); raises OverBudget when it needs a new build and the budget is spent (no
         `study`: no budget, e.g. a finished trial's recipe derived again for `pick`)."""
+        return self.candidates[self.draw_key(trial, template, study)]
+
+    def draw_key(self, trial, template: str, study) -> str:
+        """`draw`, returning the key of the drawn candidate in `candidates`."""
         rc = self.templates.get(template)
         if rc is None:  # an inline candidate (a model given by path): nothing to draw
-            return self.candidates[template]
+            return template
         space = self.cfg.space
         drawn: dict[str, Any] = {}
         if space.base:
@@ -215,7 +223,7 @@ class RecipeBook:
         key = self.derive(rc, drawn)
         if study is not None:
             self._check_budget(study, trial, key)
-        return self.candidates[key]
+        return key
 
     def derive(self, template: ResolvedCandidate, drawn: dict[str, Any]) -> str:
         """The candidate of a drawn recipe on `template`, registered in `candidates`; its key."""
@@ -325,7 +333,9 @@ class RecipeBook:
     # -- building --------------------------------------------------------------------------------
     def ensure_built(self, study, trial, key: str) -> None:
         """Build a drawn recipe's refit and honest builds (reused when built), counting it against
-        the budget; record what the trial's board row and MLflow run show (`recipe` user attr)."""
+        the budget; record what the trial's board row and MLflow run show (`recipe` user attr).
+        A recipe this process trains takes the recipes of the trials waiting in the queue with it
+        (`queued`), as far as the budget allows: their builds share the GPU's build slots."""
         rc = self.candidates.get(key)
         if key not in self.drawn or rc is None:
             return
@@ -335,42 +345,94 @@ class RecipeBook:
             raise RuntimeError(f"recipe {rc.id} failed to build before (trial {entry.get('trial')}); not retried: "
                                f"{entry.get('reason')}")
         params = {k: v for k, v in trial.params.items() if k == "candidate" or k in param_names(self.cfg)}
-        fresh = entry is None and not self._built(rc)
-        mine = fresh
-        if fresh:
-            study.set_user_attr(attr, {"id": rc.id, "status": "building", "trial": trial.number, "params": params,
-                                       "seconds": 0.0})
-            self.echo(f"recipe {rc.id}: building ({self.budget(study).describe()})")
+        if entry is None and not self._built(rc):  # this process trains it
+            batch = {attr: (key, trial.number, params), **self.queued(study, attr)}
+            for a, (k, number, p) in batch.items():
+                study.set_user_attr(a, {"id": self.candidates[k].id, "status": "building", "trial": number,
+                                        "params": p, "seconds": 0.0})
+            beside = [self.candidates[k].id for a, (k, _, _) in batch.items() if a != attr]
+            self.echo(f"recipe {rc.id}: building" + (f", with the queued {', '.join(beside)}" if beside else "")
+                      + f" ({self.budget(study).describe()})")
             self.before_build()
-        t0 = time.monotonic()
-        try:  # the refit and the honest build side by side, each in its child process
-            from concurrent.futures import ThreadPoolExecutor
-
-            # the first build of this process alone: it may import the shared base model (embedded gemma)
-            # and records the first peak; then two at once when build_workers allows it (`auto`: when
-            # two measured peaks fit the GPU's free memory)
-            together = min(len(rc.builds), build_slots(self.cfg.build_workers, None, None)) if self.built_once else 1
-            from tournament.train.memory import builds_at_once
-
-            with builds_at_once(together), ThreadPoolExecutor(max_workers=together) as pool:
-                for f in [pool.submit(b.model_dir, lambda line, r=b.role: self.echo(f"  [{rc.id}/{r}] {line}"))
-                          for b in rc.builds.values()]:
-                    f.result()
-        except Exception as e:
-            if mine or entry is None:
-                study.set_user_attr(attr, {"id": rc.id, "status": "failed", "trial": trial.number, "params": params,
-                                           "seconds": time.monotonic() - t0, "reason": f"{type(e).__name__}: {e}"[-2000:]})
-            raise
-        seconds = time.monotonic() - t0
-        self.built_once = True
-        if mine:
-            study.set_user_attr(attr, {"id": rc.id, "status": "built", "trial": trial.number, "params": params,
-                                       "seconds": seconds})
-            self.echo(f"recipe {rc.id}: built in {seconds:.0f} s ({self.budget(study).describe()})")
-        elif entry is None:
-            study.set_user_attr(attr, {"id": rc.id, "status": "reused", "trial": trial.number, "params": params,
-                                       "seconds": 0.0})
+            t0 = time.monotonic()
+            errors = self._train([k for k, _, _ in batch.values()])
+            share = (time.monotonic() - t0) / len(batch)  # the batch's wall time, shared: minutes add up to it
+            for a, (k, number, p) in batch.items():
+                e = errors.get(k)
+                study.set_user_attr(a, {"id": self.candidates[k].id, "status": "failed" if e else "built",
+                                        "trial": number, "params": p, "seconds": share,
+                                        **({"reason": f"{type(e).__name__}: {e}"[-2000:]} if e else {})})
+            if key in errors:
+                raise errors[key]
+            self.echo(f"recipe {rc.id}: built in {share * len(batch):.0f} s"
+                      + (f" with {len(beside)} more" if beside else "") + f" ({self.budget(study).describe()})")
+        else:  # built (reused), or another worker trains it: its build lock makes this wait
+            errors = self._train([key])
+            if key in errors:
+                if entry is None:
+                    study.set_user_attr(attr, {"id": rc.id, "status": "failed", "trial": trial.number, "params": params,
+                                               "seconds": 0.0, "reason": f"{type(errors[key]).__name__}: {errors[key]}"[-2000:]})
+                raise errors[key]
+            if entry is None:
+                study.set_user_attr(attr, {"id": rc.id, "status": "reused", "trial": trial.number, "params": params,
+                                           "seconds": 0.0})
         trial.set_user_attr("recipe", recipe_info(rc, self.drawn[key]))
+
+    def queued(self, study, attr: str) -> dict[str, tuple[str, int, dict[str, Any]]]:
+        """The unbuilt recipes of the trials waiting in the queue (enqueued: hand-written recipes,
+        redirects, retries), whose every recipe parameter is fixed, in queue order and within the
+        budget left after the recipe `attr`: {attr: (key, trial number, params)}."""
+        from optuna.trial import FixedTrial, TrialState
+
+        state = self.budget(study)
+        room = None if state.limit_recipes is None else state.limit_recipes - state.built - 1
+        if (room is not None and room <= 0) or (state.limit_minutes is not None and state.minutes >= state.limit_minutes):
+            return {}
+        out: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            fixed = dict(t.system_attrs.get("fixed_params") or {})
+            template = fixed.get("candidate", next(iter(self.templates)) if len(self.templates) == 1 else None)
+            if template not in self.templates:
+                continue
+            try:  # a parameter left to the sampler: that trial's recipe is not known yet
+                k = self.draw_key(FixedTrial(fixed), template, None)
+            except ValueError:
+                continue
+            a = self._attr_key(self.candidates[k])
+            if a == attr or a in out or study.user_attrs.get(a) is not None or self._built(self.candidates[k]):
+                continue
+            out[a] = (k, t.number, {p: v for p, v in fixed.items() if p == "candidate" or p in param_names(self.cfg)})
+            if room is not None and len(out) >= room:
+                break
+        return out
+
+    def _train(self, keys: list[str]) -> dict[str, Exception]:
+        """Every build of these recipes, each in its child process, `build_workers` at a time (the
+        first build of this process alone: it may import the shared base model, and it records the
+        first measured peak that `auto` plans with). Returns {key: the first error of its builds}."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tournament.train.memory import builds_at_once
+
+        jobs = [(k, b) for k in keys for b in self.candidates[k].builds.values()]
+        errors: dict[str, Exception] = {}
+
+        def build(k, b):
+            try:
+                b.model_dir(lambda line: self.echo(f"  [{self.candidates[k].id}/{b.role}] {line}"))
+            except Exception as e:  # the other recipes' builds go on
+                errors.setdefault(k, e)
+
+        if not self.built_once and jobs:
+            build(*jobs.pop(0))
+            self.built_once = not errors
+        jobs = [(k, b) for k, b in jobs if k not in errors]
+        if jobs:
+            together = max(1, min(len(jobs), build_slots(self.cfg.build_workers, None, None)))
+            with builds_at_once(together), ThreadPoolExecutor(max_workers=together) as pool:
+                list(pool.map(lambda job: build(*job), jobs))
+            self.built_once = True
+        return errors
 
 
 def recipe_info(rc: ResolvedCandidate, drawn: dict[str, Any]) -> dict[str, Any]:
