@@ -247,7 +247,8 @@ def test_the_queued_recipes_build_beside_the_first_within_the_budget(tmp_path, t
     raw = yaml.safe_load(cfg_path.read_text())
     raw["build_budget"] = {"recipes": 2}
     cfg = parse_sweep_config(raw)
-    book = RecipeBook(cfg, resolve_candidates(cfg), builds_dir=tmp_path / "builds", echo=lambda s: None)
+    lines: list[str] = []
+    book = RecipeBook(cfg, resolve_candidates(cfg), builds_dir=tmp_path / "builds", echo=lines.append)
     study = optuna.create_study(directions=["maximize", "maximize"])
     lora = {"base": "small", "recipe.method": "lora", "recipe.rank": 4, "recipe.learning_rate": 5e-4}
     study.enqueue_trial(lora)
@@ -262,6 +263,8 @@ def test_the_queued_recipes_build_beside_the_first_within_the_budget(tmp_path, t
     queued = next(e for i, e in entries.items() if i != rc.id)
     assert queued["trial"] == 2 and queued["params"]["recipe.rank"] == 8  # the waiting trial it was built for
     assert len(list((tmp_path / "builds").glob("*/model"))) == 4  # two recipes: refit + honest each
+    started = [line for line in lines if "in a child process" in line]
+    assert len(started) == 4 and "/honest]" in started[0]  # the first build, alone, is a short one
     assert book.budget(study).spent
     study.tell(first, [0.5, 1.0])
     second = study.ask()  # the rank left to the sampler: drawn now, and over the budget unless it is 4 or 8

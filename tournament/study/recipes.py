@@ -414,7 +414,8 @@ class RecipeBook:
 
         from tournament.train.memory import builds_at_once
 
-        jobs = [(k, b) for k in keys for b in self.candidates[k].builds.values()]
+        # longest first, so the short builds fill the slots' gaps; the first build alone is the shortest
+        jobs = sorted(((k, b) for k in keys for b in self.candidates[k].builds.values()), key=lambda j: -_work(j[1]))
         errors: dict[str, Exception] = {}
 
         def build(k, b):
@@ -424,7 +425,7 @@ class RecipeBook:
                 errors.setdefault(k, e)
 
         if not self.built_once and jobs:
-            build(*jobs.pop(0))
+            build(*jobs.pop())
             self.built_once = not errors
         jobs = [(k, b) for k, b in jobs if k not in errors]
         if jobs:
@@ -433,6 +434,13 @@ class RecipeBook:
                 list(pool.map(lambda job: build(*job), jobs))
             self.built_once = True
         return errors
+
+
+def _work(build) -> float:
+    """How long a build trains, roughly: epochs, times 4 for a refit (every row: gemma's refit split
+    has 3.8x the honest split's rows). Only orders the builds of a batch."""
+    recipe = getattr(build.candidate_obj, "recipe", None)
+    return (4.0 if build.role == "refit" else 1.0) * float(getattr(recipe, "epochs", 1) or 1)
 
 
 def recipe_info(rc: ResolvedCandidate, drawn: dict[str, Any]) -> dict[str, Any]:
