@@ -61,10 +61,11 @@ wait_for() {  # wait for a background phase to finish; fail if it failed
 case "$PHASE" in
 prepare)
   set -e
-  # once per machine: a second chain on a warm machine finds them installed (/tmp/site stays)
-  if [ ! -f /tmp/site/.wheels-installed ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/stage/*.whl
-    touch /tmp/site/.wheels-installed
+  # once per staged set: a second chain on a warm machine finds them installed (/tmp/site stays)
+  staged=$(ls /tmp/stage/*.whl | md5sum | cut -d' ' -f1)
+  if [ "$(cat /tmp/site/.wheels-installed 2>/dev/null)" != "$staged" ]; then
+    python3 -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site /tmp/stage/*.whl
+    echo "$staged" > /tmp/site/.wheels-installed
   fi
   if [ -f /tmp/stage/gemma-tokenizer.tgz ] && [ ! -f /tmp/gemma-tokenizer/tokenizer.json ]; then
     mkdir -p /tmp/gemma-tokenizer && tar -xzf /tmp/stage/gemma-tokenizer.tgz -C /tmp/gemma-tokenizer

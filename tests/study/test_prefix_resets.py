@@ -83,6 +83,7 @@ def test_every_timed_post_reaches_an_emptied_cache_and_the_waits_are_shorter_tha
     timed = speed_repeats + 1  # the speed POSTs and the cycled one
     _timed_posts_follow_a_reset(events, timed)
     assert m["prefix_cache_resets"] == timed
+    assert m["prefix_cache_resets_early"] == timed  # each began before its POST: none waited from the start
     assert m["prefix_cache_reset_seconds"] >= timed * RESET_S * 0.9
     # the first reset ran while the honest build answered on its own server: not waited for
     unseen_predict = next(e for e in events if e[0] == "unseen")
@@ -96,6 +97,7 @@ def test_a_single_build_resets_before_each_timed_post_too(two_servers):
     m = _measure(ship, None, 2, cycled=False).metrics
     _timed_posts_follow_a_reset(events, 2)
     assert m["prefix_cache_resets"] == 2 and m["overhead_reset_seconds"] > 0
+    assert m["prefix_cache_resets_early"] == 1  # the second, begun once the first POST's answers were in
 
 
 def test_a_failed_background_reset_fails_the_wait_that_needs_it():

@@ -277,6 +277,37 @@ def test_the_queued_recipes_build_beside_the_first_within_the_budget(tmp_path, t
         [k for k in study.user_attrs if k.startswith("recipe:")]) == 2
 
 
+def test_the_queue_taken_along_fits_the_minutes_left_and_an_interrupted_recipe_is_open_again(tmp_path,
+                                                                                             tiny_model_dir):
+    """Without training: how many queued recipes a fresh one takes along, at the study's mean
+    minutes per recipe so far; a recipe whose batch was interrupted counts for nothing and is
+    queued again."""
+    import optuna
+
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipes import RecipeBook
+
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["build_budget"] = {"minutes": 20}
+    book = RecipeBook(parse_sweep_config(raw), resolve_candidates(parse_sweep_config(raw)),
+                      builds_dir=tmp_path / "builds", echo=lambda s: None)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    base = {"base": "small", "recipe.method": "lora", "recipe.learning_rate": 5e-4}
+    for rank in (4, 8, 4):
+        study.enqueue_trial({**base, "recipe.rank": rank})
+    study.enqueue_trial({**base, "recipe.method": "full"})
+    study.set_user_attr("recipe:000000000000", {"id": "x", "status": "built", "seconds": 300.0, "params": {}})
+    queued = book.queued(study, "recipe:ffffffffffff")
+    # 15 of 20 minutes left at 5 a recipe: the fresh one and two more; the second rank 4 is the first's recipe
+    assert [number for _, number, _ in queued.values()] == [0, 1]
+    attr = next(iter(queued))
+    study.set_user_attr(attr, {"id": "y", "status": "interrupted", "seconds": 0.0, "params": {}})
+    assert book.budget(study).built == 1 and attr in book.queued(study, "recipe:ffffffffffff")
+    study.set_user_attr("recipe:111111111111", {"id": "z", "status": "built", "seconds": 600.0, "params": {}})
+    assert book.queued(study, "recipe:ffffffffffff") == {}  # 5 minutes left at 7.5 a recipe: the fresh one alone
+
+
 def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fields(
         tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
     """A recipe is a build and a server pair, so an enqueue entry's recipe is fixed, never left to

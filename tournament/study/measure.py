@@ -114,13 +114,15 @@ class PrefixResets:
     POST they are for. `start(url)` must be followed by `wait(url)` before anything else is sent
     to that server; `wait` without a start resets there and then. `reset` is the call itself
     (serve.py's admin endpoint: it runs on the server's generation thread, so never while a batch
-    runs). `seconds` sums how long the resets themselves took, hidden or not."""
+    runs). `seconds` sums how long the resets themselves took, hidden or not; `early` counts the
+    resets that had started before the POST needed them."""
 
     def __init__(self, reset: Callable[[str], None] = reset_prefix_cache):
         self._reset = reset
         self._pending: dict[str, tuple[threading.Thread, list]] = {}
         self.seconds = 0.0
         self.count = 0
+        self.early = 0
 
     def _timed_reset(self, url: str, outcome: list) -> None:
         t0 = time.perf_counter()
@@ -141,7 +143,9 @@ class PrefixResets:
 
     def wait(self, url: str) -> None:
         """Returns once `url`'s prefix cache has been emptied (since its last POST)."""
-        if url not in self._pending:
+        if url in self._pending:
+            self.early += 1
+        else:
             self.start(url)
         t, outcome = self._pending.pop(url)
         t.join()
@@ -248,6 +252,7 @@ def measure(ship_url: str, unseen_url: str | None, questions: Sequence[str], ref
     m["predict_seconds_total"] = predict_total
     m.update(outside)
     m["prefix_cache_resets"] = float(resets.count)
+    m["prefix_cache_resets_early"] = float(resets.early)  # started before the POST needed them
     m["prefix_cache_reset_seconds"] = resets.seconds  # the resets' own time, hidden or waited for
     m["health_seconds"] = health_seconds
     m["two_builds"] = 1.0 if unseen_url else 0.0

@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.study.config import Choices, SweepConfig, encode_choice, normalize_param, spec_values
-from tournament.study.inputs import ResolvedCandidate, build_slots, resolve_candidate
+from tournament.study.inputs import ResolvedCandidate, resolve_candidate
+from tournament.study.recipe_builds import train_recipes
 from tournament.study.space import suggest_value
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,12 @@ class RecipeBook:
     def _attr_key(self, rc: ResolvedCandidate) -> str:
         return ATTR_PREFIX + rc.config_hash[:12]
 
+    def _entry(self, study, attr: str) -> dict[str, Any] | None:
+        """A recipe's record in the study; None when there is none or its training was interrupted
+        (Ctrl-C, a crash mid-batch: trained again when drawn, not counted)."""
+        entry = study.user_attrs.get(attr)
+        return None if not isinstance(entry, dict) or entry.get("status") == "interrupted" else entry
+
     def _built(self, rc: ResolvedCandidate) -> bool:
         from tournament.train.build import is_built
 
@@ -288,8 +295,7 @@ class RecipeBook:
 
     def _check_budget(self, study, trial, key: str) -> None:
         rc = self.candidates[key]
-        entry = study.user_attrs.get(self._attr_key(rc))
-        if entry is not None or self._built(rc):
+        if self._entry(study, self._attr_key(rc)) is not None or self._built(rc):
             return
         state = self.budget(study)
         if not state.spent:
@@ -340,7 +346,7 @@ class RecipeBook:
         if key not in self.drawn or rc is None:
             return
         attr = self._attr_key(rc)
-        entry = study.user_attrs.get(attr)
+        entry = self._entry(study, attr)
         if entry and entry.get("status") == "failed":
             raise RuntimeError(f"recipe {rc.id} failed to build before (trial {entry.get('trial')}); not retried: "
                                f"{entry.get('reason')}")
@@ -353,9 +359,15 @@ class RecipeBook:
             beside = [self.candidates[k].id for a, (k, _, _) in batch.items() if a != attr]
             self.echo(f"recipe {rc.id}: building" + (f", with the queued {', '.join(beside)}" if beside else "")
                       + f" ({self.budget(study).describe()})")
-            self.before_build()
             t0 = time.monotonic()
-            errors = self._train([k for k, _, _ in batch.values()])
+            try:
+                self.before_build()
+                errors = self._train([k for k, _, _ in batch.values()])
+            except BaseException:  # Ctrl-C or a crash: none of them is failed, all are trained again
+                for a, (k, number, p) in batch.items():
+                    study.set_user_attr(a, {"id": self.candidates[k].id, "status": "interrupted", "trial": number,
+                                            "params": p, "seconds": 0.0})
+                raise
             share = (time.monotonic() - t0) / len(batch)  # the batch's wall time, shared: minutes add up to it
             for a, (k, number, p) in batch.items():
                 e = errors.get(k)
@@ -367,6 +379,8 @@ class RecipeBook:
             self.echo(f"recipe {rc.id}: built in {share * len(batch):.0f} s"
                       + (f" with {len(beside)} more" if beside else "") + f" ({self.budget(study).describe()})")
         else:  # built (reused), or another worker trains it: its build lock makes this wait
+            if not self._built(rc):  # it may be this process that trains it, beside no server
+                self.before_build()
             errors = self._train([key])
             if key in errors:
                 if entry is None:
@@ -386,7 +400,13 @@ class RecipeBook:
 
         state = self.budget(study)
         room = None if state.limit_recipes is None else state.limit_recipes - state.built - 1
-        if (room is not None and room <= 0) or (state.limit_minutes is not None and state.minutes >= state.limit_minutes):
+        if state.limit_minutes is not None:  # as many as the minutes left hold at this study's mean so far
+            done = [e["seconds"] for e in study.user_attrs.values() if isinstance(e, dict)
+                    and e.get("status") == "built" and e.get("seconds")]
+            if done:
+                left = (state.limit_minutes - state.minutes) * 60 / (sum(done) / len(done)) - 1
+                room = int(left) if room is None else min(room, int(left))
+        if (room is not None and room <= 0) or state.spent:
             return {}
         out: dict[str, tuple[str, int, dict[str, Any]]] = {}
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -396,10 +416,10 @@ class RecipeBook:
                 continue
             try:  # a parameter left to the sampler: that trial's recipe is not known yet
                 k = self.draw_key(FixedTrial(fixed), template, None)
-            except ValueError:
+            except Exception:  # noqa: BLE001 - nor one that cannot be derived: that trial will say why
                 continue
             a = self._attr_key(self.candidates[k])
-            if a == attr or a in out or study.user_attrs.get(a) is not None or self._built(self.candidates[k]):
+            if a == attr or a in out or self._entry(study, a) is not None or self._built(self.candidates[k]):
                 continue
             out[a] = (k, t.number, {p: v for p, v in fixed.items() if p == "candidate" or p in param_names(self.cfg)})
             if room is not None and len(out) >= room:
@@ -407,40 +427,8 @@ class RecipeBook:
         return out
 
     def _train(self, keys: list[str]) -> dict[str, Exception]:
-        """Every build of these recipes, each in its child process, `build_workers` at a time (the
-        first build of this process alone: it may import the shared base model, and it records the
-        first measured peak that `auto` plans with). Returns {key: the first error of its builds}."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from tournament.train.memory import builds_at_once
-
-        # longest first, so the short builds fill the slots' gaps; the first build alone is the shortest
-        jobs = sorted(((k, b) for k in keys for b in self.candidates[k].builds.values()), key=lambda j: -_work(j[1]))
-        errors: dict[str, Exception] = {}
-
-        def build(k, b):
-            try:
-                b.model_dir(lambda line: self.echo(f"  [{self.candidates[k].id}/{b.role}] {line}"))
-            except Exception as e:  # the other recipes' builds go on
-                errors.setdefault(k, e)
-
-        if not self.built_once and jobs:
-            build(*jobs.pop())
-            self.built_once = not errors
-        jobs = [(k, b) for k, b in jobs if k not in errors]
-        if jobs:
-            together = max(1, min(len(jobs), build_slots(self.cfg.build_workers, None, None)))
-            with builds_at_once(together), ThreadPoolExecutor(max_workers=together) as pool:
-                list(pool.map(lambda job: build(*job), jobs))
-            self.built_once = True
+        errors, self.built_once = train_recipes(self.candidates, keys, self.cfg.build_workers, self.built_once, self.echo)
         return errors
-
-
-def _work(build) -> float:
-    """How long a build trains, roughly: epochs, times 4 for a refit (every row: gemma's refit split
-    has 3.8x the honest split's rows). Only orders the builds of a batch."""
-    recipe = getattr(build.candidate_obj, "recipe", None)
-    return (4.0 if build.role == "refit" else 1.0) * float(getattr(recipe, "epochs", 1) or 1)
 
 
 def recipe_info(rc: ResolvedCandidate, drawn: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ OTHER_METRICS = ("chars_per_s_std", "n_questions", "speed_pool_accuracy", "answe
                  "answer_chars_min", "empty_answers", "predict_seconds_total", "two_builds", "cold_start",
                  "cached_speed", "build_seconds", "start_seconds", "overhead_seconds",
                  "overhead_reset_seconds", "overhead_judge_seconds", "prefix_cache_resets",
-                 "prefix_cache_reset_seconds")
+                 "prefix_cache_resets_early", "prefix_cache_reset_seconds")
 PER_SET_METRICS = ("seen_accuracy", "seen_accuracy_stderr", "unseen_accuracy", "unseen_accuracy_stderr",
                    "predicted_accuracy", "predicted_accuracy_sd", "zh_rougeL", "n_questions")
 SET_ACCURACY_KEYS = ("seen_accuracy", "unseen_accuracy", "seen_accuracy_stderr", "unseen_accuracy_stderr")

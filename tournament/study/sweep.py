@@ -67,7 +67,7 @@ from tournament.study.space import (
 log = logging.getLogger(__name__)
 ACCURACY_KEYS = ("seen_", "unseen_", "predicted_", "accuracy", "zh_rougeL")
 OVERHEAD_KEYS = ("overhead_seconds", "overhead_ratio", "overhead_reset_seconds", "overhead_judge_seconds",
-                 "prefix_cache_resets", "prefix_cache_reset_seconds")
+                 "prefix_cache_resets", "prefix_cache_resets_early", "prefix_cache_reset_seconds")
 GROUP_REPEATS = 3  # repeats in a row inside one engine group before the group is released
 
 
