@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from tournament.train.build import BUILD_ALLOC_CONF
 from tournament.train.memory import builds_that_fit, free_gpu_bytes
 
 
@@ -37,7 +38,7 @@ def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[lis
              "--json", "--force"] + (["--max-steps", steps] if steps else []), builds, doc, yml)  # --force: never stale
 
 
-ALLOC_CONF = os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # children inherit it
+ALLOC_CONF = os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", BUILD_ALLOC_CONF)  # children inherit it
 
 
 def together(candidate: Path, n: int, work: Path, liger: str = "true") -> dict:

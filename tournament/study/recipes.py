@@ -354,8 +354,7 @@ class RecipeBook:
         if entry is None and not self._built(rc):  # this process trains it
             batch = {attr: (key, trial.number, params), **self.queued(study, attr)}
             for a, (k, number, p) in batch.items():
-                study.set_user_attr(a, {"id": self.candidates[k].id, "status": "building", "trial": number,
-                                        "params": p, "seconds": 0.0})
+                _record(study, a, self.candidates[k].id, "building", number, p)
             beside = [self.candidates[k].id for a, (k, _, _) in batch.items() if a != attr]
             self.echo(f"recipe {rc.id}: building" + (f", with the queued {', '.join(beside)}" if beside else "")
                       + f" ({self.budget(study).describe()})")
@@ -365,15 +364,12 @@ class RecipeBook:
                 errors = self._train([k for k, _, _ in batch.values()])
             except BaseException:  # Ctrl-C or a crash: none of them is failed, all are trained again
                 for a, (k, number, p) in batch.items():
-                    study.set_user_attr(a, {"id": self.candidates[k].id, "status": "interrupted", "trial": number,
-                                            "params": p, "seconds": 0.0})
+                    _record(study, a, self.candidates[k].id, "interrupted", number, p)
                 raise
             share = (time.monotonic() - t0) / len(batch)  # the batch's wall time, shared: minutes add up to it
             for a, (k, number, p) in batch.items():
                 e = errors.get(k)
-                study.set_user_attr(a, {"id": self.candidates[k].id, "status": "failed" if e else "built",
-                                        "trial": number, "params": p, "seconds": share,
-                                        **({"reason": f"{type(e).__name__}: {e}"[-2000:]} if e else {})})
+                _record(study, a, self.candidates[k].id, "failed" if e else "built", number, p, share, e)
             if key in errors:
                 raise errors[key]
             self.echo(f"recipe {rc.id}: built in {share * len(batch):.0f} s"
@@ -384,12 +380,10 @@ class RecipeBook:
             errors = self._train([key])
             if key in errors:
                 if entry is None:
-                    study.set_user_attr(attr, {"id": rc.id, "status": "failed", "trial": trial.number, "params": params,
-                                               "seconds": 0.0, "reason": f"{type(errors[key]).__name__}: {errors[key]}"[-2000:]})
+                    _record(study, attr, rc.id, "failed", trial.number, params, error=errors[key])
                 raise errors[key]
             if entry is None:
-                study.set_user_attr(attr, {"id": rc.id, "status": "reused", "trial": trial.number, "params": params,
-                                           "seconds": 0.0})
+                _record(study, attr, rc.id, "reused", trial.number, params)
         trial.set_user_attr("recipe", recipe_info(rc, self.drawn[key]))
 
     def queued(self, study, attr: str) -> dict[str, tuple[str, int, dict[str, Any]]]:
@@ -429,6 +423,13 @@ class RecipeBook:
     def _train(self, keys: list[str]) -> dict[str, Exception]:
         errors, self.built_once = train_recipes(self.candidates, keys, self.cfg.build_workers, self.built_once, self.echo)
         return errors
+
+
+def _record(study, attr: str, recipe_id: str, status: str, trial: int, params: dict[str, Any],
+            seconds: float = 0.0, error: Exception | None = None) -> None:
+    """A recipe's record in the study's user attributes (`recipe:<hash12>`, read by `budget`)."""
+    study.set_user_attr(attr, {"id": recipe_id, "status": status, "trial": trial, "params": params, "seconds": seconds,
+                               **({"reason": f"{type(error).__name__}: {error}"[-2000:]} if error else {})})
 
 
 def recipe_info(rc: ResolvedCandidate, drawn: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from tournament.tracking import Tracker
 
 
+# what a build child's CUDA allocator runs with unless PYTORCH_CUDA_ALLOC_CONF is set (_train_in_child)
+BUILD_ALLOC_CONF = "expandable_segments:True"
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -356,7 +359,7 @@ def _train_in_child(candidate: Candidate, build: Path, builds_dir: Path, *, resu
         # Batches of every length fragment the CUDA caching allocator: a full SFT of gemma-3-270m
         # reserved 67.7 GiB for a 26.5 GiB peak on an H100, and reserved memory is what stops a
         # second build beside it. Growable segments keep reserved near allocated (unless set).
-        env["PYTORCH_CUDA_ALLOC_CONF"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        env["PYTORCH_CUDA_ALLOC_CONF"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", BUILD_ALLOC_CONF)
         summary = _run_child(cmd, candidate.id, log, env)
     got = Path(str(summary.get("build_dir"))).resolve()
     if summary.get("config_hash") != want or got != build.resolve():
