@@ -175,7 +175,7 @@ def test_overlays_merge_into_a_sweep_whose_enqueued_values_are_in_its_space(over
     base = REPO / "sweeps" / ("gpu-gemma-recipes.yaml" if overlay.name.startswith("recipes") else "gpu-gemma.yaml")
     cfg = parse_sweep_config(deep_merge(yaml.safe_load(base.read_text()), json.loads(overlay.read_text())))
     ids = {c.id if hasattr(c, "id") else Path(str(c)).stem for c in cfg.candidates}  # inline or a YAML path
-    assert cfg.enqueue
+    assert cfg.enqueue and set(cfg.space.candidate or ids) <= ids
     for entry in cfg.enqueue:
         assert entry.get("candidate", next(iter(ids))) in ids, entry
         assert entry.get("prompt") in (None, *(cfg.space.prompt or {})), entry

@@ -113,8 +113,10 @@ class Recipe(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     gradient_checkpointing: bool = False
-    # Liger kernels (GPU only): the fused linear cross-entropy never holds the logits of the whole
-    # vocabulary. auto = when liger-kernel is installed and training runs on CUDA.
+    # Liger kernels (GPU only): fused RMSNorm / RoPE / GeGLU (fewer kernel launches), and the fused
+    # linear cross-entropy that never holds the logits of the whole vocabulary. auto = with
+    # liger-kernel installed and training on CUDA: the layer kernels, the fused loss only when the
+    # build would not fit without it; true = all of them; false = none.
     liger: Literal["auto"] | bool = "auto"
     # data: a `tournament data build` folder (train.jsonl + manifest.json) or one jsonl file
     dataset: str | None = None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU proof, in phases (see scripts/gpu/README.md). Usage: scripts/gpu/run.sh PHASE [--background]
 #   prepare  install tournament's wheels, gemma GGUF -> HF, leakage-safe split, train GPU candidates
+#            (PREPARE_BASE=1: also the gemma import and the refit split, beside the vLLM uploads)
 #   vllm     re-join and install the vLLM kit
 #   bench    P1 / P4 / P5 and the serving-settings table
 #   cold     cold start vs chars/s of vLLM's compile settings (scripts/gpu/cold_start.sh; needs COLD_CONFIG)
@@ -79,6 +80,10 @@ prepare)
   # The README workflow from nothing: the honest split here; the sweep builds the refit split, the
   # base model and every candidate build itself (each training in a child process).
   timed $T data build --split data/splits/pmpp-docx.yaml | tee "$W/data_build.txt"
+  if [ "${PREPARE_BASE:-0}" = 1 ]; then  # what the sweep's first build needs, done while vLLM uploads
+    timed $T models fetch-embedded
+    timed $T data build --split data/splits/pmpp-refit.yaml | tail -3 | tee -a "$W/data_build.txt"
+  fi
   if [ "${PREPARE_TRAIN:-0}" = 1 ]; then  # pre-build instead (older runs did)
     timed $T models fetch-embedded
     for c in ${GPU_CANDIDATES:-candidates/gemma-3-270m-full.yaml candidates/gemma-3-270m-full-lr5e-5.yaml candidates/gemma-3-270m-lora-r16.yaml candidates/gemma-3-270m-full-echo.yaml}; do

@@ -11,6 +11,7 @@
 # replaced) into sweeps/.overlay.yaml, run instead: a proof that must fit one device session.
 # SWEEP_OVERLAY_EXTRA='{"judge": {"set": "bonus"}}' (JSON) merges over that too: the same proof
 # with the winner picked on the bonus set (P2 then runs on the set the winner was picked for).
+# SWEEP_JUDGE_WINNER=0: pick writes winner.json, which is not served and judged again afterwards.
 # SWEEP_GPUS=0,1: one worker per GPU (builds spread over them first); SWEEP_STORAGE: the Optuna
 # storage URL (e.g. journal:/tmp/work/mlruns/optuna.journal) that board and pick then read too.
 set -uo pipefail
@@ -38,5 +39,9 @@ cp "$RUNS"/studies/*/pareto.png "$OUT/" 2>/dev/null
 t1=$SECONDS
 $T pick --auto --local --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --out /tmp/work/winner.json | tee "$OUT/pick.txt"
 cp /tmp/work/winner.json "$OUT/winner.json"
-python3 scripts/gpu/judge_winner.py /tmp/work/winner.json "$OUT/final.json" | tee "$OUT/final.txt"
+if [ "${SWEEP_JUDGE_WINNER:-1}" = 1 ]; then
+  python3 scripts/gpu/judge_winner.py /tmp/work/winner.json "$OUT/final.json" | tee "$OUT/final.txt"
+else  # a proof on the clock (the recipe sweep's): the sweep's own trials are the table
+  echo '{"skipped": "SWEEP_JUDGE_WINNER=0"}' > "$OUT/final.json"
+fi
 echo "pick + serve winner.json + judge: $((SECONDS - t1)) s"

@@ -102,6 +102,21 @@ def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
     for e in entries.values():  # the trial that trained a recipe: its training is build time, not overhead
         m = next(t for t in done if t.number == e["trial"]).user_attrs["metrics"]
         assert m["build_seconds"] >= 0.9 * e["seconds"] > 0 and m["overhead_seconds"] < m["build_seconds"]
+    # a new recipe on a base whose servers run (active, or parked beside them) is swapped into them:
+    # no start; a recipe on a base not served yet (another architecture) starts new servers
+    lines = [line for line in r.output.splitlines() if line.startswith("trial ") and " seen=" in line]
+    measured = [t for t in done if "duplicate_of" not in t.user_attrs and t.user_attrs.get("cache") != "answers+speed"]
+    swapped = [t for t in measured if "weights_swap_seconds" in t.user_attrs["metrics"]]
+    assert swapped and len(swapped) == sum("(weights swapped in" in line for line in lines)
+    served: dict[str, float] = {}  # base -> its servers' time to healthy
+    previous = None
+    for t in measured:
+        base, m = t.params.get("base"), t.user_attrs["metrics"]
+        new_group = t.user_attrs["group_key"] != previous
+        assert ("weights_swap_seconds" in m) == (new_group and base in served), t.number
+        if base in served:
+            assert m["health_seconds"] == served[base]  # the pair's start stands for the new build
+        served[base], previous = m["health_seconds"], t.user_attrs["group_key"]
     # MLflow: the drawn values as params, the build as tags
     client = MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
     run = client.get_run(done[0].user_attrs["mlflow_run_id"])
@@ -382,3 +397,37 @@ def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fi
                                | {"space": {**raw["space"], "recipe": {}, "quantization": None, "base": None}})
     with pytest.raises(ValueError, match="need a recipe space"):
         enqueue_recipe({"recipe": {"rank": 8}}, plain, sweep.candidates, "tiny")
+
+
+def test_the_sampler_draws_on_its_template_while_hand_written_recipes_run_as_enqueued(
+        tmp_path, tiny_model_dir, tiny_qa_file, runs_dir, monkeypatch):
+    """`space.candidate` names the template the sampler draws recipes on; `enqueue` may name other
+    listed candidates (hand-written recipes, as written: their own batch size) which the sampler
+    never draws. Such a group takes only the trials enqueued for it, and the drawn trials after it
+    are drawn on the sampler's template."""
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tiny_qa_file, study="named", trials=4)
+    written = yaml.safe_load((tmp_path / "template.yaml").read_text())
+    written.update({"id": "written"})
+    written["recipe"].update({"rank": 8, "learning_rate": 2e-4, "batch_size": 8})  # outside nothing but the batch
+    (tmp_path / "written.yaml").write_text(yaml.safe_dump(written), encoding="utf-8")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["candidates"].append(str(tmp_path / "written.yaml"))
+    raw["space"]["candidate"] = ["tiny"]
+    raw["space"].pop("base")
+    raw["enqueue"] = [{"candidate": "written", "decode": {"max_tokens": 4}},
+                      {"candidate": "written", "decode": {"max_tokens": 5}}]
+    raw["decode_trials_per_engine"] = 3
+    cfg_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    r = runner.invoke(app, ["sweep", "-c", str(cfg_path), "--runs-dir", str(runs_dir), "--no-track", "--json"])
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="named", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
+    done = sorted((t for t in study.get_trials() if t.state.name == "COMPLETE"), key=lambda t: t.number)
+    ids = [t.user_attrs["candidate"]["id"] for t in done]
+    assert ids[:2] == ["written", "written"] and "candidate" not in done[0].params
+    assert done[0].user_attrs["group_key"] == done[1].user_attrs["group_key"]  # one group, one build
+    assert all(i.startswith("tiny") for i in ids[2:]) and len(ids) == 4  # then drawn on the template
+    manifest = next((tmp_path / "builds").glob("written-*/candidate.json"))
+    assert json.loads(manifest.read_text())["candidate"]["recipe"]["batch_size"] == 8  # as written

@@ -114,6 +114,13 @@ def test_arguments_for_several_processes(tiny_model_dir, dataset, tmp_path):
     grouped = training_arguments(_cand(tiny_model_dir, dataset, batch_size=8, group_by_length=True), tmp_path,
                                  device="cpu", total_steps=10, warmup=1, amp=False, liger=False, world_size=1)
     assert grouped.train_sampling_strategy == "group_by_length"
+    assert args.use_liger_kernel is False and not args.liger_kernel_config
+    # Liger: the layer kernels, the fused loss only when memory needs it (`auto`) or when forced
+    kw = dict(device="cuda", total_steps=10, warmup=1, amp=False, world_size=1)
+    layers = training_arguments(cand, tmp_path, liger=True, fused_loss=False, **kw)
+    assert layers.use_liger_kernel and layers.liger_kernel_config == {"fused_linear_cross_entropy": False,
+                                                                       "cross_entropy": False}
+    assert training_arguments(cand, tmp_path, liger=True, **kw).liger_kernel_config["fused_linear_cross_entropy"]
     with pytest.raises(ValueError, match="does not split over 3 processes"):
         training_arguments(cand, tmp_path, device="cpu", total_steps=10, warmup=1, amp=False, liger=False,
                            world_size=3)

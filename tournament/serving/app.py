@@ -36,7 +36,7 @@ from tournament.serving.config import (
     load_serve_config,
     sweep_mode_enabled,
 )
-from tournament.serving.engines import Engine, load_engine
+from tournament.serving.engines import Engine, load_engine, load_weights
 
 log = logging.getLogger("tournament.serve")
 
@@ -52,6 +52,7 @@ class ServerState:
         self.started_at = time.time()
         self.ready_seconds: float | None = None
         self.stats = {"requests": 0, "prompts": 0, "engine_errors": 0, "fallbacks": 0}
+        self.broken: str | None = None  # sweep mode only: a weight swap failed part-way
 
 
 state = ServerState()
@@ -212,6 +213,8 @@ async def predict(request: Request) -> JSONResponse:
     prompt, err = _parse_prompt(body, cfg)
     if err is not None:
         return err
+    if state.broken:
+        return _error(503, state.broken)
     state.stats["requests"] += 1
     questions = [prompt] if isinstance(prompt, str) else list(prompt)
     state.stats["prompts"] += len(questions)
@@ -231,6 +234,7 @@ def info() -> dict[str, Any]:
         "ready_seconds": state.ready_seconds,
         "stats": state.stats,
         "sweep_mode": sweep_mode_enabled(),
+        "broken": state.broken,
     }
 
 
@@ -271,3 +275,45 @@ async def admin_reset_prefix_cache() -> JSONResponse:
     state.stats["prefix_cache_resets"] = state.stats.get("prefix_cache_resets", 0) + 1
     log.info("prefix cache emptied for a timed POST (%s)", "reset" if done else "none kept by this engine")
     return JSONResponse({"reset": done, "engine": state.engine.name})
+
+
+@app.post("/admin/load")
+async def admin_load(request: Request) -> JSONResponse:
+    """Sweep-only: serve another build of the same architecture without a restart: `{"path": dir}`
+    (the sweep has checked that its config and tokenizer equal the running build's). The weights
+    are swapped on the generation thread, never while a batch runs. 501: this engine cannot (the
+    sweep starts a new server); 500: the swap failed part-way, so this server's weights are
+    undefined and it answers 503 to every predict until it is stopped."""
+    if not sweep_mode_enabled():
+        return _error(404, "not found")
+    try:
+        doc = json.loads(await request.body())
+        if not isinstance(doc, dict) or not isinstance(doc.get("path"), str) or not doc["path"]:
+            raise ValueError('send {"path": "<model folder>"}')
+        cfg = state.config
+        assert cfg is not None and state.engine is not None
+        if cfg.model.gguf_file:
+            raise ValueError("a GGUF model is not swapped: start a server for it")
+        new = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": doc["path"]})})
+        model_dir = check_model_folder(new)
+    except (ValueError, WinnerFileError) as e:  # JSONDecodeError is a ValueError
+        return _error(400, f"bad admin request: {str(e)[:300]}")
+    t0 = time.time()
+    try:
+        await asyncio.get_running_loop().run_in_executor(state.executor, _swap_weights, model_dir)
+    except NotImplementedError as e:
+        return _error(501, str(e)[:300])
+    except Exception as e:  # noqa: BLE001 - reported; the server stays up to say so
+        log.exception("swapping in %s failed", model_dir)
+        state.broken = f"a weight swap failed part-way ({type(e).__name__}: {str(e)[:200]})"
+        return _error(500, state.broken)
+    state.config = new
+    state.stats["weight_swaps"] = state.stats.get("weight_swaps", 0) + 1
+    log.info("serving %s now (weights swapped in %.2f s)", model_dir, time.time() - t0)
+    return JSONResponse({"path": str(model_dir), "seconds": round(time.time() - t0, 3)})
+
+
+def _swap_weights(model_dir) -> None:
+    with state.lock:
+        load_weights(state.engine, model_dir)
+

@@ -385,19 +385,19 @@ class SweepConfig(_Strict):
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     refit: RefitSpec = Field(default_factory=RefitSpec)
     speed: SpeedSpec = Field(default_factory=SpeedSpec)
-    # Consecutive draws of an already measured configuration before the sweep stops: the search
-    # space is exhausted (a repeat is never measured again, and it does not count as a trial).
+    # Draws in a row of an already measured configuration before the sweep stops (exhausted).
     max_repeat_draws: int = Field(25, ge=1)
     # Start a trained recipe's two servers (refit, honest) at once. Off by default: two vLLM engines
     # profiling GPU memory at the same moment count each other's allocations (see study/servers.py).
     start_builds_together: bool = False
     # Build every trained build before the first trial, this many training processes at a time
-    # (0: build each when a trial first needs it). With a recipe space nothing is built beforehand:
-    # this many of a drawn recipe's two builds (refit, honest) train at once (0 or 1: one after the other). 6 builds of gemma-3-270m took 12 of a 20-minute
-    # H200 sweep one after another.
-    # `auto`: the first build alone, then as many side by side on each GPU as the measured peak
-    # memory of earlier builds and the GPU's free memory allow (train/memory.py; 1 without a GPU).
+    # (0: each when a trial first needs it). With a recipe space, this many builds of the drawn
+    # recipes train at once. `auto`: the first build alone, then as many side by side as the
+    # measured peaks of earlier builds and the GPU's free memory allow (train/memory.py).
     build_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+    # A new build of the running build's architecture and tokenizer on the same engine settings
+    # (a drawn recipe) is swapped into the running servers, not started anew (study/weight_swap.py).
+    swap_weights: bool = True
     # What the sweep optimises (objectives.py): each an Optuna objective over a trial metric. The
     # default is the judge's ranking: predicted judge accuracy, then chars/s.
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)

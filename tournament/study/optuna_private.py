@@ -24,3 +24,11 @@ def study_storage(study: Any) -> Any:
 def summary_study_id(summary: Any) -> int:
     """The storage's id of a `StudySummary`: the newest study has the largest."""
     return summary._study_id
+
+
+def fixed_params(trial: Any) -> dict[str, Any]:
+    """The parameters an enqueued `Trial` was given (Optuna keeps them among its storage's system
+    attributes), or a `FixedTrial`'s own; {} for a trial the sampler draws alone."""
+    if hasattr(trial, "_trial_id") and hasattr(trial, "storage"):
+        return dict(trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {})
+    return dict(getattr(trial, "_params", None) or {})

@@ -3,7 +3,7 @@ honest build's, both real `uvicorn serve:app` processes in sweep mode.
 
 A group is (candidate, prompt variant, engine settings); decode settings and mode reach running
 servers through ``POST /admin/config``, so decode-only trials start nothing. A new group stops the
-old servers first (their port and GPU memory are freed).
+old servers first (their port and GPU memory are freed), unless they are parked (below).
 
 Two vLLM servers share one GPU: each is started with half the trial's ``gpu_memory_utilization``
 (vLLM checks at start-up that the fraction it asks for is free). The shipped build starts first
@@ -14,6 +14,13 @@ other allocates and counts that against itself (seen on an H200: "Available KV c
 -0.14 GiB", the LoRA group failed while its twin got 32 GiB). winner.json keeps the trial's full fraction: the
 judge runs one server. Only the shipped server's predict calls are timed for speed, and the
 honest server sits idle meanwhile.
+
+A new build of the same architecture on the same engine settings (a drawn recipe) is swapped into
+the running servers instead (``swap_weights``; study/weight_swap.py says when and why that is the
+same measurement); a swap that is refused or fails starts new servers as before. With ``keep`` > 1
+a group that steps aside stays running, idle, so that draws alternating between two engine
+settings (on-the-fly fp8 or not) swap into the pair of their settings instead of starting one; a
+start that fails beside parked servers is tried once more without them.
 
 Cold starts (``judge.cold_start``): each server gets a new, empty compile cache folder under
 ``compile_cache`` (vLLM's VLLM_CACHE_ROOT and the inductor / Triton caches, see
@@ -29,6 +36,7 @@ it asked for but had not named, recovery.py).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -41,6 +49,9 @@ from typing import Any, Callable
 
 from tournament.serving.config import DecodeSettings, ServeConfig
 from tournament.files import pid_alive, write_json_atomic
+from tournament.study.weight_swap import swap_weights, why_not_swap
+
+log = logging.getLogger(__name__)
 
 
 def _cmdline(pid: int) -> str:
@@ -117,14 +128,19 @@ class GroupServer:
     proc: Any  # tournament.serving.process.ServerProcess
     health_seconds: float
     log_path: Path
+    config: ServeConfig  # what it serves now (the model path changes with a weight swap)
     cache_dir: Path | None = None  # its own compile cache (cold starts), removed when it stops
 
 
 class GroupServers:
     def __init__(self, log_dir: Path, pidfile: PidFile, start_timeout: float, reason: Callable[[BaseException], str],
-                 together: bool = True, compile_cache: Path | None = None):
+                 together: bool = True, compile_cache: Path | None = None, swap: bool = False, keep: int = 1):
         self.log_dir, self.pidfile, self.start_timeout, self.reason = log_dir, pidfile, start_timeout, reason
-        self.together = together
+        self.together, self.swap, self.keep = together, swap, max(1, keep)
+        # groups kept running, idle, beside the active one (newest first; at most keep - 1): a later
+        # group on the same engine settings takes one over by a swap instead of a start
+        self.parked: list[tuple[str, dict[str, GroupServer]]] = []
+        self.swapped: float | None = None  # seconds of the weight swap the last `ensure` made instead of a start
         # absolute: the server runs in another folder (and mkdtemp keeps a relative dir relative)
         self.compile_cache = Path(compile_cache).resolve() if compile_cache is not None else None
         # None: servers share this machine's compile caches
@@ -143,13 +159,34 @@ class GroupServers:
         return self.key == key and set(self.servers) == set(roles) and self.alive()
 
     def stop(self) -> None:
-        for s in self.servers.values():
+        """Stop every server: the active group's and the parked ones."""
+        self.stop_parked()
+        self._stop(self.servers)
+        self.servers, self.key = {}, None
+
+    def stop_parked(self) -> None:
+        while self.parked:
+            self._stop(self.parked.pop()[1])
+
+    def _stop(self, servers: dict[str, GroupServer]) -> None:
+        for s in servers.values():
             pid = s.proc.proc.pid if s.proc.proc else None
             s.proc.stop()
             if pid:
                 self.pidfile.remove(pid)
             _remove(s.cache_dir)
+
+    def _park(self) -> None:
+        """The active group steps aside: kept running, idle, when `keep` allows (the oldest parked
+        one beyond it stops), else stopped."""
+        if self.servers:
+            if self.keep > 1 and self.alive():
+                self.parked.insert(0, (self.key, self.servers))
+            else:
+                self._stop(self.servers)
         self.servers, self.key = {}, None
+        while len(self.parked) > self.keep - 1:
+            self._stop(self.parked.pop()[1])
 
     def mark_bad_if_dead(self, reason: str) -> None:
         """A server that died mid-trial condemns its group (no restart loop on a broken config)."""
@@ -162,12 +199,30 @@ class GroupServers:
         they already run the configs' decode settings and mode)."""
         # a ServeConfig passes as it is (no second validation); a plain dict is validated here
         configs = {role: ServeConfig.model_validate(c) for role, c in configs.items()}
+        self.swapped = None
         if self.running(key, configs):
             return False
-        self.stop()
         if key in self.bad_groups:
+            self.stop()
             raise RuntimeError(f"engine group failed before: {self.bad_groups[key]}")
         configs = _share_gpu(configs)
+        if self._reuse(key, configs):
+            return False
+        self._park()
+        try:
+            self._start_group(key, configs)
+        except Exception:
+            if not self.parked:
+                raise
+            # parked servers hold GPU memory a start may need: free it and try once more
+            log.warning("group %s did not start beside %d parked group(s): stopping them and retrying",
+                        key, len(self.parked))
+            self.stop_parked()
+            self.bad_groups.pop(key, None)
+            self._start_group(key, configs)
+        return True
+
+    def _start_group(self, key: str, configs: dict[str, ServeConfig]) -> None:
         roles = [r for r in ("ship", "unseen") if r in configs]
         procs: dict[str, tuple[Any, Path, Path | None]] = {}
         try:
@@ -180,7 +235,7 @@ class GroupServers:
                     procs[role] = self._start(key, role, configs[role])
                 proc, log_path, cache_dir = procs[role]
                 health = proc.wait_healthy(self.start_timeout)
-                self.servers[role] = GroupServer(role, proc, health, log_path, cache_dir)
+                self.servers[role] = GroupServer(role, proc, health, log_path, configs[role], cache_dir)
         except BaseException as e:
             for proc, _, cache_dir in procs.values():
                 if proc.proc is not None:
@@ -192,7 +247,39 @@ class GroupServers:
                 self.bad_groups[key] = self.reason(e)
             raise
         self.key = key
-        return True
+
+    def _reuse(self, key: str, configs: dict[str, ServeConfig]) -> bool:
+        """Serve group `key` on servers already running: a parked group of that key as it is, or
+        (weight swaps allowed) the active or a parked group whose engine settings take the new
+        build's weights. False: start new servers."""
+        for i, (held_key, servers) in enumerate([(self.key, self.servers)] + self.parked):
+            if not servers or set(servers) != set(configs) or not all(s.proc.alive() for s in servers.values()):
+                continue
+            same = held_key == key
+            why = None if same else "weight swaps are off" if not self.swap else next(
+                (w for r in configs if (w := why_not_swap(servers[r].config, configs[r]))), None)
+            if why is not None:
+                log.info("group %s: not on the servers of %s (%s)", key, held_key, why)
+                continue
+            if i > 0:  # a parked group becomes the active one; the active one is parked
+                del self.parked[i - 1]
+                self._park()
+                self.servers, self.key = servers, held_key
+            if same:
+                return True
+            t0 = time.monotonic()
+            try:
+                for role, server in servers.items():
+                    swap_weights(server.proc.url, configs[role].model.path, self.start_timeout)
+                    server.config = configs[role]
+            except Exception as e:  # noqa: BLE001 - new servers instead; the reason goes to the log
+                log.warning("group %s: the weight swap failed (%s); starting new servers", key, e)
+                self._stop(self.servers)
+                self.servers, self.key = {}, None
+                return False
+            self.key, self.swapped = key, time.monotonic() - t0
+            return True
+        return False
 
     def _start(self, key: str, role: str, config: ServeConfig):
         from tournament.serving.process import ServerProcess, compile_cache_env
@@ -229,6 +316,13 @@ class GroupServers:
             return s.log_path
         logs = sorted(self.log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if self.log_dir.exists() else []
         return logs[-1] if logs else None
+
+
+def failure_reason(e: BaseException) -> str:
+    """An exception as a trial's (or a group's) failure reason; out-of-memory errors say OOM first."""
+    text = f"{type(e).__name__}: {e}"
+    low = text.lower()
+    return ("OOM: " + text) if "out of memory" in low or "outofmemory" in low or "cuda oom" in low else text
 
 
 def _remove(cache_dir: Path | None) -> None:

@@ -20,6 +20,7 @@ from tournament.study.config import (
 )
 from tournament.serving.config import DecodeSettings, EngineSettings, ServeConfig
 from tournament.study.inputs import ResolvedCandidate
+from tournament.study.optuna_private import fixed_params
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,18 @@ def group_param_names(cfg: SweepConfig, candidates: dict[str, ResolvedCandidate]
 def suggest_plan(trial, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate],
                  draw_recipe: Callable[[Any, str], ResolvedCandidate] | None = None) -> TrialPlan:
     """Define-by-run: group parameters first, then decode settings and mode. The one validation of
-    a drawn trial's settings. `draw_recipe(trial, template)`: the recipe space's draw on the chosen
+    a drawn trial's settings. The sampler draws the candidate among `space.candidate`; an enqueued
+    entry may name any listed candidate (a hand-written recipe beside a template the space draws on). `draw_recipe(trial, template)`: the recipe space's draw on the chosen
     candidate (study/recipes.py), which returns the drawn candidate."""
     ids = cfg.space.candidate or list(candidates)
     unknown = [i for i in ids if i not in candidates]
     if unknown:
         raise ValueError(f"space.candidate names unknown candidate(s) {unknown}; known: {list(candidates)}")
-    cand = trial.suggest_categorical("candidate", ids) if len(ids) > 1 else ids[0]
+    named = fixed_params(trial).get("candidate")
+    if named in candidates and named not in ids:  # enqueued by name: served, never drawn by the sampler
+        cand = named
+    else:
+        cand = trial.suggest_categorical("candidate", ids) if len(ids) > 1 else ids[0]
     rc = draw_recipe(trial, cand) if draw_recipe is not None else candidates[cand]
     variants = cfg.space.prompt
     pv = None

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tournament.files import json_hash
+from tournament.redact import scrub, scrub_text
 from tournament.study.config import SweepConfig, config_changes
 from tournament.study.inputs import builds_ready, load_eval, prebuild, resolve_candidates, speed_plan
 from tournament.study.ledger import judge_model_from_ledger
@@ -47,13 +48,13 @@ from tournament.study.measure import Measurement, measure
 from tournament.study.sweep_result import SweepOptions, SweepResult
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives, violations
-from tournament.study.optuna_private import trial_id
+from tournament.study.optuna_private import fixed_params, trial_id
 from tournament.study.served import record_serve_config
 from tournament.study.served_prompt import SERVED_AS, ServedPrompts, served_params
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
 from tournament.study.recipes import OverBudget, RecipeBook, enqueue_recipe, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
-from tournament.study.servers import GroupServers, PidFile
+from tournament.study.servers import GroupServers, PidFile, failure_reason
 from tournament.study.sweep_progress import SweepProgress, trial_heading, trial_line
 from tournament.study.space import (
     TrialPlan,
@@ -74,8 +75,6 @@ GROUP_REPEATS = 3  # repeats in a row inside one engine group before the group i
 class Sweep:
     def __init__(self, cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print,
                  progress: SweepProgress | None = None):
-        from tournament.tracking import scrub_text
-
         self.cfg, self.opts, self.progress = cfg, opts, progress or SweepProgress(live=False)
         self.echo = self.progress.wrap(lambda text: echo(scrub_text(text)))  # no secret reaches stdout
         self.runs_dir = Path(opts.runs_dir)
@@ -84,15 +83,16 @@ class Sweep:
         self.eval = load_eval(cfg)  # first: it may build the split that trained candidates hash
         self.candidates = resolve_candidates(cfg)  # may build the refit dataset and its speed pool
         self.templates = dict(self.candidates)  # what `candidate` draws; drawn recipes join self.candidates
-        self.recipes = RecipeBook(cfg, self.candidates, echo=self.echo, before_build=lambda: self.servers.stop()
+        self.recipes = RecipeBook(cfg, self.candidates, echo=self.echo, before_build=self._make_room
                                   ) if cfg.space.draws_recipes else None
         self.speed_plan, self.speed_pool_path = speed_plan(cfg)
         sp = self.speed_plan
         self.speed_key = json_hash([sp.pool, sp.size, sp.seed, sp.cycled], 16) if sp else None
         self.judge_model = judge_model_from_ledger(opts.ledger)
         self.pidfile = PidFile(self.runs_dir)
-        self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, _reason,
-                                    together=cfg.start_builds_together,
+        self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, failure_reason,
+                                    together=cfg.start_builds_together, swap=cfg.swap_weights,
+                                    keep=2 if cfg.swap_weights else 1,  # fp8 or not: two pairs to swap into
                                     compile_cache=self.sdir / "compile-cache" if cfg.judge.cold_start else None)
         self.cache = AnswerCache(self.runs_dir)
         self.prompts = ServedPrompts(cfg, self.echo)  # `chat` on a build without a chat template is `plain`
@@ -121,7 +121,7 @@ class Sweep:
         if "sweep_config" not in attrs:
             study.set_metric_names([o.name for o in objectives])
             study.set_user_attr("objectives", [o.model_dump() for o in objectives])
-            study.set_user_attr("sweep_config", _scrubbed(json.loads(self.cfg.model_dump_json())))
+            study.set_user_attr("sweep_config", scrub(json.loads(self.cfg.model_dump_json())))
             study.set_user_attr("fingerprint", self.cfg.fingerprint())
             if self.opts.sweep_file is not None:
                 study.set_user_attr("sweep_file", str(Path(self.opts.sweep_file).resolve()))
@@ -132,7 +132,7 @@ class Sweep:
                 study.set_user_attr("speed", {"pool": self.speed_pool_path, "questions": self.speed_plan.size,
                                               "seed": self.speed_plan.seed, "hash": self.speed_key})
         elif attrs.get("fingerprint") != self.cfg.fingerprint():
-            current = _scrubbed(json.loads(self.cfg.model_dump_json()))
+            current = scrub(json.loads(self.cfg.model_dump_json()))
             changed = config_changes(attrs.get("sweep_config") or {}, current)
             if changed:  # else only settings a later version added, at their defaults: the same sweep
                 self.echo(f"warning: study {self.opts.study!r} was started with another sweep file "
@@ -191,7 +191,7 @@ class Sweep:
         exhausted = False
         gnames = group_param_names(self.cfg, self.templates, param_names(self.cfg) if self.recipes else [])
         self.echo(f"study {self.opts.study!r}: {len(self.eval.questions)} eval questions, target {self.opts.trials} "
-                  f"trials, storage {_safe_url(self.opts.storage)}")
+                  f"trials, storage {scrub_text(self.opts.storage)}")
         if self.speed_plan is not None:
             self.echo(f"speed POST: {self.speed_plan.size} distinct questions (the {self.cfg.judge.set} samples + "
                       f"questions no build saw, from {self.speed_pool_path})")
@@ -242,7 +242,11 @@ class Sweep:
                 repeats_in_a_row = 0
                 if outcome == "new group":
                     group_params = {k: v for k, v in trial.params.items() if k in gnames}
-                    group_left = self.cfg.decode_trials_per_engine - 1
+                    # a candidate enqueued by name outside space.candidate is never drawn: only
+                    # trials enqueued for it run in its group
+                    named = fixed_params(trial).get("candidate")
+                    drawable = named is None or named in (self.cfg.space.candidate or self.templates)
+                    group_left = self.cfg.decode_trials_per_engine - 1 if drawable else 0
                 else:
                     group_left -= 1
                 if not self.servers.alive():
@@ -294,7 +298,7 @@ class Sweep:
             if attempt.run_id:
                 trial.set_user_attr("mlflow_run_id", attempt.run_id)
             candidate = self.candidates[plan.candidate]
-            trial.set_user_attr("candidate", _scrubbed(candidate.info))
+            trial.set_user_attr("candidate", scrub(candidate.info))
             trial.set_user_attr("group_key", plan.group_key)
             cache_key = json_hash({"builds": {r: b.config_hash for r, b in candidate.builds.items()},
                                    "prompt": plan.prompt_variant, "engine": plan.engine.model_dump(),
@@ -317,7 +321,7 @@ class Sweep:
             write_trial_files(tdir, measurement, attempt.serve_config, metrics)
             self.echo(trial_line(heading, metrics, broken, attempt.started))
             self._track(trial, attempt, metrics, tdir, "FINISHED", None)
-            return "new group" if attempt.started else "same group"
+            return "new group" if attempt.started or attempt.swapped is not None else "same group"
         except KeyboardInterrupt:
             self._fail(study, trial, "interrupted (Ctrl-C)", attempt, tdir)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
@@ -327,10 +331,20 @@ class Sweep:
                 self._fail(study, trial, f"interrupted (Ctrl-C, seen as {type(e).__name__})", attempt, tdir)
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
                 raise KeyboardInterrupt from e
-            reason = _reason(e)
+            reason = failure_reason(e)
             self.servers.mark_bad_if_dead(reason)
             self._fail(study, trial, reason, attempt, tdir)
-            return "new group" if attempt.started else "same group"
+            return "new group" if attempt.started or attempt.swapped is not None else "same group"
+
+    def _make_room(self) -> None:
+        """Before a recipe trains: running servers stay while a build fits beside them (the new
+        recipe is then swapped in); else the parked ones stop first, then the active ones."""
+        from tournament.train.memory import room_for_a_build
+
+        for stop in (self.servers.stop_parked, self.servers.stop):
+            if self.cfg.swap_weights and self.servers.alive() and room_for_a_build(Path("builds")):
+                return
+            stop()
 
     def _speed_reusable(self, cached: dict[str, Any] | None) -> bool:
         """A cached configuration whose speed may stand for this trial: asked for, and, when cold
@@ -363,8 +377,8 @@ class Sweep:
         attempt.serve_config = configs["ship"].model_dump()
         t_servers = time.monotonic()
         attempt.started = self.servers.ensure(plan.group_key, configs)
-        attempt.health_seconds = self.servers.ship.health_seconds
-        start_cost = (time.monotonic() - t_servers) if attempt.started else 0.0
+        attempt.swapped, attempt.health_seconds = self.servers.swapped, self.servers.ship.health_seconds
+        start_cost = (time.monotonic() - t_servers) if attempt.started or attempt.swapped is not None else 0.0
         if not attempt.started:
             self.servers.configure(plan.decode, plan.mode)
         judge = self.cfg.judge
@@ -383,6 +397,8 @@ class Sweep:
         else:
             self.cache.put(cache_key, attempt.serve_config, metrics, measurement)
         metrics["build_seconds"], metrics["start_seconds"] = build_s, start_cost
+        if attempt.swapped is not None:  # a new build on the running servers (their health time stands)
+            metrics["weights_swap_seconds"] = attempt.swapped
         elapsed = time.monotonic() - t_ask - start_cost - build_s
         metrics["overhead_seconds"] = max(0.0, elapsed - metrics["predict_seconds_total"])
         metrics["overhead_ratio"] = metrics["overhead_seconds"] / max(metrics["predict_seconds_total"], 1e-9)
@@ -468,29 +484,8 @@ class _Attempt:
     serve_config: dict[str, Any] | None = None  # the shipped server's, as started
     health_seconds: float | None = None
     started: bool = False  # this trial started the group's servers
+    swapped: float | None = None  # or swapped its build's weights into them (seconds)
     build_seconds: float = 0.0  # training a drawn recipe on first use (not trial overhead)
-
-
-def _scrubbed(sc: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A config as the study records it (optuna.db, cache, winner.json): a secret placed in a path
-    or a prompt is masked, as it is in MLflow."""
-    from tournament.tracking import scrub
-
-    return None if sc is None else scrub(sc)
-
-
-def _reason(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    low = text.lower()
-    if "out of memory" in low or "outofmemory" in low or "cuda oom" in low:
-        text = "OOM: " + text
-    return text
-
-
-def _safe_url(url: str) -> str:
-    from tournament.tracking import scrub_text
-
-    return scrub_text(url)
 
 
 def run_sweep(cfg: SweepConfig, opts: SweepOptions, echo: Callable[[str], None] = print,

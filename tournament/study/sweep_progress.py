@@ -42,12 +42,14 @@ def trial_heading(number: int, plan: Any, params: dict[str, Any]) -> str:
 
 
 def trial_line(heading: str, metrics: dict[str, Any], broken: list[str], started: bool) -> str:
-    """A measured trial's one line: its heading, what it scored, and which limits it breaks."""
+    """A measured trial's one line: its heading, what it scored, which limits it breaks, and
+    whether its servers are new or took its build's weights (`weights_swap_seconds`)."""
+    swap = metrics.get("weights_swap_seconds")
     return (f"{heading} seen={metrics['seen_accuracy']:.3f} unseen={metrics['unseen_accuracy']:.3f} "
             f"predicted={metrics['predicted_accuracy']:.3f}±{metrics['predicted_accuracy_sd']:.3f} "
             f"chars/s={metrics['chars_per_s']:.0f} "
             + (f"infeasible ({'; '.join(broken)})" if broken else "feasible")
-            + (" (new servers)" if started else ""))
+            + (" (new servers)" if started else f" (weights swapped in, {swap:.1f} s)" if swap is not None else ""))
 
 
 def _clock(seconds: float | None) -> str:

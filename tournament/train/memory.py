@@ -44,15 +44,16 @@ def training_bytes_without_liger(*, trainable: int, frozen_bytes: int, micro_tok
 
 
 def liger_needed(estimate_bytes: int, free_bytes: int, headroom: float = HEADROOM) -> bool:
-    """`recipe.liger: auto` on a GPU: Liger's kernels only when the build would not fit without
-    them. They cost time (on one H100, gemma-3-270m: 2.8x the step time of a full SFT, 1.5x of a
-    LoRA r16) for memory (3.3x / 4.7x less), so a build that fits runs faster without them."""
+    """`recipe.liger: auto` on a GPU: Liger's fused loss only when the build would not fit without
+    it. Every Liger kernel, the fused loss with them, cost time (on one H100, gemma-3-270m: 2.8x
+    the step time of a full SFT, 1.5x of a LoRA r16) for memory (3.3x / 4.7x less), so a build
+    that fits runs faster without the fused loss."""
     return estimate_bytes > free_bytes * (1.0 - headroom)
 
 
 def liger_for_memory(model, micro_tokens: int, device: str) -> tuple[bool, str]:
-    """(use Liger?, why in words) for a model about to train on CUDA `device`: the estimate
-    without Liger against the GPU's free memory now (other builds beside it included)."""
+    """(use Liger's fused loss?, why in words) for a model about to train on CUDA `device`: the
+    estimate without it against the GPU's free memory now (other builds beside it included)."""
     import torch
 
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -66,10 +67,11 @@ def liger_for_memory(model, micro_tokens: int, device: str) -> tuple[bool, str]:
     gib = 2**30
     of = f" ({share} builds share this GPU)" if share > 1 else ""
     if liger_needed(est, free):
-        return True, (f"Liger kernels on: without them this build needs ~{est / gib:.1f} GiB, more than its "
+        return True, (f"Liger's fused loss on: without it this build needs ~{est / gib:.1f} GiB, more than its "
                       f"{free / gib:.1f} GiB of free memory{of} allows")
-    return False, (f"Liger kernels off: ~{est / gib:.1f} GiB without them fits its {free / gib:.1f} GiB of free "
-                   f"memory{of}, and they would slow each step (recipe.liger: true forces them)")
+    return False, (f"Liger's layer kernels on, its fused loss off: ~{est / gib:.1f} GiB without it fits its "
+                   f"{free / gib:.1f} GiB of free memory{of}, and it would slow each step (recipe.liger: true "
+                   "forces it)")
 
 
 def builds_sharing_the_gpu() -> int:
@@ -171,6 +173,20 @@ def free_gpu_bytes(gpu: str | int = 0) -> int | None:
         return int(float(out.strip().splitlines()[0])) * 2**20  # MiB
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
+
+
+def room_for_a_build(builds_dir: Path, gpu: str | int | None = None) -> bool:
+    """Does one more build fit beside what holds the GPU now (running servers)? The largest peak
+    earlier builds measured, plus a context and the headroom, against the free memory. True
+    without a GPU reading (a CPU machine: the GPU is not what builds share); False on a GPU
+    before any build recorded its peak (no guess)."""
+    if gpu is None:  # this process's first visible GPU (sweep --gpus gives each worker one)
+        gpu = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0] or "0"
+    free = free_gpu_bytes(gpu)
+    if free is None:
+        return True
+    peaks = measured_peaks(builds_dir)
+    return bool(peaks) and free * (1.0 - HEADROOM) >= max(peaks.values()) + CUDA_CONTEXT_BYTES
 
 
 def plan_build_workers(builds_dir: Path, ids: Iterable[str] | None, gpu: str | int = 0, *,

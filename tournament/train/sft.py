@@ -8,8 +8,10 @@ One code path for CPU (tests, the tiny model; fp32), one GPU (bf16) and several 
   counts answer tokens (and the EOS) only. No other templating: Trainer sees token ids;
 - Trainer does the rest: token-weighted loss over gradient accumulation (`num_items_in_batch`),
   AdamW, cosine/linear/constant schedule with warmup, gradient clipping, bf16 autocast, gradient
-  checkpointing, Liger kernels (`recipe.liger`: the fused linear cross-entropy never materialises
-  the logits of a 262k vocabulary), DDP across the processes of `accelerate launch`;
+  checkpointing, Liger kernels (`recipe.liger`: the fused layer kernels, RMSNorm, RoPE and GeGLU,
+  cut the kernel launches a small model's step is bound by; the fused linear cross-entropy never
+  materialises the logits of a 262k vocabulary, at a cost in time), DDP across the processes of
+  `accelerate launch`;
 - checkpoints every ``save_steps`` optimizer steps inside ``<build>.tmp/checkpoints`` (Trainer's
   `checkpoint-N`: weights, optimizer, scheduler, RNG, trainer state), so ``resume=True`` continues
   where a killed run stopped (`Trainer.train(resume_from_checkpoint=...)`: same data order, the
@@ -83,9 +85,10 @@ def world() -> tuple[int, bool]:
 
 def use_liger(setting: bool | str, device: str) -> bool:
     """Can (true: must) this build use Liger? `recipe.liger`: auto = when liger-kernel is
-    importable and training runs on CUDA (its kernels are Triton), and then only if the build
-    would not fit the GPU without them (memory.liger_for_memory, decided once the model is
-    loaded); true = required (an error names what is missing); false = never."""
+    importable and training runs on CUDA (its kernels are Triton): the layer kernels always, the
+    fused loss only if the build would not fit the GPU without it (memory.liger_for_memory,
+    decided once the model is loaded); true = every kernel, the fused loss too (an error names
+    what is missing); false = never."""
     import importlib.util
 
     if setting is False:
@@ -161,7 +164,7 @@ def _torch_dtype(name: str):
 
 
 def training_arguments(candidate: Candidate, out_dir: Path, *, device: str, total_steps: int, warmup: int,
-                       amp: bool, liger: bool, world_size: int):
+                       amp: bool, liger: bool, world_size: int, fused_loss: bool | None = None):
     """Trainer's arguments for a recipe. The recipe's batch_size is the global micro-batch: with
     N processes each takes batch_size / N, so a build means the same steps on any GPU count."""
     import dataclasses
@@ -183,6 +186,9 @@ def training_arguments(candidate: Candidate, out_dir: Path, *, device: str, tota
         save_total_limit=2, report_to="none", disable_tqdm=True, seed=r.seed, data_seed=r.seed,
         bf16=amp, use_cpu=device == "cpu", remove_unused_columns=False, dataloader_num_workers=0,
         use_liger_kernel=liger, ddp_find_unused_parameters=False if world_size > 1 else None,
+        # the layer kernels with Liger; its fused loss only when asked (it trades time for memory)
+        liger_kernel_config={"fused_linear_cross_entropy": liger if fused_loss is None else fused_loss,
+                             "cross_entropy": False} if liger else None,
         # batches of similar length (recipe.group_by_length); older transformers spell it as a flag
         train_sampling_strategy="group_by_length" if r.group_by_length else "random",
         group_by_length=r.group_by_length,
@@ -263,8 +269,11 @@ def train_sft(
         + (" with Liger kernels" if liger and r.liger is True else ""))
 
     model = load_model(base_dir, r, train_dtype)
-    if liger and r.liger == "auto":  # on a GPU with Liger installed: only when memory needs it
-        liger, why = liger_for_memory(model, (r.batch_size // world_size) * r.max_length, device)
+    fused_loss = liger
+    if liger and r.liger == "auto":  # on a GPU with Liger installed: its fused loss only when memory needs it
+        # a batch pads to its longest sequence, so no batch holds more than the longest one's width
+        widest = max(len(s[0]) for s in seqs)
+        fused_loss, why = liger_for_memory(model, (r.batch_size // world_size) * min(r.max_length, widest), device)
         log(why)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
@@ -287,12 +296,13 @@ def train_sft(
                "base": candidate.base.describe(), "device": device,
                "dtype": str(train_dtype).removeprefix("torch."), "compute_dtype": str(compute_dtype).removeprefix("torch."),
                "rows": len(rows), "sequences": len(seqs), "tokens": n_tokens, "total_steps": total_steps,
-               "trainable_params": n_trainable, "liger_used": liger, "processes": world_size,
+               "trainable_params": n_trainable, "liger_used": liger, "liger_fused_loss": fused_loss,
+               "processes": world_size,
                **{f"recipe.{k}": v for k, v in r.model_dump(mode="json").items()},
                "prompt.style": candidate.prompt.style})
 
     args = training_arguments(candidate, out_dir, device=device, total_steps=total_steps, warmup=warmup,
-                              amp=amp, liger=liger, world_size=world_size)
+                              amp=amp, liger=liger, world_size=world_size, fused_loss=fused_loss)
     dataset = [{"input_ids": ids, "labels": labels} for ids, labels in seqs]
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=CompletionCollator(tokenizer.pad_token_id),
@@ -357,7 +367,8 @@ def train_sft(
                       "loss_curve": curve, "final_loss": curve[-1][1] if curve else None,
                       "train_seconds": round(train_seconds, 3),
                       "tokens_per_s": round(n_tokens * r.epochs / train_seconds, 1) if train_seconds > 0 else None,
-                      "peak_memory": peak, "liger": liger, "gradient_checkpointing": r.gradient_checkpointing,
+                      "peak_memory": peak, "liger": liger, "liger_fused_loss": fused_loss,
+                      "gradient_checkpointing": r.gradient_checkpointing,
                       "processes": world_size, "resumed_from": checkpoint.name if checkpoint else None},
             "wall_seconds": round(wall, 3),
             "mlflow_run_id": ml.run_id,

@@ -29,6 +29,16 @@ def reset_prefix_cache(engine: Engine) -> bool:
     return bool(reset()) if callable(reset) else False
 
 
+def load_weights(engine: Engine, model_dir: Path) -> None:
+    """Sweep-only: put another build's weights (same architecture, same tokenizer) into the
+    running engine, so a new recipe is measured without a server start. An engine that cannot
+    raises NotImplementedError (the sweep then starts a new server)."""
+    swap = getattr(engine, "load_weights", None)
+    if not callable(swap):
+        raise NotImplementedError(f"the {engine.name} engine cannot swap weights")
+    swap(Path(model_dir))
+
+
 def load_engine(model_dir: Path, model: ModelRef, settings: EngineSettings) -> Engine:
     if settings.engine == "vllm":
         from tournament.serving.engines.vllm_engine import VLLMEngine

@@ -46,7 +46,7 @@ class HFEngine:
 
     def __init__(self, model_dir: Path, model: ModelRef, settings: EngineSettings):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.settings = settings
         self.device = pick_device(settings.device)
@@ -58,10 +58,7 @@ class HFEngine:
         self.tokenizer.truncation_side = "left"  # an over-long prompt keeps its "答案：" end
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=_dtype(settings.dtype, self.device), **kwargs
-        ).to(self.device)
-        self.model.eval()
+        self.model = self._load(model_dir, model)
         self.max_len = settings.max_model_len
         gen_eos = self.model.generation_config.eos_token_id
         eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
@@ -69,6 +66,19 @@ class HFEngine:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(eos)
         torch.manual_seed(settings.seed)
+
+    def _load(self, model_dir: Path, model: ModelRef):
+        from transformers import AutoModelForCausalLM
+
+        kwargs = {"gguf_file": model.gguf_file} if model.gguf_file else {}
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=_dtype(self.settings.dtype, self.device), **kwargs).to(self.device)
+        return loaded.eval()
+
+    def load_weights(self, model_dir: Path) -> None:
+        """Sweep-only: another build of the same architecture and tokenizer (the sweep checks
+        both) in place of this one; the tokenizer and the settings stay."""
+        self.model = self._load(model_dir, ModelRef())
 
     def _gen_kwargs(self, decode: DecodeSettings, prompt_len: int) -> dict:
         kw = {

@@ -13,7 +13,9 @@ does not know without a word, so a key the installed vLLM lacks stops the server
 Every other argument is checked against the installed vLLM's EngineArgs the same way
 (`vllm_llm_kwargs`; the settings unset by default are passed only when set).
 vLLM has no public shutdown: one engine configuration per process (the sweep starts a new
-server for each engine setting)."""
+server for each engine setting). Within one engine configuration the sweep swaps builds of the same
+architecture in place (`load_weights`, vLLM's `reload_weights(weights_path=...)`, 0.11 and later):
+the judge never calls it."""
 
 from __future__ import annotations
 
@@ -160,6 +162,18 @@ class VLLMEngine:
         """`LLM.reset_prefix_cache()` (vLLM 0.10 and current): False when there is none to reset."""
         reset = getattr(self.llm, "reset_prefix_cache", None)
         return bool(reset()) if callable(reset) and self.settings.enable_prefix_caching else False
+
+    def load_weights(self, model_dir: Path) -> None:
+        """Sweep-only: another build's weights into this engine, in place. vLLM's layer-wise
+        reload (`reload_weights` in the worker) loads the checkpoint, re-runs the load-time
+        processing (an on-the-fly quantization too) and copies the result into the tensors the
+        model already has, so its compiled graphs and CUDA graphs stay valid. The prefix cache
+        holds KV blocks the old weights computed: emptied. vLLM 0.10 has no such reload (its
+        worker takes no `weights_path`): the error says so and the sweep starts a server instead."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+        reset = getattr(self.llm, "reset_prefix_cache", None)
+        if callable(reset) and self.settings.enable_prefix_caching and not reset():
+            raise RuntimeError("the prefix cache could not be emptied after the weights changed")
 
     def close(self) -> None:
         self.llm = None
