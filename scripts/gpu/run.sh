@@ -10,6 +10,7 @@
 #   p2       the serving setups users copy (benchmarks/setups/) against the sweep's winner, on the
 #            judge-sized distinct POST of each set (tournament bench setups)
 #   trainmem peak GPU memory and time per build with Liger's kernels on and off (TRAINMEM_CANDIDATES)
+#   swapprobe a weight swap against a fresh server of the same build (after trainmem)
 #   compare  one sweep worker on GPU 0 (trials per minute, against the --gpus run) beside the
 #            cold-start table (scripts/gpu/cold_start.sh) of the picked winner on GPU 1
 #   chain    all of the above as one background job (CHAIN_STEPS="bench sweep" by default)
@@ -180,6 +181,19 @@ trainmem)
   wait_for prepare 900 || exit 1
   timed $T models fetch-embedded
   python3 scripts/gpu/train_memory.py "$OUT" "$W/trainmem" ${TRAINMEM_CANDIDATES:-candidates/gemma-3-270m-full-echo.yaml candidates/gemma-3-270m-lora-r16.yaml} 2>&1 | tee "$OUT/trainmem.log"
+  ;;
+swapprobe)
+  # A weight swap against a fresh server of the same build, on vLLM (scripts/gpu/swap_probe.py), with
+  # two full SFTs of trainmem's (full-echo, echo-b32: run trainmem first); SWAP_PROBE_FP8=1: on fp8 too.
+  wait_for prepare 900 || exit 1
+  A=$(ls -d "$W"/trainmem/builds-liger-*/gemma-3-270m-full-echo-*/model 2>/dev/null | head -1)
+  B=$(ls -d "$W"/trainmem/builds-liger-*/gemma-3-270m-echo-b32-*/model 2>/dev/null | head -1)
+  [ -n "$A" ] && [ -n "$B" ] || { echo "swapprobe: no trainmem builds of full-echo and echo-b32"; exit 1; }
+  python3 scripts/gpu/swap_probe.py "$OUT/swap-probe.json" "$A" "$B" > "$OUT/swap-probe.log" 2>&1; tail -3 "$OUT/swap-probe.log"
+  if [ "${SWAP_PROBE_FP8:-0}" = 1 ]; then
+    SWAP_PROBE_QUANT=fp8 python3 scripts/gpu/swap_probe.py "$OUT/swap-probe-fp8.json" "$A" "$B" > "$OUT/swap-probe-fp8.log" 2>&1
+    tail -3 "$OUT/swap-probe-fp8.log"
+  fi
   ;;
 sweep)
   wait_for prepare 900 || exit 1

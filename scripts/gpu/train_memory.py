@@ -70,7 +70,7 @@ def train(candidate: Path, liger: str, work: Path) -> dict:
         return row
     tr = json.loads(manifests[-1].read_text(encoding="utf-8"))["train"]
     peak = tr.get("peak_memory") or {}
-    row.update({"liger_used": tr.get("liger"), "train_s": round(tr.get("train_seconds") or 0, 1),
+    row.update({"liger_used": tr.get("liger"), "fused_loss": tr.get("liger_fused_loss"), "train_s": round(tr.get("train_seconds") or 0, 1),
                 "steps": tr.get("steps"), "peak_allocated_gib": round((peak.get("bytes") or 0) / 2**30, 2),
                 "peak_reserved_gib": round((peak.get("reserved_bytes") or 0) / 2**30, 2)})
     free = free_gpu_bytes(0)

@@ -26,6 +26,7 @@ HEADROOM = 0.10
 
 
 AT_ONCE_ENV = "TOURNAMENT_BUILDS_AT_ONCE"  # set by the parent of side-by-side builds (builds_at_once)
+SHARE_ENV = "TOURNAMENT_BUILD_SHARE_BYTES"  # and each one's share of the free memory it read then
 # Per token, per hidden unit, per layer: the activations a decoder layer keeps for its backward pass
 # in bf16 without checkpointing (~34 bytes, as in Korthikanti et al., 2022, with fused attention).
 ACTIVATION_BYTES = 34
@@ -61,9 +62,13 @@ def liger_for_memory(model, micro_tokens: int, device: str) -> tuple[bool, str]:
     frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
     est = training_bytes_without_liger(trainable=trainable, frozen_bytes=frozen, micro_tokens=micro_tokens,
                                        vocab=cfg.vocab_size, hidden=cfg.hidden_size, layers=cfg.num_hidden_layers)
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
     share = builds_sharing_the_gpu()
-    free //= share  # the builds started beside it get the same share, whichever allocates first
+    planned = os.environ.get(SHARE_ENV, "")
+    if share > 1 and planned.isdigit():  # the parent's reading before any of them allocated
+        free = int(planned)
+    else:  # read now: builds that start later would see the earlier ones' memory and count it twice
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        free //= share  # the builds started beside it get the same share, whichever allocates first
     gib = 2**30
     of = f" ({share} builds share this GPU)" if share > 1 else ""
     if liger_needed(est, free):
@@ -85,17 +90,26 @@ def builds_sharing_the_gpu() -> int:
 @contextmanager
 def builds_at_once(n: int):
     """Tell the build children started inside (their environment is a copy of this process's)
-    that `n` builds share each GPU: `liger: auto` then plans with 1/n of the free memory, so side
-    by side builds turn Liger on together instead of each taking the whole card."""
-    old = os.environ.get(AT_ONCE_ENV)
-    os.environ[AT_ONCE_ENV] = str(max(1, int(n)))
+    that `n` builds share each GPU, and each one's share of the free memory read now, before any
+    of them allocates: `liger: auto` plans with that share (a child that starts after the others
+    have allocated would otherwise see their memory gone and divide what is left again)."""
+    n = max(1, int(n))
+    free = free_gpu_bytes((os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0] or "0")
+    new = {AT_ONCE_ENV: str(n), SHARE_ENV: str(free // n) if free is not None else None}
+    old = {k: os.environ.get(k) for k in new}
+    for k, v in new.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(AT_ONCE_ENV, None)
-        else:
-            os.environ[AT_ONCE_ENV] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def reset_peak(device: str) -> None:
