@@ -196,7 +196,9 @@ class GroupServers:
 
     def ensure(self, key: str, configs: dict[str, ServeConfig | dict[str, Any]]) -> bool:
         """Servers for `configs` (role -> ServeConfig) of group `key`; True if started now (then
-        they already run the configs' decode settings and mode)."""
+        they already run the configs' decode settings and mode); False if they run already: the
+        active group, a parked one taken back, or a group `key`'s build was swapped into
+        (`swapped` holds that swap's seconds)."""
         # a ServeConfig passes as it is (no second validation); a plain dict is validated here
         configs = {role: ServeConfig.model_validate(c) for role, c in configs.items()}
         self.swapped = None
