@@ -156,7 +156,8 @@ def test_a_parked_pair_takes_the_next_build_of_its_settings(builds, tmp_path):
         assert [k for k, _ in servers.parked] == ["wide"]
         assert _answers(servers.ship.proc.url) == _fresh(builds["b"], tmp_path / "fb")
         assert servers.ensure("wide", {"ship": _config(builds["wide"])}) is False  # as it was: no swap
-        assert servers.swapped is None and servers.ship.proc.proc.pid == pid_wide
+        assert servers.swapped is None and servers.changed and servers.ship.proc.proc.pid == pid_wide
+        assert servers.ensure("wide", {"ship": _config(builds["wide"])}) is False and not servers.changed
         procs = [servers.ship.proc] + [s.proc for _, group in servers.parked for s in group.values()]
         assert servers.ensure("short", {"ship": _config(builds["a"], max_model_len=128)})  # a third: one stops
         assert len(servers.parked) == 1 and sum(p.alive() for p in procs) == 1

@@ -164,7 +164,9 @@ def recover_local_stale(study, dead_started: list[float] = ()) -> list[int]:
             if st.set_trial_state_values(tid, TrialState.FAIL):
                 # a worker killed between two suggest calls left part of a plan: the retry keeps
                 # those choices and Optuna draws the rest (nothing was measured yet)
-                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+                # (and an enqueued trial keeps what it was given: a candidate named by its entry, say)
+                study.enqueue_trial({**(t.system_attrs.get("fixed_params") or {}), **t.params},
+                                    user_attrs={"retry_of": t.number})
                 out.append(t.number)
         except Exception as e:  # another worker got there first
             log.debug("stale trial %d: %s", t.number, e)

@@ -141,6 +141,7 @@ class GroupServers:
         # group on the same engine settings takes one over by a swap instead of a start
         self.parked: list[tuple[str, dict[str, GroupServer]]] = []
         self.swapped: float | None = None  # seconds of the weight swap the last `ensure` made instead of a start
+        self.changed = False  # the last `ensure` changed the active group (a start, a swap, a parked one taken back)
         # absolute: the server runs in another folder (and mkdtemp keeps a relative dir relative)
         self.compile_cache = Path(compile_cache).resolve() if compile_cache is not None else None
         # None: servers share this machine's compile caches
@@ -201,9 +202,10 @@ class GroupServers:
         (`swapped` holds that swap's seconds)."""
         # a ServeConfig passes as it is (no second validation); a plain dict is validated here
         configs = {role: ServeConfig.model_validate(c) for role, c in configs.items()}
-        self.swapped = None
+        self.swapped, self.changed = None, False
         if self.running(key, configs):
             return False
+        self.changed = True
         if key in self.bad_groups:
             self.stop()
             raise RuntimeError(f"engine group failed before: {self.bad_groups[key]}")

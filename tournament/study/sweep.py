@@ -321,20 +321,20 @@ class Sweep:
             write_trial_files(tdir, measurement, attempt.serve_config, metrics)
             self.echo(trial_line(heading, metrics, broken, attempt.started))
             self._track(trial, attempt, metrics, tdir, "FINISHED", None)
-            return "new group" if attempt.started or attempt.swapped is not None else "same group"
+            return "new group" if attempt.new_group else "same group"
         except KeyboardInterrupt:
             self._fail(study, trial, "interrupted (Ctrl-C)", attempt, tdir)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial({**fixed_params(trial), **trial.params}, user_attrs={"retry_of": trial.number})
             raise
         except Exception as e:
             if self.sigint.is_set():  # Ctrl-C, turned into another error by a library (noting_sigint)
                 self._fail(study, trial, f"interrupted (Ctrl-C, seen as {type(e).__name__})", attempt, tdir)
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                study.enqueue_trial({**fixed_params(trial), **trial.params}, user_attrs={"retry_of": trial.number})
                 raise KeyboardInterrupt from e
             reason = failure_reason(e)
             self.servers.mark_bad_if_dead(reason)
             self._fail(study, trial, reason, attempt, tdir)
-            return "new group" if attempt.started or attempt.swapped is not None else "same group"
+            return "new group" if attempt.new_group else "same group"
 
     def _make_room(self) -> None:
         """Before a recipe trains: running servers stay while a build fits beside them (the new
@@ -377,7 +377,8 @@ class Sweep:
         attempt.serve_config = configs["ship"].model_dump()
         t_servers = time.monotonic()
         attempt.started = self.servers.ensure(plan.group_key, configs)
-        attempt.swapped, attempt.health_seconds = self.servers.swapped, self.servers.ship.health_seconds
+        attempt.swapped, attempt.new_group = self.servers.swapped, self.servers.changed
+        attempt.health_seconds = self.servers.ship.health_seconds
         start_cost = (time.monotonic() - t_servers) if attempt.started or attempt.swapped is not None else 0.0
         if not attempt.started:
             self.servers.configure(plan.decode, plan.mode)
@@ -485,6 +486,7 @@ class _Attempt:
     health_seconds: float | None = None
     started: bool = False  # this trial started the group's servers
     swapped: float | None = None  # or swapped its build's weights into them (seconds)
+    new_group: bool = False  # the servers it ran on were not the previous trial's group
     build_seconds: float = 0.0  # training a drawn recipe on first use (not trial overhead)
 
 
