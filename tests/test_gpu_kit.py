@@ -212,3 +212,39 @@ def test_the_gpu_sweeps_speed_post_follows_the_judged_set(judged, size, tmp_path
         out.unlink(missing_ok=True)
     assert cfg.judge.set == judged and (cfg.speed.questions or cfg.judge.questions) == size
     assert len(cfg.enqueue) == 6 and cfg.speed_repeats == 2  # the overlay's
+
+
+def test_the_swap_probe_compares_a_swapped_server_with_a_fresh_one(tmp_path, tiny_qa_file):
+    """scripts/gpu/swap_probe.py on the tests' engine: two tiny builds of one architecture with
+    other weights; the swapped server must answer as the fresh one (0 answers differ), and the two
+    builds must answer differently (else the probe could not tell a swap that did nothing)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tournament.models.tiny import build_tiny_model
+
+    builds = []
+    for name, seed in (("a", 0), ("b", 1)):
+        d = build_tiny_model(tmp_path / name, seed=seed)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(str(d))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.5)  # wide enough that two builds answer differently
+        model.save_pretrained(str(d))
+        builds.append(str(d))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SWAP_PROBE_ENGINE": "transformers", "SWAP_PROBE_TOKENS": "6",
+           "SWAP_PROBE_EVAL": str(tiny_qa_file), "SWAP_PROBE_WORK": str(tmp_path / "work")}
+    out = tmp_path / "probe.json"
+    r = subprocess.run([sys.executable, "scripts/gpu/swap_probe.py", str(out), *builds], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["swapped"] and doc["swap_s"] is not None and doc["questions"] == 6
+    assert doc["answers_differ_swapped_vs_fresh"] == 0 and doc["answers_differ_a_vs_b"] > 0
+    assert doc["b_swapped"]["accuracy"] == doc["b_fresh"]["accuracy"]

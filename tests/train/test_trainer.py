@@ -235,3 +235,23 @@ def test_side_by_side_builds_plan_liger_for_their_share_of_the_gpu(monkeypatch):
             assert not liger_needed(full, 79 * GiB // builds_sharing_the_gpu())
         assert builds_sharing_the_gpu() == 3
     assert AT_ONCE_ENV not in __import__("os").environ
+
+
+def test_side_by_side_builds_plan_with_the_parents_reading_of_free_memory(monkeypatch):
+    """The children of a batch start one after another; each reading the free memory itself would
+    see the earlier ones' allocations and divide what is left again (on one H100 two of three
+    refits turned Liger's slow fused loss on that way). The parent reads it once, before any of
+    them allocates, and hands each its share."""
+    import os
+
+    from tournament.train import memory
+
+    GiB = 2**30
+    monkeypatch.delenv(memory.SHARE_ENV, raising=False)
+    monkeypatch.setattr(memory, "free_gpu_bytes", lambda gpu=0: 78 * GiB)
+    with memory.builds_at_once(4):
+        assert os.environ[memory.SHARE_ENV] == str(78 * GiB // 4)
+    assert memory.SHARE_ENV not in os.environ
+    monkeypatch.setattr(memory, "free_gpu_bytes", lambda gpu=0: None)  # no reading: each child reads its own
+    with memory.builds_at_once(2):
+        assert memory.SHARE_ENV not in os.environ and os.environ[memory.AT_ONCE_ENV] == "2"
