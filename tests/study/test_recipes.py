@@ -108,6 +108,7 @@ def test_drawn_recipes_are_built_once_within_the_budget_and_the_winner_rebuilds(
     measured = [t for t in done if "duplicate_of" not in t.user_attrs and t.user_attrs.get("cache") != "answers+speed"]
     swapped = [t for t in measured if "weights_swap_seconds" in t.user_attrs["metrics"]]
     assert swapped and len(swapped) == sum("(weights swapped in" in line for line in lines)
+    assert sum(line.startswith("weight swap checked: ") for line in r.output.splitlines()) == 1  # the first
     served: dict[str, float] = {}  # base -> its servers' time to healthy
     previous = None
     for t in measured:

@@ -164,3 +164,39 @@ def test_a_parked_pair_takes_the_next_build_of_its_settings(builds, tmp_path):
     finally:
         servers.stop()
     assert not any(p.alive() for p in procs) and not servers.parked
+
+
+def test_the_first_swap_goes_there_and_back_and_a_failed_check_turns_swaps_off(builds, tmp_path):
+    """The first swap of a sweep is checked: the old build's greedy answers must come back after a
+    swap there and back. A folder whose weights changed under a running server (what a reload that
+    loads stale or wrong tensors looks like from outside) fails it: swaps are off, new servers."""
+    questions = QUESTIONS[:3]
+    servers = GroupServers(tmp_path / "ok", PidFile(tmp_path), 120, str, together=False, swap=True,
+                           check_questions=questions)
+    try:
+        servers.ensure("a", {"ship": _config(builds["a"])})
+        assert servers.ensure("b", {"ship": _config(builds["b"])}) is False and servers.swapped is not None
+        assert servers.swap_note.startswith("weight swap checked: 3 greedy answers came back")
+        assert servers.check_questions == [] and servers.swap  # once a sweep
+        assert _answers(servers.ship.proc.url) == _fresh(builds["b"], tmp_path / "fb")  # left on the new build
+        assert servers.ensure("c", {"ship": _config(builds["c"])}) is False and servers.swap_note.startswith(
+            "weight swap checked")  # not checked again: the note is the first one's until the sweep takes it
+    finally:
+        servers.stop()
+
+    moved = tmp_path / "moved"
+    shutil.copytree(builds["a"], moved)
+    servers = GroupServers(tmp_path / "bad", PidFile(tmp_path), 120, str, together=False, swap=True,
+                           check_questions=questions)
+    try:
+        servers.ensure("m", {"ship": _config(moved)})
+        pid = servers.ship.proc.proc.pid
+        for f in builds["c"].glob("*.safetensors"):  # the folder now holds other weights (a new file:
+            shutil.copy(f, moved / (f.name + ".new"))  # the running server may map the old one)
+            (moved / (f.name + ".new")).replace(moved / f.name)
+        started = servers.ensure("b", {"ship": _config(builds["b"])})
+        assert started, servers.swap_note  # started: the check failed
+        assert "changed after a swap there and back" in servers.swap_note and not servers.swap
+        assert servers.ship.proc.proc.pid != pid and servers.swapped is None
+    finally:
+        servers.stop()

@@ -49,7 +49,7 @@ from typing import Any, Callable
 
 from tournament.serving.config import DecodeSettings, ServeConfig
 from tournament.files import pid_alive, write_json_atomic
-from tournament.study.weight_swap import swap_weights, why_not_swap
+from tournament.study.weight_swap import check_round_trip, swap_weights, why_not_swap
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ class GroupServer:
 
 class GroupServers:
     def __init__(self, log_dir: Path, pidfile: PidFile, start_timeout: float, reason: Callable[[BaseException], str],
-                 together: bool = True, compile_cache: Path | None = None, swap: bool = False, keep: int = 1):
+                 together: bool = True, compile_cache: Path | None = None, swap: bool = False, keep: int = 1,
+                 check_questions: list[str] | None = None):
         self.log_dir, self.pidfile, self.start_timeout, self.reason = log_dir, pidfile, start_timeout, reason
         self.together, self.swap, self.keep = together, swap, max(1, keep)
         # groups kept running, idle, beside the active one (newest first; at most keep - 1): a later
@@ -142,6 +143,8 @@ class GroupServers:
         self.parked: list[tuple[str, dict[str, GroupServer]]] = []
         self.swapped: float | None = None  # seconds of the weight swap the last `ensure` made instead of a start
         self.changed = False  # the last `ensure` changed the active group (a start, a swap, a parked one taken back)
+        # the first swap goes there and back on these questions (weight_swap.check_round_trip)
+        self.check_questions, self.swap_note = list(check_questions or []), None
         # absolute: the server runs in another folder (and mkdtemp keeps a relative dir relative)
         self.compile_cache = Path(compile_cache).resolve() if compile_cache is not None else None
         # None: servers share this machine's compile caches
@@ -274,7 +277,10 @@ class GroupServers:
             t0 = time.monotonic()
             try:
                 for role, server in servers.items():
-                    swap_weights(server.proc.url, configs[role].model.path, self.start_timeout)
+                    if self._check_first(role, server, configs[role]) is False:
+                        self._stop(self.servers)
+                        self.servers, self.key = {}, None
+                        return False
                     server.config = configs[role]
             except Exception as e:  # noqa: BLE001 - new servers instead; the reason goes to the log
                 log.warning("group %s: the weight swap failed (%s); starting new servers", key, e)
@@ -284,6 +290,21 @@ class GroupServers:
             self.key, self.swapped = key, time.monotonic() - t0
             return True
         return False
+
+    def _check_first(self, role: str, server: GroupServer, config: ServeConfig) -> bool | None:
+        """Swap `config`'s build into `server`; the first such swap on a greedy shipped server goes
+        there and back on `check_questions`. False: the check failed (swaps are off from now on)."""
+        greedy = server.config.decode.temperature == 0 and config.decode.temperature == 0
+        if role != "ship" or not self.check_questions or not greedy:
+            swap_weights(server.proc.url, config.model.path, self.start_timeout)
+            return None
+        passed, self.swap_note = check_round_trip(server.proc.url, server.config.model.path, config.model.path,
+                                                  self.check_questions, self.start_timeout)
+        self.check_questions = []  # once a sweep
+        if not passed:
+            self.swap = False
+            log.warning(self.swap_note)
+        return passed
 
     def _start(self, key: str, role: str, config: ServeConfig):
         from tournament.serving.process import ServerProcess, compile_cache_env

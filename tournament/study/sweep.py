@@ -93,6 +93,7 @@ class Sweep:
         self.servers = GroupServers(self.sdir / "servers", self.pidfile, cfg.judge.start_timeout, failure_reason,
                                     together=cfg.start_builds_together, swap=cfg.swap_weights,
                                     keep=2 if cfg.swap_weights else 1,  # fp8 or not: two pairs to swap into
+                                    check_questions=self.eval.questions[:8],
                                     compile_cache=self.sdir / "compile-cache" if cfg.judge.cold_start else None)
         self.cache = AnswerCache(self.runs_dir)
         self.prompts = ServedPrompts(cfg, self.echo)  # `chat` on a build without a chat template is `plain`
@@ -378,6 +379,9 @@ class Sweep:
         t_servers = time.monotonic()
         attempt.started = self.servers.ensure(plan.group_key, configs)
         attempt.swapped, attempt.new_group = self.servers.swapped, self.servers.changed
+        if self.servers.swap_note:  # the first swap's check, said once
+            self.echo(self.servers.swap_note)
+            self.servers.swap_note = None
         attempt.health_seconds = self.servers.ship.health_seconds
         start_cost = (time.monotonic() - t_servers) if attempt.started or attempt.swapped is not None else 0.0
         if not attempt.started:

@@ -9,7 +9,11 @@ equal the running build's, each server gets ``POST /admin/load {"path": <build>}
 emptied). Speed is unchanged by construction (the same kernels on the same shapes), and the time
 to healthy a trial reports stays the servers' start: it depends on the engine settings, which did
 not change. Anything else (another engine setting, a GGUF file, a checkpoint-quantized build whose
-config differs, an engine that cannot) starts new servers as before."""
+config differs, an engine that cannot) starts new servers as before.
+
+The first swap of a sweep is checked (`check_round_trip`): the running build's greedy answers to a
+few eval questions, the new build swapped in, the old one swapped back, and the old answers must
+come back exactly; else the sweep swaps no more and starts servers as before."""
 
 from __future__ import annotations
 
@@ -69,3 +73,34 @@ def swap_weights(url: str, model_path: str, timeout: float = 600.0) -> float:
     if r.status_code != 200:
         raise RuntimeError(f"POST /admin/load answered {r.status_code}: {r.text[:300]}")
     return time.monotonic() - t0
+
+
+def _answers(url: str, questions: list[str], timeout: float) -> list[str]:
+    from tournament.judge.emulator import http_client
+
+    with http_client() as client:
+        r = client.post(url + "/predict", json={"prompt": list(questions)}, timeout=timeout)
+    if r.status_code != 200:
+        raise RuntimeError(f"POST /predict answered {r.status_code}: {r.text[:300]}")
+    return list(r.json()["response"])
+
+
+def check_round_trip(url: str, old_path: str, new_path: str, questions: list[str],
+                     timeout: float = 600.0) -> tuple[bool, str]:
+    """Swap `new_path` into the server at `url` (running `old_path`), checked: the old build's greedy
+    answers to `questions`, the new build in, the old one back, the same answers again, then the new
+    one in for good. (passed?, what was seen). A reload that corrupted or kept stale weights would
+    not give the old answers back; new answers equal to the old ones prove nothing either way."""
+    before = _answers(url, questions, timeout)
+    swap_weights(url, new_path, timeout)
+    new = _answers(url, questions, timeout)
+    swap_weights(url, old_path, timeout)
+    again = _answers(url, questions, timeout)
+    swap_weights(url, new_path, timeout)
+    changed = sum(a != b for a, b in zip(before, again))
+    differ = sum(a != b for a, b in zip(before, new))
+    if changed:
+        return False, (f"{changed} of {len(questions)} greedy answers changed after a swap there and back: "
+                       "weight swaps are off for the rest of this sweep")
+    return True, (f"weight swap checked: {len(questions)} greedy answers came back after a swap there and back "
+                  f"({differ} differ between the two builds)")
