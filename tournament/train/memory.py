@@ -94,7 +94,7 @@ def builds_at_once(n: int):
     of them allocates: `liger: auto` plans with that share (a child that starts after the others
     have allocated would otherwise see their memory gone and divide what is left again)."""
     n = max(1, int(n))
-    free = free_gpu_bytes((os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0] or "0")
+    free = free_gpu_bytes(first_visible_gpu())
     new = {AT_ONCE_ENV: str(n), SHARE_ENV: str(free // n) if free is not None else None}
     old = {k: os.environ.get(k) for k in new}
     for k, v in new.items():
@@ -178,6 +178,11 @@ def builds_that_fit(peaks: Iterable[int], free_bytes: int, *, max_workers: int |
     return min(n, max_workers) if max_workers else n
 
 
+def first_visible_gpu() -> str:
+    """This process's first visible GPU as nvidia-smi numbers it (sweep --gpus gives each worker one)."""
+    return (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0] or "0"
+
+
 def free_gpu_bytes(gpu: str | int = 0) -> int | None:
     """Free memory of one GPU (nvidia-smi's index), without creating a CUDA context here; None
     when nvidia-smi is missing or fails."""
@@ -194,9 +199,7 @@ def room_for_a_build(builds_dir: Path, gpu: str | int | None = None) -> bool:
     earlier builds measured, plus a context and the headroom, against the free memory. True
     without a GPU reading (a CPU machine: the GPU is not what builds share); False on a GPU
     before any build recorded its peak (no guess)."""
-    if gpu is None:  # this process's first visible GPU (sweep --gpus gives each worker one)
-        gpu = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0] or "0"
-    free = free_gpu_bytes(gpu)
+    free = free_gpu_bytes(first_visible_gpu() if gpu is None else gpu)
     if free is None:
         return True
     peaks = measured_peaks(builds_dir)
