@@ -307,7 +307,7 @@ async def admin_load(request: Request) -> JSONResponse:
         log.exception("swapping in %s failed", model_dir)
         state.broken = f"a weight swap failed part-way ({type(e).__name__}: {str(e)[:200]})"
         return _error(500, state.broken)
-    state.config = new
+    state.config = state.config.model_copy(update={"model": new.model})  # decode settings may have changed meanwhile
     state.stats["weight_swaps"] = state.stats.get("weight_swaps", 0) + 1
     log.info("serving %s now (weights swapped in %.2f s)", model_dir, time.time() - t0)
     return JSONResponse({"path": str(model_dir), "seconds": round(time.time() - t0, 3)})
