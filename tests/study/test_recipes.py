@@ -409,7 +409,7 @@ def test_the_sampler_draws_on_its_template_while_hand_written_recipes_run_as_enq
     import optuna
 
     monkeypatch.chdir(tmp_path)
-    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tiny_qa_file, study="named", trials=4)
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tiny_qa_file, study="named", trials=3)
     written = yaml.safe_load((tmp_path / "template.yaml").read_text())
     written.update({"id": "written"})
     written["recipe"].update({"rank": 8, "learning_rate": 2e-4, "batch_size": 8})  # outside nothing but the batch
@@ -429,6 +429,6 @@ def test_the_sampler_draws_on_its_template_while_hand_written_recipes_run_as_enq
     ids = [t.user_attrs["candidate"]["id"] for t in done]
     assert ids[:2] == ["written", "written"] and "candidate" not in done[0].params
     assert done[0].user_attrs["group_key"] == done[1].user_attrs["group_key"]  # one group, one build
-    assert all(i.startswith("tiny") for i in ids[2:]) and len(ids) == 4  # then drawn on the template
+    assert all(i.startswith("tiny") for i in ids[2:]) and len(ids) == 3  # then drawn on the template
     manifest = next((tmp_path / "builds").glob("written-*/candidate.json"))
     assert json.loads(manifest.read_text())["candidate"]["recipe"]["batch_size"] == 8  # as written
