@@ -30,6 +30,22 @@ TINY_QA = [
 ]
 
 
+def spread_weights(model_dir: Path, seed: int) -> Path:
+    """Redraw a tiny model's weights wider (normal, sd 0.5): at its init scale a tiny model says
+    the same token whatever its seed, and a test that tells builds apart by their answers needs
+    them to differ."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    model.save_pretrained(str(model_dir))
+    return model_dir
+
+
 def write_training_sets(folder: Path, repeats: int) -> tuple[Path, Path]:
     """(honest, refit) training files in `folder`: the honest one without the eval questions (the
     first four of TINY_QA), each question `repeats` times as variants; the refit every row."""

@@ -223,21 +223,10 @@ def test_the_swap_probe_compares_a_swapped_server_with_a_fresh_one(tmp_path, tin
     import subprocess
     import sys
 
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    from tests.conftest import spread_weights
     from tournament.models.tiny import build_tiny_model
 
-    builds = []
-    for name, seed in (("a", 0), ("b", 1)):
-        d = build_tiny_model(tmp_path / name, seed=seed)
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(str(d))
-        with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0.0, 0.5)  # wide enough that two builds answer differently
-        model.save_pretrained(str(d))
-        builds.append(str(d))
+    builds = [str(spread_weights(build_tiny_model(tmp_path / name, seed=seed), seed)) for name, seed in (("a", 0), ("b", 1))]
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWAP_PROBE_ENGINE": "transformers", "SWAP_PROBE_TOKENS": "6",
            "SWAP_PROBE_EVAL": str(tiny_qa_file), "SWAP_PROBE_WORK": str(tmp_path / "work")}
     out = tmp_path / "probe.json"

@@ -8,6 +8,7 @@ import shutil
 import httpx
 import pytest
 
+from tests.conftest import spread_weights
 from tournament.models.tiny import build_tiny_model
 from tournament.serving.config import ServeConfig
 from tournament.study.servers import GroupServers, PidFile
@@ -21,24 +22,9 @@ def builds(tmp_path_factory):
     """Three builds of one base (the same tokenizer, config and generation files, other weights)
     and one of another architecture."""
     root = tmp_path_factory.mktemp("builds")
-    out = {name: _spread(build_tiny_model(root / name, seed=seed), seed) for name, seed in (("a", 0), ("b", 1), ("c", 2))}
+    out = {name: spread_weights(build_tiny_model(root / name, seed=seed), seed) for name, seed in (("a", 0), ("b", 1), ("c", 2))}
     out["wide"] = build_tiny_model(root / "wide", hidden_size=32, seed=3)
     return out
-
-
-def _spread(model_dir, seed):
-    """Wider random weights: a tiny model at its init scale says the same token whatever the
-    seed, and the test must tell builds apart by their answers."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    model.save_pretrained(str(model_dir))
-    return model_dir
 
 
 def _config(model_dir, **engine):

@@ -27,8 +27,18 @@ def summary_study_id(summary: Any) -> int:
 
 
 def fixed_params(trial: Any) -> dict[str, Any]:
-    """The parameters an enqueued `Trial` was given (Optuna keeps them among its storage's system
-    attributes), or a `FixedTrial`'s own; {} for a trial the sampler draws alone."""
+    """The parameters an enqueued `Trial` or `FrozenTrial` was given (Optuna keeps them among the
+    trial's system attributes), or a `FixedTrial`'s own; {} for a trial the sampler draws alone."""
+    from optuna.trial import FrozenTrial
+
+    if isinstance(trial, FrozenTrial):
+        return dict(trial.system_attrs.get("fixed_params") or {})
     if hasattr(trial, "_trial_id") and hasattr(trial, "storage"):
         return dict(trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {})
     return dict(getattr(trial, "_params", None) or {})
+
+
+def retry_params(trial: Any) -> dict[str, Any]:
+    """What a trial that must run again is enqueued with: what it was given (a candidate named by
+    its enqueue entry, say) and what it had drawn so far."""
+    return {**fixed_params(trial), **trial.params}

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from tournament.files import pid_alive
-from tournament.study.optuna_private import study_storage, trial_id
+from tournament.study.optuna_private import retry_params, study_storage, trial_id
 from tournament.study.optuna_storage import HEARTBEAT_S
 from tournament.study.objectives import CONSTRAINTS
 
@@ -165,8 +165,7 @@ def recover_local_stale(study, dead_started: list[float] = ()) -> list[int]:
                 # a worker killed between two suggest calls left part of a plan: the retry keeps
                 # those choices and Optuna draws the rest (nothing was measured yet)
                 # (and an enqueued trial keeps what it was given: a candidate named by its entry, say)
-                study.enqueue_trial({**(t.system_attrs.get("fixed_params") or {}), **t.params},
-                                    user_attrs={"retry_of": t.number})
+                study.enqueue_trial(retry_params(t), user_attrs={"retry_of": t.number})
                 out.append(t.number)
         except Exception as e:  # another worker got there first
             log.debug("stale trial %d: %s", t.number, e)

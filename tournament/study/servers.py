@@ -277,10 +277,7 @@ class GroupServers:
             t0 = time.monotonic()
             try:
                 for role, server in servers.items():
-                    if self._check_first(role, server, configs[role]) is False:
-                        self._stop(self.servers)
-                        self.servers, self.key = {}, None
-                        return False
+                    self._swap_in(role, server, configs[role])
                     server.config = configs[role]
             except Exception as e:  # noqa: BLE001 - new servers instead; the reason goes to the log
                 log.warning("group %s: the weight swap failed (%s); starting new servers", key, e)
@@ -291,20 +288,19 @@ class GroupServers:
             return True
         return False
 
-    def _check_first(self, role: str, server: GroupServer, config: ServeConfig) -> bool | None:
+    def _swap_in(self, role: str, server: GroupServer, config: ServeConfig) -> None:
         """Swap `config`'s build into `server`; the first such swap on a greedy shipped server goes
-        there and back on `check_questions`. False: the check failed (swaps are off from now on)."""
+        there and back on `check_questions`, and a failed check turns swaps off and raises."""
         greedy = server.config.decode.temperature == 0 and config.decode.temperature == 0
         if role != "ship" or not self.check_questions or not greedy:
             swap_weights(server.proc.url, config.model.path, self.start_timeout)
-            return None
+            return
         passed, self.swap_note = check_round_trip(server.proc.url, server.config.model.path, config.model.path,
                                                   self.check_questions, self.start_timeout)
         self.check_questions = []  # once a sweep
         if not passed:
             self.swap = False
-            log.warning(self.swap_note)
-        return passed
+            raise RuntimeError(self.swap_note)
 
     def _start(self, key: str, role: str, config: ServeConfig):
         from tournament.serving.process import ServerProcess, compile_cache_env

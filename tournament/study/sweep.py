@@ -48,7 +48,7 @@ from tournament.study.measure import Measurement, measure
 from tournament.study.sweep_result import SweepOptions, SweepResult
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
 from tournament.study.objectives import constraint_values, same_objectives, stored_objectives, violations
-from tournament.study.optuna_private import fixed_params, trial_id
+from tournament.study.optuna_private import fixed_params, retry_params, trial_id
 from tournament.study.served import record_serve_config
 from tournament.study.served_prompt import SERVED_AS, ServedPrompts, served_params
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
@@ -325,12 +325,12 @@ class Sweep:
             return "new group" if attempt.new_group else "same group"
         except KeyboardInterrupt:
             self._fail(study, trial, "interrupted (Ctrl-C)", attempt, tdir)
-            study.enqueue_trial({**fixed_params(trial), **trial.params}, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial(retry_params(trial), user_attrs={"retry_of": trial.number})
             raise
         except Exception as e:
             if self.sigint.is_set():  # Ctrl-C, turned into another error by a library (noting_sigint)
                 self._fail(study, trial, f"interrupted (Ctrl-C, seen as {type(e).__name__})", attempt, tdir)
-                study.enqueue_trial({**fixed_params(trial), **trial.params}, user_attrs={"retry_of": trial.number})
+                study.enqueue_trial(retry_params(trial), user_attrs={"retry_of": trial.number})
                 raise KeyboardInterrupt from e
             reason = failure_reason(e)
             self.servers.mark_bad_if_dead(reason)
