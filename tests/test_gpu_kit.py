@@ -237,3 +237,30 @@ def test_the_swap_probe_compares_a_swapped_server_with_a_fresh_one(tmp_path, tin
     assert doc["swapped"] and doc["swap_s"] is not None and doc["questions"] == 6
     assert doc["answers_differ_swapped_vs_fresh"] == 0 and doc["answers_differ_a_vs_b"] > 0
     assert doc["b_swapped"]["accuracy"] == doc["b_fresh"]["accuracy"]
+
+
+def test_the_build_table_reads_each_trained_builds_manifest(tiny_model_dir, tmp_path):
+    """scripts/gpu/build_table.py over a real build: one line per trained build (an imported base,
+    with no training, is left out), its steps, time, peak and loss path."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.train.test_train import _cand
+    from tournament.train.build import ensure_built
+
+    data = tmp_path / "pmpp-refit" / "train.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}."}) + "\n" for i in range(8)),
+                    encoding="utf-8")
+    ensure_built(_cand(tiny_model_dir, data, "lora", cid="t", rank=4), tmp_path / "builds", max_steps=2)
+    (tmp_path / "builds" / "base-x").mkdir()
+    (tmp_path / "builds" / "base-x" / "candidate.json").write_text(json.dumps({"id": "base"}))
+    out = tmp_path / "builds.tsv"
+    subprocess.run([sys.executable, "scripts/gpu/build_table.py", str(tmp_path / "builds"), str(out)], cwd=REPO,
+                   check=True, timeout=60)
+    head, *lines = [line.split("\t") for line in out.read_text().splitlines()]
+    assert len(lines) == 1
+    row = dict(zip(head, lines[0]))
+    assert row["role"] == "refit" and row["method"] == "lora" and row["rank"] == "4" and row["steps"] == "2"
+    assert float(row["train_s"]) > 0 and row["loss_logits"] == "trained positions" and row["peak_alloc_gib"]

@@ -145,7 +145,10 @@ follow)
     tar -czf "$OUT/.$1.tgz" --warning=no-file-changed --warning=no-file-removed -C "$W" "${@:2}" 2>/dev/null
     [ $? -le 1 ] && mv "$OUT/.$1.tgz" "$OUT/$1.tgz"
   }
-  outs() { pack out out $(cd "$W" && ls -d p2-logs-* chain.log 2>/dev/null); }
+  outs() {  # each build's steps, time and peak memory so far (builds.tsv) with the tables and logs
+    python3 scripts/gpu/build_table.py builds "$W/out/builds.tsv" 2>/dev/null
+    pack out out $(cd "$W" && ls -d p2-logs-* chain.log 2>/dev/null)
+  }
   dbs() { pack db $(cd "$W" && ls mlruns*/optuna.* mlruns*/mlflow.db 2>/dev/null); }
   packed=0; t0=$SECONDS
   while :; do

@@ -224,8 +224,9 @@ def test_draws_derive_candidates_and_the_spent_budget_redirects(tmp_path, tiny_m
 
 def test_a_fresh_recipe_frees_the_gpu_before_it_trains_and_a_built_one_does_not(tmp_path, tiny_model_dir,
                                                                                 monkeypatch):
-    """The sweep passes `before_build` (stop the running group's servers): called once, before
-    the first of a new recipe's builds starts, and not when the recipe is built already."""
+    """The sweep passes `before_build` (make room: stop the running servers unless the builds fit
+    beside them): called once with the number of recipes, before the first of a new recipe's
+    builds starts, and not when the recipe is built already."""
     import optuna
 
     monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
@@ -237,7 +238,7 @@ def test_a_fresh_recipe_frees_the_gpu_before_it_trains_and_a_built_one_does_not(
     candidates = resolve_candidates(cfg)
     calls = []
     book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None,
-                      before_build=lambda: calls.append(list((tmp_path / "builds").glob("*/model"))))
+                      before_build=lambda n: calls.append((n, list((tmp_path / "builds").glob("*/model")))))
     study = optuna.create_study(directions=["maximize", "maximize"])
     lora = {"base": "small", "recipe.method": "lora", "recipe.rank": 4, "recipe.learning_rate": 5e-4}
     for _ in range(2):
@@ -245,7 +246,7 @@ def test_a_fresh_recipe_frees_the_gpu_before_it_trains_and_a_built_one_does_not(
         trial = study.ask()
         rc = book.draw(trial, "tiny", study)
         book.ensure_built(study, trial, rc.id)
-    assert calls == [[]]  # once, and no build of it had started then
+    assert calls == [(1, [])]  # once, for one recipe, and no build of it had started then
     assert len(list((tmp_path / "builds").glob("*/model"))) == 2  # its refit and honest builds
 
 
@@ -333,7 +334,7 @@ def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fi
     clear error."""
     from optuna.trial import TrialState
 
-    from tournament.study.recipes import enqueue_recipe
+    from tournament.study.recipe_enqueue import enqueue_recipe
     from tournament.study.sweep import Sweep
     from tournament.study.sweep_result import SweepOptions
 
@@ -405,11 +406,12 @@ def test_the_sampler_draws_on_its_template_while_hand_written_recipes_run_as_enq
     """`space.candidate` names the template the sampler draws recipes on; `enqueue` may name other
     listed candidates (hand-written recipes, as written: their own batch size) which the sampler
     never draws. Such a group takes only the trials enqueued for it, and the drawn trials after it
-    are drawn on the sampler's template."""
+    are drawn on the sampler's template. No recipe is drawn ahead while the enqueued trials wait;
+    the first drawn recipe that trains takes one draw ahead along, run once its group is done."""
     import optuna
 
     monkeypatch.chdir(tmp_path)
-    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tiny_qa_file, study="named", trials=3)
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tiny_qa_file, study="named", trials=5)
     written = yaml.safe_load((tmp_path / "template.yaml").read_text())
     written.update({"id": "written"})
     written["recipe"].update({"rank": 8, "learning_rate": 2e-4, "batch_size": 8})  # outside nothing but the batch
@@ -421,14 +423,22 @@ def test_the_sampler_draws_on_its_template_while_hand_written_recipes_run_as_enq
     raw["enqueue"] = [{"candidate": "written", "decode": {"max_tokens": 4}},
                       {"candidate": "written", "decode": {"max_tokens": 5}}]
     raw["decode_trials_per_engine"] = 3
+    raw["build_budget"] = {"recipes": 4, "ahead": 1}
     cfg_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     r = runner.invoke(app, ["sweep", "-c", str(cfg_path), "--runs-dir", str(runs_dir), "--no-track", "--json"])
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name="named", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
-    done = sorted((t for t in study.get_trials() if t.state.name == "COMPLETE"), key=lambda t: t.number)
+    done = sorted((t for t in study.get_trials() if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
+    done = [t for t in done if "duplicate_of" not in t.user_attrs]  # in the order run, repeats aside
     ids = [t.user_attrs["candidate"]["id"] for t in done]
     assert ids[:2] == ["written", "written"] and "candidate" not in done[0].params
     assert done[0].user_attrs["group_key"] == done[1].user_attrs["group_key"]  # one group, one build
-    assert all(i.startswith("tiny") for i in ids[2:]) and len(ids) == 3  # then drawn on the template
+    assert all(i.startswith("tiny") for i in ids[2:]) and len(ids) == 5  # then drawn on the template
+    # trial 2 trains its recipe with trial 3's, drawn ahead; trial 2's group goes on, then trial 3 runs
+    first, ahead = done[2], done[4]
+    assert first.number == 2 and ahead.number == 3 and ahead.user_attrs.get("drawn_ahead")
+    assert done[3].user_attrs["group_key"] == first.user_attrs["group_key"] != ahead.user_attrs["group_key"]
+    built = sorted(e["trial"] for k, e in study.user_attrs.items() if k.startswith("recipe:") and e["status"] == "built")
+    assert built == [0, 2, 3] and sum(": building" in line for line in r.output.splitlines()) == 2
     manifest = next((tmp_path / "builds").glob("written-*/candidate.json"))
     assert json.loads(manifest.read_text())["candidate"]["recipe"]["batch_size"] == 8  # as written

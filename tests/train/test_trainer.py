@@ -197,6 +197,30 @@ def test_measured_peaks_read_earlier_builds(tmp_path):
     assert n == 1 and ("no earlier build" in why or "no free-memory reading" in why)
 
 
+
+def test_servers_stay_through_a_batch_only_when_its_long_builds_fit_beside_them(tmp_path, monkeypatch):
+    """Before recipes train, the sweep keeps its servers when the batch's refits (one per recipe)
+    fit beside them as many at a time as on the whole card; else they stop. 80 GiB card, builds
+    of 25 GiB measured: 2 fit alone (72 GiB planned). No reading: a CPU machine, room; no
+    measured peak on a GPU: no guess, no room."""
+    from tournament.train import memory
+
+    readings = {"free": 48 * GiB, "total": 80 * GiB}  # two server pairs of 16 GiB up
+    monkeypatch.setattr(memory, "gpu_memory_bytes", lambda gpu=0, field="free": readings[field])
+    assert not memory.room_for_builds(tmp_path, 1)  # nothing measured yet
+    d = tmp_path / "r-1"
+    d.mkdir()
+    (d / "candidate.json").write_text(json.dumps({"id": "r", "train": {"peak_memory": {
+        "kind": "cuda_max_allocated", "bytes": 24 * GiB, "reserved_bytes": 25 * GiB}}}))
+    assert memory.room_for_builds(tmp_path, 1)  # one recipe: its refit fits beside them
+    assert not memory.room_for_builds(tmp_path, 4)  # four: 1 slot beside them, 2 without
+    readings["free"] = 64 * GiB  # one pair up: 2 slots, as many as without it
+    assert memory.room_for_builds(tmp_path, 4) and memory.room_for_builds(tmp_path, 2)
+    readings["free"] = 20 * GiB  # not even one
+    assert not memory.room_for_builds(tmp_path, 1)
+    readings["free"] = None
+    assert memory.room_for_builds(tmp_path, 4)
+
 def test_liger_auto_turns_on_only_when_the_build_would_not_fit():
     """`liger: auto` weighs memory against time: on one H100 (2026-12-07, BENCHMARKS.md) Liger
     made a gemma-3-270m full SFT 2.8x slower per step for 3.3x less memory. The estimate without

@@ -45,7 +45,7 @@ space:
   # recipe: {method: [lora, full], rank: [8, 16], learning_rate: {log: [5.0e-5, 5.0e-4]}, epochs: [1, 2]}
   # quantization: [none, fp8]   # candidate `quantization:` values
   # base: {small: {path: models/a}, large: {path: models/b}}   # named candidate `base:` values
-build_budget: {recipes: 5, minutes: 12}   # with a recipe space: new recipes built, minutes of building
+build_budget: {recipes: 5, minutes: 12, ahead: 2}   # recipe space: new recipes, minutes, draws ahead
 enqueue:                        # known-good configurations, run first (Optuna enqueue_trial); with a recipe
   - {candidate: gemma-base, prompt: one-shot, decode: {max_tokens: 96}}   # space also recipe/quantization/base
 objectives:                     # optional; default: predicted judge accuracy and chars/s, both maximised
@@ -366,10 +366,11 @@ class RefitSpec(_Strict):
 
 class BuildBudget(_Strict):
     """How much a sweep may train for drawn recipes (study/recipes.py): new recipes built (each
-    its refit and honest build), and/or minutes of training. Spent: trials draw among built ones."""
-
+    its refit and honest build), and/or minutes of training. Spent: trials draw among built ones.
+    `ahead`: a drawn recipe that must train takes this many more draws along (study/draw_ahead.py)."""
     recipes: int | None = Field(None, ge=0)
     minutes: float | None = Field(None, ge=0)
+    ahead: int = Field(0, ge=0)
 
 
 class SweepConfig(_Strict):
@@ -401,7 +402,6 @@ class SweepConfig(_Strict):
     # What the sweep optimises (objectives.py): each an Optuna objective over a trial metric. The
     # default is the judge's ranking: predicted judge accuracy, then chars/s.
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES), min_length=1)
-    # With a recipe space: how many new recipes (or minutes of training) the study may build.
     build_budget: BuildBudget = Field(default_factory=BuildBudget)
     # Folder that relative paths in this file start from (set by load_sweep_config).
     base_dir: str = "."

@@ -96,15 +96,16 @@ def builds_ready(candidates: dict[str, "ResolvedCandidate"]) -> tuple[int, int]:
     return sum(b._dir is not None for b in builds), len(builds)
 
 
-def build_slots(setting: int | str, ids: list[str] | None, gpu: str | None) -> int:
+def build_slots(setting: int | str, ids: list[str] | None, gpu: str | None, keys: list[str] | None = None) -> int:
     """How many builds train side by side on one GPU: the sweep file's `build_workers`, or for
-    `auto` what the measured peak memory of earlier builds (these candidate ids; None: any) and
-    the GPU's free memory allow now (train/memory.py: 1 when nothing is measured or no GPU)."""
+    `auto` what the measured peak memory of earlier builds (these candidate ids; None: any; of
+    these memory keys: train/memory.memory_key) and the GPU's free memory allow now
+    (train/memory.py: 1 when nothing is measured or no GPU)."""
     if setting != "auto":
         return max(1, int(setting))
     from tournament.train.memory import plan_build_workers
 
-    n, why = plan_build_workers(Path("builds"), ids, gpu or 0)
+    n, why = plan_build_workers(Path("builds"), ids, gpu or 0, keys=keys)
     log.info("build_workers auto on GPU %s: %s", gpu or 0, why)
     return n
 

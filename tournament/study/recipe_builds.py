@@ -2,11 +2,16 @@
 which recipes; this trains them): every build in its child process (`Build.model_dir`), at most
 `build_workers` at a time, the longest first so that the short ones fill the slots' gaps. Until
 one build of this process has succeeded, builds run one at a time, the shortest first: the first
-may import the shared base model (the embedded gemma), and it records the first measured peak
-that `build_workers: auto` plans with."""
+may import the shared base model (the embedded gemma). With `build_workers: auto` on a GPU, each
+memory key of the batch (train/memory.memory_key: base, method, batch, length) that no earlier
+build has measured first trains its shortest build alone, a probe, so that the plan reads the
+peaks of the builds it plans for: a full SFT at batch 32 holds ~2x a batch-16 one (gemma's
+262k-entry logits), and planned with the smaller peak the side-by-side builds would each find
+too little memory and turn Liger's slow fused loss on."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -25,7 +30,10 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
     """Every build of the recipes `keys`. Returns ({key: the first error of its builds}, whether a
     build of this process has succeeded by now). A recipe whose build failed trains no more builds
     if they have not started; the other recipes' builds go on."""
-    from tournament.train.memory import builds_at_once
+    from pathlib import Path
+
+    from tournament.train.memory import (builds_at_once, covering_keys, first_visible_gpu, free_gpu_bytes,
+                                         measured_peaks, memory_key)
 
     jobs = sorted(((k, b) for k in keys for b in candidates[k].builds.values()), key=lambda j: -build_work(j[1]))
     errors: dict[str, Exception] = {}
@@ -36,14 +44,30 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
         except Exception as e:  # noqa: BLE001 - recorded for its recipe; the others go on
             errors.setdefault(k, e)
 
-    while not built_once and jobs:  # one at a time, the shortest first, until one has built
-        k, b = jobs.pop()
-        if k not in errors:
-            build(k, b)
-            built_once = k not in errors
+    def alone(pick: Callable[[tuple[str, Any]], bool], why: str = "") -> bool:
+        """Train the shortest job `pick` accepts, alone; True when it built."""
+        k, b = next(j for j in reversed(jobs) if pick(j))
+        jobs.remove((k, b))
+        if why:
+            echo(f"  [{candidates[k].id}/{b.role}] {why}")
+        build(k, b)
+        return k not in errors
+
+    while not built_once and any(k not in errors for k, _ in jobs):  # one at a time until one has built
+        built_once = alone(lambda j: j[0] not in errors)
+    mkeys = {id(b): memory_key(b.candidate_obj.model_dump(mode="json")) for _, b in jobs if b.candidate_obj is not None}
+    if build_workers == "auto" and free_gpu_bytes(first_visible_gpu()) is not None:
+        # a probe for each kind of build no earlier build covers, full fine-tunes first (theirs covers LoRA's)
+        for mk in sorted(dict.fromkeys(mkeys.values()), key=lambda mk: json.loads(mk)[1] == "lora"):
+            if not measured_peaks(Path("builds"), keys=covering_keys(mk)) and any(
+                    k not in errors and mkeys.get(id(b)) == mk for k, b in jobs):
+                alone(lambda j: j[0] not in errors and mkeys.get(id(j[1])) == mk,
+                      "trains alone first: no build of its kind (base, method, batch, length) has measured "
+                      "its peak memory, which the builds beside each other are planned with")
     jobs = [(k, b) for k, b in jobs if k not in errors]
     if jobs:
-        together = max(1, min(len(jobs), build_slots(build_workers, None, None)))
+        kinds = sorted({c for _, b in jobs if id(b) in mkeys for c in covering_keys(mkeys[id(b)])}) or None
+        together = max(1, min(len(jobs), build_slots(build_workers, None, None, kinds)))
         with builds_at_once(together), ThreadPoolExecutor(max_workers=together) as pool:
             list(pool.map(lambda job: build(*job) if job[0] not in errors else None, jobs))
     return errors, built_once

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tournament.files import json_hash
-from tournament.study.config import Choices, SweepConfig, encode_choice, normalize_param, spec_values
+from tournament.study.config import SweepConfig, normalize_param
 from tournament.study.inputs import ResolvedCandidate, resolve_candidate
 from tournament.study.recipe_builds import train_recipes
 from tournament.study.space import suggest_value
@@ -84,113 +84,19 @@ def param_names(cfg: SweepConfig) -> list[str]:
     return names
 
 
-def enqueue_recipe(entry: dict[str, Any], cfg: SweepConfig, candidates: dict[str, ResolvedCandidate],
-                   template: str | None) -> dict[str, Any]:
-    """The recipe parameters of a known-good configuration (`enqueue:` entry) in a recipe sweep.
-
-    A recipe is a build and a server pair, so it is never left to the sampler (each entry would
-    draw its own): a setting the entry's `recipe:` / `quantization:` / `base:` leaves out takes
-    the template's own value, so `{candidate: X}` alone enqueues recipe X as written; a value the
-    space cannot hold is an error when the entry names it, and the space's first choice (or
-    nearest end) with a warning when it came from the template."""
-    if not cfg.space.draws_recipes:
-        bad = sorted({"recipe", "quantization", "base"} & set(entry))
-        if bad:
-            raise ValueError(f"enqueue: {bad} need a recipe space (space.recipe / quantization / base)")
-        return {}
-    rc = candidates.get(template or next(iter(cfg.space.candidate or candidates)))
-    if rc is None or rc.candidate_obj is None:
-        return {}  # an inline candidate: nothing is drawn for it
-    own = rc.candidate_obj
-    given = entry.get("recipe") or {}
-    if not isinstance(given, dict):
-        raise ValueError(f"enqueue: recipe must be a mapping of recipe fields, not {given!r}")
-    unknown = sorted(set(given) - set(cfg.space.recipe))
-    if unknown:
-        raise ValueError(f"enqueue: recipe field(s) {unknown} are not in space.recipe ({sorted(cfg.space.recipe)})")
-    params: dict[str, Any] = {}
-    space = cfg.space
-    if space.base and len(space.base) > 1:
-        named = entry.get("base")
-        if named is None:
-            from tournament.candidates import BaseModelSpec
-
-            named = next((n for n, b in space.base.items() if BaseModelSpec.model_validate(b) == own.base), None)
-            if named is None:
-                named = next(iter(space.base))
-                log.warning("enqueue: %s's base is none of space.base (as written there); %r instead", own.id, named)
-        elif named not in space.base:
-            raise ValueError(f"enqueue: base {named!r} is not one of space.base {sorted(space.base)}")
-        params["base"] = named
-    method = own.recipe.method
-    for k in sorted(space.recipe, key=lambda k: k != "method"):  # the method first: it decides the rest
-        if k in LORA_FIELDS and method != "lora":
-            continue  # as in a draw: LoRA fields mean nothing to a full fine-tune
-        name, spec = f"recipe.{k}", space.recipe[k]
-        v = _allowed(name, spec, given[k], named=True) if k in given else _allowed(name, spec, getattr(own.recipe, k))
-        if v is _FIXED:
-            if k in given and given[k] != spec:
-                raise ValueError(f"enqueue: {name}={given[k]!r} but the sweep fixes it to {spec!r}")
-            v = spec
-        else:
-            params[name] = v
-        if k == "method":
-            method = v
-    if normalize_param("quantization", space.quantization) is not None:
-        if "quantization" in entry:
-            params["quantization"] = _allowed("quantization", space.quantization, entry["quantization"], named=True)
-        else:  # the template's own quantization, written as the space writes it
-            from tournament.candidates import Quantization
-
-            choices = spec_values("quantization", space.quantization)
-            same = [c for c in choices if Quantization.model_validate({"method": c} if isinstance(c, str) else c)
-                    == own.quantization]
-            params["quantization"] = _allowed("quantization", space.quantization,
-                                              same[0] if same else own.quantization.model_dump(mode="json"))
-    return params
-
-
-_FIXED = object()  # a fixed setting in the space: not a parameter
-
-
-def _allowed(name: str, spec: Any, v: Any, named: bool = False) -> Any:
-    """`v` as the parameter Optuna holds for `name` (a choice as its encoded text); a value outside
-    the space: an error when the entry named it, else the first choice / nearest end, warned."""
-    p = normalize_param(name, spec)
-    if p is None:
-        return _FIXED
-    if isinstance(p, Choices):
-        encoded = [encode_choice(c) for c in p.choices]
-        if encode_choice(v) in encoded:
-            return encode_choice(v)
-        if named:
-            raise ValueError(f"enqueue: {name}={v!r} is not one of the space's choices {p.choices}")
-        log.warning("enqueue: the template's %s=%r is not in the space; %r instead", name, v, p.choices[0])
-        return encoded[0]
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        if named:
-            raise ValueError(f"enqueue: {name}={v!r} is not a number (the space draws it from [{p.low}, {p.high}])")
-        log.warning("enqueue: the template's %s=%r is not a number of the space's range; %r instead", name, v, p.low)
-        return int(p.low) if p.is_int() else float(p.low)
-    if p.low <= v <= p.high:
-        return int(v) if p.is_int() else float(v)
-    if named:
-        raise ValueError(f"enqueue: {name}={v!r} is outside the space's range [{p.low}, {p.high}]")
-    end = p.low if v < p.low else p.high
-    log.warning("enqueue: the template's %s=%r is outside the space; %r instead", name, v, end)
-    return int(end) if p.is_int() else float(end)
-
-
 class RecipeBook:
     """The drawn recipes of one sweep process: derives them, keeps them in `candidates` (shared
     with the sweep, keyed by the id a trial's plan names), builds them within the budget."""
 
     def __init__(self, cfg: SweepConfig, candidates: dict[str, ResolvedCandidate], builds_dir: Path = Path("builds"),
-                 echo: Callable[[str], None] = print, before_build: Callable[[], None] = lambda: None):
+                 echo: Callable[[str], None] = print, before_build: Callable[[int], None] = lambda n: None,
+                 draw_ahead: Callable[[Any, int], list[tuple[Any, str]]] | None = None):
         self.cfg, self.candidates, self.builds_dir, self.echo = cfg, candidates, Path(builds_dir), echo
-        # called before this process trains a recipe: the sweep stops the running group's servers,
-        # whose GPU memory the builds need (the new recipe is a new group: they would stop anyway)
+        # called with the number of recipes before this process trains them: the sweep keeps its
+        # servers when their builds fit beside them, else stops them (GPU memory builds need)
         self.before_build = before_build
+        # (study, n) -> up to n trials drawn now, [(trial, candidate key)]: study/draw_ahead.py
+        self.draw_ahead = draw_ahead
         self.templates = {k: rc for k, rc in candidates.items() if rc.candidate_obj is not None}
         self.drawn: dict[str, dict[str, Any]] = {}  # candidate key -> the drawn values
         self.built_once = False
@@ -353,6 +259,7 @@ class RecipeBook:
         params = {k: v for k, v in trial.params.items() if k == "candidate" or k in param_names(self.cfg)}
         if entry is None and not self._built(rc):  # this process trains it
             batch = {attr: (key, trial.number, params), **self.queued(study, attr)}
+            batch.update(self.ahead(study, batch))
             for a, (k, number, p) in batch.items():
                 _record(study, a, self.candidates[k].id, "building", number, p)
             beside = [self.candidates[k].id for a, (k, _, _) in batch.items() if a != attr]
@@ -360,7 +267,7 @@ class RecipeBook:
                       + f" ({self.budget(study).describe()})")
             t0 = time.monotonic()
             try:
-                self.before_build()
+                self.before_build(len(batch))
                 errors = self._train([k for k, _, _ in batch.values()])
             except BaseException:  # Ctrl-C or a crash: none of them is failed, all are trained again
                 for a, (k, number, p) in batch.items():
@@ -376,7 +283,7 @@ class RecipeBook:
                       + (f" with {len(beside)} more" if beside else "") + f" ({self.budget(study).describe()})")
         else:  # built (reused), or another worker trains it: its build lock makes this wait
             if not self._built(rc):  # it may be this process that trains it, beside no server
-                self.before_build()
+                self.before_build(1)
             errors = self._train([key])
             if key in errors:
                 if entry is None:
@@ -392,15 +299,8 @@ class RecipeBook:
         budget left after the recipe `attr`: {attr: (key, trial number, params)}."""
         from optuna.trial import FixedTrial, TrialState
 
-        state = self.budget(study)
-        room = None if state.limit_recipes is None else state.limit_recipes - state.built - 1
-        if state.limit_minutes is not None:  # as many as the minutes left hold at this study's mean so far
-            done = [e["seconds"] for e in study.user_attrs.values() if isinstance(e, dict)
-                    and e.get("status") == "built" and e.get("seconds")]
-            if done:
-                left = (state.limit_minutes - state.minutes) * 60 / (sum(done) / len(done)) - 1
-                room = int(left) if room is None else min(room, int(left))
-        if (room is not None and room <= 0) or state.spent:
+        room = self.room(study)
+        if room is not None and room <= 0:
             return {}
         out: dict[str, tuple[str, int, dict[str, Any]]] = {}
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -418,6 +318,40 @@ class RecipeBook:
             out[a] = (k, t.number, {p: v for p, v in fixed.items() if p == "candidate" or p in param_names(self.cfg)})
             if room is not None and len(out) >= room:
                 break
+        return out
+
+    def room(self, study, taken: int = 1) -> int | None:
+        """How many more recipes the budget lets a batch train beside the `taken` ones it holds
+        (None: no limit): the recipes left, and as many as the minutes left hold at this study's
+        mean so far."""
+        state = self.budget(study)
+        if state.spent:
+            return 0
+        room = None if state.limit_recipes is None else state.limit_recipes - state.built - taken
+        if state.limit_minutes is not None:
+            done = [e["seconds"] for e in study.user_attrs.values() if isinstance(e, dict)
+                    and e.get("status") == "built" and e.get("seconds")]
+            if done:
+                left = int((state.limit_minutes - state.minutes) * 60 / (sum(done) / len(done))) - taken
+                room = left if room is None else min(room, left)
+        return room
+
+    def ahead(self, study, batch: dict[str, tuple[str, int, dict[str, Any]]]
+              ) -> dict[str, tuple[str, int, dict[str, Any]]]:
+        """New recipes drawn now to train beside `batch` (`build_budget.ahead` of them, within the
+        budget): {attr: (key, trial number, params)}. A draw of a built recipe, or of one in the
+        batch, adds no build (its trial still runs later, on the builds there are)."""
+        room = self.room(study, len(batch))
+        n = self.cfg.build_budget.ahead if room is None else min(self.cfg.build_budget.ahead, room)
+        if self.draw_ahead is None or n <= 0:
+            return {}
+        out: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        for trial, k in self.draw_ahead(study, n):
+            a = self._attr_key(self.candidates[k])
+            if k in self.drawn and a not in batch and a not in out and self._entry(study, a) is None \
+                    and not self._built(self.candidates[k]):
+                out[a] = (k, trial.number, {p: v for p, v in trial.params.items()
+                                            if p == "candidate" or p in param_names(self.cfg)})
         return out
 
     def _train(self, keys: list[str]) -> dict[str, Exception]:

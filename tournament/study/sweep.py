@@ -41,26 +41,25 @@ from typing import Any, Callable
 
 from tournament.files import json_hash
 from tournament.redact import scrub, scrub_text
-from tournament.study.config import SweepConfig, config_changes
+from tournament.study.config import SweepConfig
+from tournament.study.draw_ahead import DrawnAhead
 from tournament.study.inputs import builds_ready, load_eval, prebuild, resolve_candidates, speed_plan
 from tournament.study.ledger import judge_model_from_ledger
 from tournament.study.measure import Measurement, measure
 from tournament.study.sweep_result import SweepOptions, SweepResult
 from tournament.study.records import AnswerCache, track_trial, write_trial_files
-from tournament.study.objectives import constraint_values, same_objectives, stored_objectives, violations
+from tournament.study.objectives import constraint_values, violations
 from tournament.study.optuna_private import fixed_params, retry_params, trial_id
 from tournament.study.served import record_serve_config
 from tournament.study.served_prompt import SERVED_AS, ServedPrompts, served_params
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
-from tournament.study.recipes import OverBudget, RecipeBook, enqueue_recipe, param_names
+from tournament.study.recipes import OverBudget, RecipeBook, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
 from tournament.study.servers import GroupServers, PidFile, failure_reason
 from tournament.study.sweep_progress import SweepProgress, trial_heading, trial_line
 from tournament.study.space import (
     TrialPlan,
-    enqueue_params,
     group_param_names,
-    grouped_in_file_order,
     serve_config,
     suggest_plan,
 )
@@ -83,8 +82,8 @@ class Sweep:
         self.eval = load_eval(cfg)  # first: it may build the split that trained candidates hash
         self.candidates = resolve_candidates(cfg)  # may build the refit dataset and its speed pool
         self.templates = dict(self.candidates)  # what `candidate` draws; drawn recipes join self.candidates
-        self.recipes = RecipeBook(cfg, self.candidates, echo=self.echo, before_build=self._make_room
-                                  ) if cfg.space.draws_recipes else None
+        self.recipes = RecipeBook(cfg, self.candidates, echo=self.echo, before_build=self._make_room,
+                                  draw_ahead=self._draw_ahead) if cfg.space.draws_recipes else None
         self.speed_plan, self.speed_pool_path = speed_plan(cfg)
         sp = self.speed_plan
         self.speed_key = json_hash([sp.pool, sp.size, sp.seed, sp.cycled], 16) if sp else None
@@ -104,47 +103,18 @@ class Sweep:
 
     # -- setup ---------------------------------------------------------------------------
     def _study(self):
-        import optuna
+        from tournament.study.study_setup import enqueue_entries, open_study
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         quiet_optuna()
         self.storage = make_storage(self.opts.storage)
         self.base_sampler = make_sampler(self.cfg.seed)
-        objectives = self.cfg.objectives
-        study = optuna.create_study(study_name=self.opts.study, storage=self.storage, sampler=self.base_sampler,
-                                    directions=[o.direction for o in objectives], load_if_exists=True)
-        attrs = study.user_attrs
-        if "sweep_config" in attrs and not same_objectives(stored_objectives(attrs.get("objectives")), objectives):
-            had = ", ".join(f"{o.name} ({o.direction})" for o in stored_objectives(attrs.get("objectives")))
-            raise ValueError(f"study {self.opts.study!r} was started with the objectives {had}; this sweep file "
-                             f"declares {', '.join(f'{o.name} ({o.direction})' for o in objectives)}. Optuna's "
-                             "values would mean other things: use another --study name")
-        if "sweep_config" not in attrs:
-            study.set_metric_names([o.name for o in objectives])
-            study.set_user_attr("objectives", [o.model_dump() for o in objectives])
-            study.set_user_attr("sweep_config", scrub(json.loads(self.cfg.model_dump_json())))
-            study.set_user_attr("fingerprint", self.cfg.fingerprint())
-            if self.opts.sweep_file is not None:
-                study.set_user_attr("sweep_file", str(Path(self.opts.sweep_file).resolve()))
-            study.set_user_attr("judge", self.cfg.judge.model_dump())
-            study.set_user_attr("judge_model", self.judge_model.to_dict())
-            study.set_user_attr("eval", {"path": self.eval.path, "hash": self.eval.hash, "n": len(self.eval.questions)})
-            if self.speed_plan is not None:
-                study.set_user_attr("speed", {"pool": self.speed_pool_path, "questions": self.speed_plan.size,
-                                              "seed": self.speed_plan.seed, "hash": self.speed_key})
-        elif attrs.get("fingerprint") != self.cfg.fingerprint():
-            current = scrub(json.loads(self.cfg.model_dump_json()))
-            changed = config_changes(attrs.get("sweep_config") or {}, current)
-            if changed:  # else only settings a later version added, at their defaults: the same sweep
-                self.echo(f"warning: study {self.opts.study!r} was started with another sweep file "
-                          f"({', '.join(changed[:8])}{' …' if len(changed) > 8 else ''} differ); trials are mixed")
-        if not attrs.get("enqueued"):
-            entries = [(enqueue_params(e, self.cfg, self.candidates), e) for e in self.cfg.enqueue]
-            for params, e in entries:  # a recipe sweep: each entry's recipe, fixed (study/recipes.py)
-                params.update(enqueue_recipe(e, self.cfg, self.candidates, params.get("candidate")))
-            for params, _ in grouped_in_file_order(entries):
-                study.enqueue_trial(params, skip_if_exists=True)
-            study.set_user_attr("enqueued", True)
+        setup = {"judge_model": self.judge_model.to_dict(),
+                 "eval": {"path": self.eval.path, "hash": self.eval.hash, "n": len(self.eval.questions)}}
+        if self.speed_plan is not None:
+            setup["speed"] = {"pool": self.speed_pool_path, "questions": self.speed_plan.size,
+                              "seed": self.speed_plan.seed, "hash": self.speed_key}
+        study = open_study(self.cfg, self.opts, self.storage, self.base_sampler, setup, self.echo)
+        enqueue_entries(study, self.cfg, self.candidates)
         return study
 
     # -- the loop -------------------------------------------------------------------------
@@ -166,6 +136,7 @@ class Sweep:
         # first: MLflow that cannot start stops the sweep here (TrackingError), not trial by trial
         self.tracker = Tracker(self.runs_dir, enabled=self.opts.tracking, required=True)
         study = self._study()
+        self.ahead = DrawnAhead(self.storage, self.echo)
         killed, dead_started = self.pidfile.kill_stale()
         if killed:
             self.echo(f"killed {len(killed)} orphan server(s) of dead sweeps: {killed}")
@@ -206,18 +177,21 @@ class Sweep:
                     raise KeyboardInterrupt
                 optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
-                if counted(trials) >= self.opts.trials:
+                full = counted(trials) >= self.opts.trials  # drawn-ahead trials count from their draw
+                if full and not self.ahead:
                     break
                 if self.opts.timeout_s is not None and time.monotonic() - t_start >= self.opts.timeout_s:
                     self.echo(f"--timeout {self.opts.timeout_s:.0f} s reached: no new trial; resume to go on")
                     break
                 waiting = any(t.state == TrialState.WAITING for t in trials)
-                if group_left > 0 and group_params and not waiting and self.servers.alive():
-                    study.sampler = optuna.samplers.PartialFixedSampler(group_params, self.base_sampler)
+                in_group = group_left > 0 and group_params and not waiting and self.servers.alive()
+                if self.ahead and (full or not (waiting or in_group)):
+                    trial = self.ahead.pop()  # a recipe drawn ahead, built with an earlier one
                 else:
-                    study.sampler = self.base_sampler
-                trial = study.ask()
-                trial.set_user_attr("worker", worker_id())
+                    study.sampler = (optuna.samplers.PartialFixedSampler(group_params, self.base_sampler)
+                                     if in_group else self.base_sampler)
+                    trial = study.ask()
+                    trial.set_user_attr("worker", worker_id())
                 if gpu := os.environ.get("CUDA_VISIBLE_DEVICES"):  # which GPU measured it (sweep --gpus)
                     trial.set_user_attr("gpu", gpu)
                 t_ask = time.monotonic()
@@ -253,6 +227,7 @@ class Sweep:
                 if not self.servers.alive():
                     group_left = 0
         finally:
+            self.ahead.release(study)  # drawn ahead, never run: enqueued again for a resume
             self.progress.close()
             self.servers.stop()
             self.pidfile.close()
@@ -337,15 +312,23 @@ class Sweep:
             self._fail(study, trial, reason, attempt, tdir)
             return "new group" if attempt.new_group else "same group"
 
-    def _make_room(self) -> None:
-        """Before a recipe trains: running servers stay while a build fits beside them (the new
-        recipe is then swapped in); else the parked ones stop first, then the active ones."""
-        from tournament.train.memory import room_for_a_build
+    def _make_room(self, recipes: int = 1) -> None:
+        """Before `recipes` recipes train: running servers stay while their builds fit beside them
+        as well as on the whole card (train/memory.room_for_builds; a new recipe is then swapped
+        in); else the parked servers stop first, then the active ones."""
+        from tournament.train.memory import room_for_builds
 
         for stop in (self.servers.stop_parked, self.servers.stop):
-            if self.cfg.swap_weights and self.servers.alive() and room_for_a_build(Path("builds")):
+            if self.cfg.swap_weights and self.servers.alive() and room_for_builds(Path("builds"), recipes):
                 return
             stop()
+
+    def _draw_ahead(self, study, n: int) -> list[tuple[Any, str]]:
+        """Up to `n` new recipes drawn now to train beside the one being built (study/draw_ahead.py),
+        no more than the trial target leaves: [(trial, candidate key)]."""
+        n = min(n, self.opts.trials - counted(study.get_trials(deepcopy=False)))
+        return self.ahead.draw(study, self.base_sampler, n, lambda trial: suggest_plan(
+            trial, self.cfg, self.templates, lambda tr, template: self.recipes.draw(tr, template, study)).candidate)
 
     def _speed_reusable(self, cached: dict[str, Any] | None) -> bool:
         """A cached configuration whose speed may stand for this trial: asked for, and, when cold

@@ -33,15 +33,17 @@ ACTIVATION_BYTES = 34
 
 
 def training_bytes_without_liger(*, trainable: int, frozen_bytes: int, micro_tokens: int, vocab: int,
-                                 hidden: int, layers: int) -> int:
+                                 hidden: int, layers: int, logit_tokens: int | None = None) -> int:
     """A rough peak of one training process without Liger's fused loss, from the shapes alone:
     trainable weights at 16 bytes each (fp32 master, gradient, AdamW's two moments), the frozen
     ones as stored, the activations, and the logits of one micro-batch (fp32 logits, their
     softmax and their gradient: 3 x 4 bytes per token and vocabulary entry). The logits dominate a
     small model with a large vocabulary: gemma-3-270m (262,144 entries), batch 16 x 512 tokens,
-    ~24 of the ~31 GiB estimated; measured on one H100: 26.5 GiB allocated (full SFT), 20.1 (LoRA)."""
+    ~24 of the ~31 GiB estimated; measured on one H100: 26.5 GiB allocated (full SFT), 20.1 (LoRA).
+    `logit_tokens`: the positions whose logits are computed when fewer than the micro-batch's
+    (train/answer_loss.py: the trained ones only)."""
     return (16 * trainable + frozen_bytes + ACTIVATION_BYTES * micro_tokens * hidden * layers
-            + 3 * 4 * micro_tokens * vocab)
+            + 3 * 4 * (micro_tokens if logit_tokens is None else logit_tokens) * vocab)
 
 
 def liger_needed(estimate_bytes: int, free_bytes: int, headroom: float = HEADROOM) -> bool:
@@ -52,7 +54,7 @@ def liger_needed(estimate_bytes: int, free_bytes: int, headroom: float = HEADROO
     return estimate_bytes > free_bytes * (1.0 - headroom)
 
 
-def liger_for_memory(model, micro_tokens: int, device: str) -> tuple[bool, str]:
+def liger_for_memory(model, micro_tokens: int, device: str, logit_tokens: int | None = None) -> tuple[bool, str]:
     """(use Liger's fused loss?, why in words) for a model about to train on CUDA `device`: the
     estimate without it against the GPU's free memory now (other builds beside it included)."""
     import torch
@@ -61,7 +63,8 @@ def liger_for_memory(model, micro_tokens: int, device: str) -> tuple[bool, str]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
     est = training_bytes_without_liger(trainable=trainable, frozen_bytes=frozen, micro_tokens=micro_tokens,
-                                       vocab=cfg.vocab_size, hidden=cfg.hidden_size, layers=cfg.num_hidden_layers)
+                                       vocab=cfg.vocab_size, hidden=cfg.hidden_size, layers=cfg.num_hidden_layers,
+                                       logit_tokens=logit_tokens)
     share = builds_sharing_the_gpu()
     planned = os.environ.get(SHARE_ENV, "")
     if share > 1 and planned.isdigit():  # the parent's reading before any of them allocated
@@ -146,11 +149,34 @@ def gpu_peak_bytes(manifest: dict[str, Any]) -> int | None:
     return int(got) if got else None
 
 
-def measured_peaks(builds_dir: Path, ids: Iterable[str] | None = None) -> dict[str, int]:
+def memory_key(candidate: dict[str, Any]) -> str:
+    """What a build's peak memory depends on, from its candidate as candidate.json records it: the
+    base model, the method, the batch, the length cap, packing, gradient checkpointing and Liger;
+    not the learning rate, the epochs, the LoRA rank or the dataset (refit and honest builds of a
+    recipe share it). Builds of one key plan with each other's measured peaks."""
+    r = candidate.get("recipe") or {}
+    return json.dumps([candidate.get("base"), r.get("method"), r.get("batch_size"), r.get("max_length"),
+                       r.get("packing"), r.get("gradient_checkpointing"), r.get("liger")], sort_keys=True)
+
+
+def covering_keys(key: str) -> list[str]:
+    """The memory keys whose measured peak covers a build of `key`: its own, and for a LoRA build
+    the full fine-tune's of the same kind (same logits and activations, plus the optimizer state
+    of every weight: estimated 26.5 vs 20.1 GiB for gemma-3-270m at batch 16 x 512)."""
+    doc = json.loads(key)
+    if doc[1] != "lora":
+        return [key]
+    return [key, json.dumps([doc[0], "full", *doc[2:]], sort_keys=True)]
+
+
+def measured_peaks(builds_dir: Path, ids: Iterable[str] | None = None,
+                   keys: Iterable[str] | None = None) -> dict[str, int]:
     """{candidate id: the largest GPU peak any of its builds under `builds_dir` recorded}.
-    `ids`: only these candidates. Builds of other hashes of the same id count: a recipe's memory
-    depends on its model, batch and length far more than on its learning rate."""
+    `ids`: only these candidates; `keys`: only builds of these memory keys (`memory_key`). Builds
+    of other hashes of the same id count: a recipe's memory depends on its model, batch and
+    length far more than on its learning rate."""
     wanted = set(ids) if ids is not None else None
+    kinds = set(keys) if keys is not None else None
     out: dict[str, int] = {}
     for f in sorted(Path(builds_dir).glob("*/candidate.json")):
         try:
@@ -158,7 +184,9 @@ def measured_peaks(builds_dir: Path, ids: Iterable[str] | None = None) -> dict[s
         except (OSError, ValueError):
             continue
         cid, peak = doc.get("id"), gpu_peak_bytes(doc)
-        if cid and peak and (wanted is None or cid in wanted):
+        if not (cid and peak and (wanted is None or cid in wanted)):
+            continue
+        if kinds is None or memory_key(doc.get("candidate") or {}) in kinds:
             out[cid] = max(peak, out.get(cid, 0))
     return out
 
@@ -186,31 +214,47 @@ def first_visible_gpu() -> str:
 def free_gpu_bytes(gpu: str | int = 0) -> int | None:
     """Free memory of one GPU (nvidia-smi's index), without creating a CUDA context here; None
     when nvidia-smi is missing or fails."""
+    return gpu_memory_bytes(gpu, "free")
+
+
+def gpu_memory_bytes(gpu: str | int = 0, field: str = "free") -> int | None:
+    """nvidia-smi's `memory.<field>` (free, total, used) of one GPU in bytes; None without a reading."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits",
+        out = subprocess.run(["nvidia-smi", f"--query-gpu=memory.{field}", "--format=csv,noheader,nounits",
                               "-i", str(gpu)], capture_output=True, text=True, timeout=30, check=True).stdout
         return int(float(out.strip().splitlines()[0])) * 2**20  # MiB
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
 
 
-def room_for_a_build(builds_dir: Path, gpu: str | int | None = None) -> bool:
-    """Does one more build fit beside what holds the GPU now (running servers)? The largest peak
-    earlier builds measured, plus a context and the headroom, against the free memory. True
-    without a GPU reading (a CPU machine: the GPU is not what builds share); False on a GPU
-    before any build recorded its peak (no guess)."""
-    free = free_gpu_bytes(first_visible_gpu() if gpu is None else gpu)
+def room_for_builds(builds_dir: Path, n: int = 1, gpu: str | int | None = None) -> bool:
+    """Do the `n` long builds of a batch (a refit per recipe: the honest builds, a quarter of the
+    rows, fill the gaps) fit beside what holds the GPU now (running servers), as many side by side
+    as would fit on the whole card? Then keeping the servers costs the builds nothing; else they
+    stop (a pair's start again takes ~35-90 s, a refit's build ~1.5-3 min, and each slot lost
+    slows the batch: two builds side by side do ~1.6x the work of one). Planned with the largest
+    peak earlier builds measured, plus a context each and the headroom. True without a GPU
+    reading (a CPU machine: the GPU is not what builds share); False on a GPU before any build
+    recorded its peak (no guess)."""
+    g = first_visible_gpu() if gpu is None else gpu
+    free = free_gpu_bytes(g)
     if free is None:
         return True
     peaks = measured_peaks(builds_dir)
-    return bool(peaks) and free * (1.0 - HEADROOM) >= max(peaks.values()) + CUDA_CONTEXT_BYTES
+    if not peaks:
+        return False
+    per_build = max(peaks.values()) + CUDA_CONTEXT_BYTES
+    beside = int(free * (1.0 - HEADROOM)) // per_build
+    alone = int((gpu_memory_bytes(g, "total") or free) * (1.0 - HEADROOM)) // per_build
+    return beside >= max(1, min(n, alone))
 
 
 def plan_build_workers(builds_dir: Path, ids: Iterable[str] | None, gpu: str | int = 0, *,
-                       max_workers: int | None = None) -> tuple[int, str]:
+                       max_workers: int | None = None, keys: Iterable[str] | None = None) -> tuple[int, str]:
     """`build_workers` for one GPU from earlier builds' measured peaks of these candidate ids
-    (None: of every build there) and the GPU's free memory now, with the reason in words."""
-    peaks = measured_peaks(builds_dir, None if ids is None else list(ids))
+    (None: of every build there; `keys`: of these memory keys) and the GPU's free memory now,
+    with the reason in words."""
+    peaks = measured_peaks(builds_dir, None if ids is None else list(ids), keys)
     free = free_gpu_bytes(gpu)
     if free is None:
         return 1, "no free-memory reading (nvidia-smi): 1 at a time"

@@ -214,6 +214,7 @@ def train_sft(
     import torch
     from transformers import AutoTokenizer, PrinterCallback, Trainer
 
+    from tournament.train.answer_loss import answer_only_trainer, matches_stock_loss
     from tournament.train.callbacks import BuildLog, loss_curve, truncate_log
     from tournament.train.memory import liger_for_memory, measure_peak, reset_peak
 
@@ -269,11 +270,19 @@ def train_sft(
         + (" with Liger kernels" if liger and r.liger is True else ""))
 
     model = load_model(base_dir, r, train_dtype)
+    collator = CompletionCollator(tokenizer.pad_token_id)
+    # the loss from the trained positions' logits alone (answer_loss.py), where it equals the model's own
+    answer_only, why = (False, "several processes") if world_size > 1 else matches_stock_loss(
+        model, collator([{"input_ids": ids, "labels": labels} for ids, labels in seqs[:2]]))
+    log(("loss from the trained positions' logits only: " if answer_only else "the model's own loss: ") + why)
     fused_loss = liger
     if liger and r.liger == "auto":  # on a GPU with Liger installed: its fused loss only when memory needs it
         # a batch pads to its longest sequence, so no batch holds more than the longest one's width
         widest = max(len(s[0]) for s in seqs)
-        fused_loss, why = liger_for_memory(model, (r.batch_size // world_size) * min(r.max_length, widest), device)
+        trained = max(sum(1 for x in s[1] if x != IGNORE) for s in seqs) if answer_only else None
+        per = r.batch_size // world_size
+        fused_loss, why = liger_for_memory(model, per * min(r.max_length, widest), device,
+                                           None if trained is None else per * trained)
         log(why)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
@@ -297,6 +306,7 @@ def train_sft(
                "dtype": str(train_dtype).removeprefix("torch."), "compute_dtype": str(compute_dtype).removeprefix("torch."),
                "rows": len(rows), "sequences": len(seqs), "tokens": n_tokens, "total_steps": total_steps,
                "trainable_params": n_trainable, "liger_used": liger, "liger_fused_loss": fused_loss,
+               "answer_only_logits": answer_only and not fused_loss,
                "processes": world_size,
                **{f"recipe.{k}": v for k, v in r.model_dump(mode="json").items()},
                "prompt.style": candidate.prompt.style})
@@ -304,8 +314,9 @@ def train_sft(
     args = training_arguments(candidate, out_dir, device=device, total_steps=total_steps, warmup=warmup,
                               amp=amp, liger=liger, world_size=world_size, fused_loss=fused_loss)
     dataset = [{"input_ids": ids, "labels": labels} for ids, labels in seqs]
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=CompletionCollator(tokenizer.pad_token_id),
+    # Liger's fused loss replaces the model's forward: it keeps the stock loss path
+    trainer_class = answer_only_trainer() if answer_only and not fused_loss else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       callbacks=[BuildLog(train_log, ml, total_steps, log), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict on stdout (a --json child's channel)
     status = "FAILED"
@@ -368,6 +379,7 @@ def train_sft(
                       "train_seconds": round(train_seconds, 3),
                       "tokens_per_s": round(n_tokens * r.epochs / train_seconds, 1) if train_seconds > 0 else None,
                       "peak_memory": peak, "liger": liger, "liger_fused_loss": fused_loss,
+                      "loss_logits": "trained positions" if answer_only and not fused_loss else "every position",
                       "gradient_checkpointing": r.gradient_checkpointing,
                       "processes": world_size, "resumed_from": checkpoint.name if checkpoint else None},
             "wall_seconds": round(wall, 3),

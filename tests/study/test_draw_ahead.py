@@ -1,0 +1,151 @@
+"""Recipes drawn ahead (`build_budget.ahead`): a drawn recipe that must train takes the next draws
+along, so their builds train beside it; the trials drawn ahead run later, in order, after the
+running recipe's group; a sweep that stops first hands them back to the queue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.study.test_recipes import _sweep_file
+from tournament.cli import app
+from tournament.study.draw_ahead import NOT_RUN, DrawnAhead
+
+runner = CliRunner()
+
+
+def test_draws_wait_with_a_heartbeat_and_a_stopped_sweep_queues_them_again(tmp_path):
+    """A real sqlite storage: each draw is a RUNNING trial with a heartbeat, asked with the sampler
+    given (not the study's current one); a draw that cannot name its candidate still waits;
+    nothing is drawn while an enqueued trial waits; release fails the unrun draws and enqueues
+    each with its parameters, and the failed ones no longer count towards --trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tournament.study.optuna_storage import make_storage
+    from tournament.study.recovery import counted
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize"])
+    fixed = optuna.samplers.PartialFixedSampler({"x": 0.5}, optuna.samplers.RandomSampler(seed=1))
+    study.sampler = fixed
+    lines: list[str] = []
+    ahead = DrawnAhead(storage, lines.append)
+
+    def suggest(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number == 1:
+            raise ValueError("over budget")  # e.g. OverBudget: the trial says so when it runs
+        return f"key-{x:.3f}"
+
+    drawn = ahead.draw(study, optuna.samplers.RandomSampler(seed=0), 3, suggest)
+    assert [t.number for t, _ in drawn] == [0, 2] and len(ahead) == 3
+    assert study.sampler is fixed  # the study's sampler is back
+    assert len({k for _, k in drawn}) == 2 and all(k != "key-0.500" for _, k in drawn)  # sampled, not fixed
+    trials = study.get_trials()
+    assert all(t.state == TrialState.RUNNING and t.user_attrs["drawn_ahead"] for t in trials)
+    assert all(beat.enabled for _, beat in ahead._pending)  # sqlite records heartbeats: none goes stale
+    assert "drew 2 recipe(s) ahead (trials 0, 2)" in lines[-1]
+
+    first = ahead.pop()
+    assert first.number == 0 and len(ahead) == 2
+    study.tell(first, [1.0])
+    released = ahead.release(study)
+    assert released == [1, 2] and len(ahead) == 0
+    trials = study.get_trials()
+    for n in (1, 2):
+        assert trials[n].state == TrialState.FAIL and trials[n].user_attrs["fail_reason"] == NOT_RUN
+    again = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in again) == [1, 2]
+    assert {json.dumps(t.system_attrs["fixed_params"], sort_keys=True) for t in again} == {
+        json.dumps(trials[n].params, sort_keys=True) for n in (1, 2)}
+    assert counted(trials) == 1  # the finished trial alone: the released ones are superseded, the retries wait
+    assert ahead.draw(study, optuna.samplers.RandomSampler(seed=0), 2, suggest) == []  # the queue goes first
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_fresh_recipe_trains_with_the_recipes_drawn_ahead_and_they_run_after_its_group(
+        tmp_path, tiny_model_dir, tiny_qa_file, runs_dir, monkeypatch):
+    """One sweep, 3 recipes of budget, 2 drawn ahead, 2 trials per recipe: the first draw's batch
+    trains all three recipes (6 builds, 2 at a time); then each recipe's group runs its two
+    trials, the drawn-ahead trials in the order drawn, with no build between them."""
+    import optuna
+
+    monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
+    cfg, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tiny_qa_file, study="ahead", trials=6)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["build_budget"] = {"recipes": 3, "ahead": 2}
+    raw["space"].pop("base")  # one base: every recipe swaps into the running servers
+    cfg.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    r = runner.invoke(app, ["sweep", "-c", str(cfg), "--runs-dir", str(runs_dir), "--no-track", "--json"])
+    assert r.exit_code == 0, r.output
+    assert sum("drew 2 recipe(s) ahead (trials 1, 2)" in line for line in r.output.splitlines()) == 1
+    assert sum(": building" in line for line in r.output.splitlines()) == 1  # one batch
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["builds"]["recipes_built"] == 3, summary
+    study = optuna.load_study(study_name="ahead", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
+    entries = sorted((e["trial"], e["status"]) for k, e in study.user_attrs.items() if k.startswith("recipe:"))
+    assert entries == [(0, "built"), (1, "built"), (2, "built")]
+    assert len(list((tmp_path / "builds").glob("tiny-*/candidate.json"))) == 6
+    done = sorted((t for t in study.get_trials() if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
+    measured = [t for t in done if "duplicate_of" not in t.user_attrs]
+    assert len(measured) == 6 and not [t for t in study.get_trials() if t.state.name in ("FAIL", "RUNNING")]
+    # in the order run: trial 0's group, then the recipes drawn ahead (1, then 2), each with its group
+    keys = [t.user_attrs["recipe"]["config_hash"] for t in measured]
+    firsts = [t.number for i, t in enumerate(measured) if i == 0 or keys[i] != keys[i - 1]]
+    assert firsts == [0, 1, 2] and len(set(keys)) == 3, [(t.number, k[:6]) for t, k in zip(measured, keys)]
+    assert all(study.get_trials()[n].user_attrs.get("drawn_ahead") for n in (1, 2))
+    m = {t.number: t.user_attrs["metrics"] for t in measured}
+    assert m[0]["build_seconds"] > 0 and m[1]["build_seconds"] < 0.5 * m[0]["build_seconds"]  # built already
+    swapped = [n for n in (1, 2) if "weights_swap_seconds" in m[n]]
+    assert swapped == [1, 2]  # one base: each recipe drawn ahead went into the running servers
+
+
+def test_a_kind_of_build_no_build_measured_trains_alone_before_the_batch(tmp_path, tiny_model_dir, monkeypatch):
+    """`build_workers: auto` on a GPU plans side-by-side builds with measured peaks; a batch with a
+    kind of build (base, method, batch, length) that no earlier build measured first trains its
+    shortest build of that kind alone. A full fine-tune's peak covers a LoRA build of the same
+    kind, so a batch of one full and one LoRA recipe needs one probe, the full one. Real builds
+    on this CPU; the GPU's reading and the builds' peak RSS stand in for a GPU's memory."""
+    import optuna
+
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipe_builds import train_recipes
+    from tournament.study.recipes import RecipeBook
+    from tournament.train import memory
+
+    monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
+    monkeypatch.setattr(memory, "gpu_memory_bytes", lambda gpu=0, field="free": 80 * 2**30)
+    monkeypatch.setattr(memory, "gpu_peak_bytes", lambda doc: ((doc.get("train") or {}).get("peak_memory") or {}
+                                                              ).get("bytes"))
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["build_workers"] = "auto"
+    from tournament.study.config import parse_sweep_config
+
+    cfg = parse_sweep_config(raw)
+    candidates = resolve_candidates(cfg)
+    book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    keys = []
+    for method in ("lora", "full"):
+        study.enqueue_trial({"base": "small", "recipe.method": method, "recipe.rank": 4, "recipe.learning_rate": 5e-4})
+        keys.append(book.draw_key(study.ask(), "tiny", None))
+    lines: list[str] = []
+    errors, built_once = train_recipes(candidates, keys, "auto", True, lines.append)
+    assert errors == {} and built_once
+    probes = [line for line in lines if "trains alone first" in line]
+    started = [line for line in lines if "in a child process" in line]
+    assert len(probes) == 1 and f"[{candidates[keys[1]].id}/honest]" in probes[0]  # the full recipe's short build
+    assert len(started) == 4 and started[0].startswith(f"  [{candidates[keys[1]].id}/honest]")
+    lines.clear()  # measured now: a second batch of both kinds trains without a probe
+    for method in ("lora", "full"):
+        study.enqueue_trial({"base": "small", "recipe.method": method, "recipe.rank": 8, "recipe.learning_rate": 3e-4})
+        keys.append(book.draw_key(study.ask(), "tiny", None))
+    errors, _ = train_recipes(candidates, keys[2:], "auto", True, lines.append)
+    assert errors == {} and not [line for line in lines if "trains alone first" in line]
+    assert sum("in a child process" in line for line in lines) == 4
