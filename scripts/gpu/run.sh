@@ -122,7 +122,12 @@ chain)
   sleep 3  # the last part's copy may still be under way
   "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }
   cp "$W"/gpu.txt "$W"/versions.txt "$W"/data_build.txt "$W"/train.txt "$OUT/" 2>/dev/null
-  for step in ${CHAIN_STEPS:-sweep}; do "$0" "$step"; done
+  for step in ${CHAIN_STEPS:-sweep}; do
+    # each device call re-copies the working tree: a step that starts during that copy may find its
+    # script missing for a moment (2026-12-07: "run.sh: No such file or directory" between two steps)
+    for _ in 1 2 3 4 5; do [ -f "$0" ] && break; sleep 2; done
+    "$0" "$step"
+  done
   tar -czf "$W/proof.tgz" -C "$W" out prepare.log vllm.log \
     $(cd "$W" && ls mlruns*/optuna.* mlruns*/mlflow.db 2>/dev/null) \
     $(cd "$W" && ls -d mlruns*/studies/*/trials 2>/dev/null) 2>/dev/null
