@@ -325,6 +325,41 @@ def test_the_queue_taken_along_fits_the_minutes_left_and_an_interrupted_recipe_i
     assert book.queued(study, "recipe:ffffffffffff") == {}  # 5 minutes left at 7.5 a recipe: the fresh one alone
 
 
+
+def test_no_batch_of_builds_starts_that_would_end_past_the_sweeps_timeout(tmp_path, tiny_model_dir):
+    """With --timeout, a recipe that must train is not started when less time is left than the
+    longest batch of builds so far took: the draw goes to the nearest built recipe, as when the
+    budget is spent (a build that ran far past the timeout would eat the time after it)."""
+    import time
+
+    import optuna
+
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipes import OverBudget, RecipeBook
+
+    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    cfg = parse_sweep_config(yaml.safe_load(cfg_path.read_text()))
+    book = RecipeBook(cfg, resolve_candidates(cfg), builds_dir=tmp_path / "builds", echo=lambda s: None)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    built = {"base": "small", "recipe.method": "lora", "recipe.rank": 4, "recipe.learning_rate": 5e-4}
+    study.set_user_attr("recipe:000000000000", {"id": "x", "status": "built", "seconds": 75.0, "batch_seconds": 300.0,
+                                                "trial": 0, "params": {"candidate": "tiny", **built}})
+    fresh = {"base": "small", "recipe.method": "full", "recipe.learning_rate": 2e-4}
+    book.deadline = time.monotonic() + 1000
+    study.enqueue_trial(fresh)
+    assert not book.budget(study).spent and book.draw(study.ask(), "tiny", study)  # 1,000 s left: it may train
+    book.deadline = time.monotonic() + 100
+    state = book.budget(study)
+    assert state.out_of_time and state.spent and state.to_dict()["out_of_time"]
+    assert "less than the longest batch of builds so far (300 s)" in state.describe()
+    assert book.room(study) == 0
+    study.enqueue_trial(fresh)
+    with pytest.raises(OverBudget) as e:
+        book.draw(study.ask(), "tiny", study)
+    assert e.value.redirect["recipe.rank"] == 4 and e.value.redirect["recipe.method"] == "lora"
+    book.deadline = None  # no --timeout: the recipe budget alone (1 of 4 built)
+    assert not book.budget(study).spent
+
 def test_an_enqueued_recipe_is_the_template_as_written_unless_the_entry_names_fields(
         tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
     """A recipe is a build and a server pair, so an enqueue entry's recipe is fixed, never left to

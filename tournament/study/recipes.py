@@ -56,22 +56,31 @@ class BudgetState:
     failed: int
     limit_recipes: int | None
     limit_minutes: float | None
+    seconds_left: float | None = None  # before the sweep's --timeout
+    batch_seconds: float | None = None  # the longest batch of builds so far (wall)
+
+    @property
+    def out_of_time(self) -> bool:
+        """A batch of builds that starts now would likely end after the sweep's --timeout."""
+        return self.seconds_left is not None and self.batch_seconds is not None and self.seconds_left < self.batch_seconds
 
     @property
     def spent(self) -> bool:
         return ((self.limit_recipes is not None and self.built >= self.limit_recipes)
-                or (self.limit_minutes is not None and self.minutes >= self.limit_minutes))
+                or (self.limit_minutes is not None and self.minutes >= self.limit_minutes) or self.out_of_time)
 
     def describe(self) -> str:
         of = f" of {self.limit_recipes}" if self.limit_recipes is not None else ""
         mins = f"{self.minutes:.1f}" + (f" of {self.limit_minutes:g}" if self.limit_minutes is not None else "")
+        late = (f"; {self.seconds_left:.0f} s to --timeout, less than the longest batch of builds so far "
+                f"({self.batch_seconds:.0f} s)") if self.out_of_time else ""
         return (f"build budget: {self.built}{of} recipes built, {mins} min; {self.reused} reused, "
-                f"{self.failed} failed" + (" (spent: further draws among built recipes)" if self.spent else ""))
+                f"{self.failed} failed{late}" + (" (spent: further draws among built recipes)" if self.spent else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipes_built": self.built, "minutes": round(self.minutes, 2), "reused": self.reused,
                 "failed": self.failed, "limit_recipes": self.limit_recipes, "limit_minutes": self.limit_minutes,
-                "spent": self.spent}
+                "spent": self.spent, "out_of_time": self.out_of_time}
 
 
 def param_names(cfg: SweepConfig) -> list[str]:
@@ -100,6 +109,7 @@ class RecipeBook:
         self.templates = {k: rc for k, rc in candidates.items() if rc.candidate_obj is not None}
         self.drawn: dict[str, dict[str, Any]] = {}  # candidate key -> the drawn values
         self.built_once = False
+        self.deadline: float | None = None  # time.monotonic() of the sweep's --timeout: no batch that would end past it
 
     # -- drawing ---------------------------------------------------------------------------------
     def draw(self, trial, template: str, study) -> ResolvedCandidate:
@@ -194,10 +204,13 @@ class RecipeBook:
         entries = [v for k, v in study.user_attrs.items() if k.startswith(ATTR_PREFIX) and isinstance(v, dict)]
         trained = [e for e in entries if e.get("status") in ("building", "built", "failed")]
         b = self.cfg.build_budget
+        walls = [e.get("batch_seconds") or e.get("seconds") or 0.0 for e in trained]
         return BudgetState(built=len(trained), minutes=sum(e.get("seconds") or 0.0 for e in trained) / 60,
                            reused=sum(e.get("status") == "reused" for e in entries),
                            failed=sum(e.get("status") == "failed" for e in entries),
-                           limit_recipes=b.recipes, limit_minutes=b.minutes)
+                           limit_recipes=b.recipes, limit_minutes=b.minutes,
+                           seconds_left=None if self.deadline is None else self.deadline - time.monotonic(),
+                           batch_seconds=max(walls) if any(walls) else None)
 
     def _check_budget(self, study, trial, key: str) -> None:
         rc = self.candidates[key]
@@ -276,7 +289,8 @@ class RecipeBook:
             share = (time.monotonic() - t0) / len(batch)  # the batch's wall time, shared: minutes add up to it
             for a, (k, number, p) in batch.items():
                 e = errors.get(k)
-                _record(study, a, self.candidates[k].id, "failed" if e else "built", number, p, share, e)
+                _record(study, a, self.candidates[k].id, "failed" if e else "built", number, p, share, e,
+                        batch_seconds=share * len(batch))
             if key in errors:
                 raise errors[key]
             self.echo(f"recipe {rc.id}: built in {share * len(batch):.0f} s"
@@ -360,9 +374,11 @@ class RecipeBook:
 
 
 def _record(study, attr: str, recipe_id: str, status: str, trial: int, params: dict[str, Any],
-            seconds: float = 0.0, error: Exception | None = None) -> None:
-    """A recipe's record in the study's user attributes (`recipe:<hash12>`, read by `budget`)."""
+            seconds: float = 0.0, error: Exception | None = None, batch_seconds: float | None = None) -> None:
+    """A recipe's record in the study's user attributes (`recipe:<hash12>`, read by `budget`):
+    `seconds` its share of its batch's wall time, `batch_seconds` that batch's."""
     study.set_user_attr(attr, {"id": recipe_id, "status": status, "trial": trial, "params": params, "seconds": seconds,
+                               **({"batch_seconds": batch_seconds} if batch_seconds else {}),
                                **({"reason": f"{type(error).__name__}: {error}"[-2000:]} if error else {})})
 
 

@@ -133,6 +133,8 @@ class Sweep:
 
         t_start = time.monotonic()
         build_s = 0.0
+        if self.recipes is not None and self.opts.timeout_s is not None:  # no batch of builds past it
+            self.recipes.deadline = t_start + self.opts.timeout_s
         # first: MLflow that cannot start stops the sweep here (TrackingError), not trial by trial
         self.tracker = Tracker(self.runs_dir, enabled=self.opts.tracking, required=True)
         study = self._study()
@@ -233,6 +235,8 @@ class Sweep:
             self.pidfile.close()
             self.tracker.end_study()
         n = finished_counts(study.get_trials(deepcopy=False))
+        if self.recipes:
+            self.recipes.deadline = None  # the summary tells the study's budget, not this run's clock
         builds = self.recipes.budget(study) if self.recipes else None
         if builds is not None:
             self.echo(builds.describe())
