@@ -328,14 +328,16 @@ def test_the_queue_taken_along_fits_the_minutes_left_and_an_interrupted_recipe_i
 
 def test_no_batch_of_builds_starts_that_would_end_past_the_sweeps_timeout(tmp_path, tiny_model_dir):
     """With --timeout, a recipe that must train is not started when less time is left than the
-    longest batch of builds so far took: the draw goes to the nearest built recipe, as when the
-    budget is spent (a build that ran far past the timeout would eat the time after it)."""
+    longest batch of builds so far took (a build that ran far past the timeout would eat the time
+    after it): a sampled draw goes to the nearest built recipe, as when the budget is spent; a
+    given recipe (enqueued, retried) is not swapped for another: its trial is queued again for the
+    next sweep, and this one stops."""
     import time
 
     import optuna
 
     from tournament.study.inputs import resolve_candidates
-    from tournament.study.recipes import OverBudget, RecipeBook
+    from tournament.study.recipes import OutOfTime, OverBudget, RecipeBook
 
     cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
     cfg = parse_sweep_config(yaml.safe_load(cfg_path.read_text()))
@@ -353,10 +355,18 @@ def test_no_batch_of_builds_starts_that_would_end_past_the_sweeps_timeout(tmp_pa
     assert state.out_of_time and state.spent and state.to_dict()["out_of_time"]
     assert "less than the longest batch of builds so far (300 s)" in state.describe()
     assert book.room(study) == 0
-    study.enqueue_trial(fresh)
-    with pytest.raises(OverBudget) as e:
+    with pytest.raises(OverBudget) as e:  # a sampled draw: the nearest built recipe instead
         book.draw(study.ask(), "tiny", study)
     assert e.value.redirect["recipe.rank"] == 4 and e.value.redirect["recipe.method"] == "lora"
+    study.enqueue_trial(fresh)  # a given recipe is not swapped for another: it waits for the next sweep
+    given = study.ask()
+    with pytest.raises(OutOfTime) as late:
+        book.draw(given, "tiny", study)
+    assert book.postpone(study, given, late.value) == "stop"
+    again = [t for t in study.get_trials() if t.state.name == "WAITING"]
+    assert len(again) == 1 and again[0].user_attrs["retry_of"] == given.number
+    assert again[0].system_attrs["fixed_params"]["recipe.method"] == "full"
+    assert study.get_trials()[given.number].state.name == "FAIL"
     book.deadline = None  # no --timeout: the recipe budget alone (1 of 4 built)
     assert not book.budget(study).spent
 

@@ -109,3 +109,30 @@ def test_a_build_trains_the_same_with_either_loss(tiny_model_dir, dataset, tmp_p
     assert ta.keys() == tb.keys()
     for k in ta:
         torch.testing.assert_close(ta[k].float(), tb[k].float(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("answer_only", [False, True])
+def test_the_decoder_runs_under_the_trainers_mixed_precision(tiny_model_dir, tmp_path, answer_only):
+    """bf16 (on this CPU, as on a GPU): accelerate puts autocast around the model's own forward;
+    the trained positions' path calls the decoder outside it, so it must put it there itself, or
+    a full SFT (fp32 master weights) would run its decoder in fp32: slower, twice the activations."""
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from tournament.train.answer_loss import answer_only_trainer
+    from tournament.train.examples import CompletionCollator
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    dtypes = []
+    import torch
+
+    linear = next(m for m in model.get_decoder().layers[0].modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))  # bf16 under autocast
+    batch = _batch(tiny_model_dir)
+    items = [{"input_ids": [int(x) for x, m in zip(ids, mask) if m], "labels": [int(y) for y, m in zip(lab, mask) if m]}
+             for ids, lab, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"])]
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), bf16=True, use_cpu=True, max_steps=1,
+                             per_device_train_batch_size=3, report_to=[], save_strategy="no")
+    cls = answer_only_trainer() if answer_only else Trainer
+    trainer = cls(model=model, args=args, train_dataset=items, data_collator=CompletionCollator(0))
+    trainer.train()
+    assert dtypes and set(dtypes) == {torch.bfloat16}, dtypes

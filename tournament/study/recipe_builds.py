@@ -59,11 +59,13 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
     if build_workers == "auto" and free_gpu_bytes(first_visible_gpu()) is not None:
         # a probe for each kind of build no earlier build covers, full fine-tunes first (theirs covers LoRA's)
         for mk in sorted(dict.fromkeys(mkeys.values()), key=lambda mk: json.loads(mk)[1] == "lora"):
-            if not measured_peaks(Path("builds"), keys=covering_keys(mk)) and any(
+            # until one of its kind has measured it (a probe that failed: the next of its kind)
+            while not measured_peaks(Path("builds"), keys=covering_keys(mk)) and any(
                     k not in errors and mkeys.get(id(b)) == mk for k, b in jobs):
-                alone(lambda j: j[0] not in errors and mkeys.get(id(j[1])) == mk,
-                      "trains alone first: no build of its kind (base, method, batch, length) has measured "
-                      "its peak memory, which the builds beside each other are planned with")
+                if alone(lambda j: j[0] not in errors and mkeys.get(id(j[1])) == mk,
+                         "trains alone first: no build of its kind (base, method, batch, length, answer target) "
+                         "has measured its peak memory, which the builds beside each other are planned with"):
+                    break  # built: measured now, or it recorded no usable peak (then no more probes of it)
     jobs = [(k, b) for k, b in jobs if k not in errors]
     if jobs:
         kinds = sorted({c for _, b in jobs if id(b) in mkeys for c in covering_keys(mkeys[id(b)])}) or None

@@ -31,12 +31,18 @@ from typing import Any, Callable
 from tournament.files import json_hash
 from tournament.study.config import SweepConfig, normalize_param
 from tournament.study.inputs import ResolvedCandidate, resolve_candidate
+from tournament.study.optuna_private import fixed_params, retry_params
 from tournament.study.recipe_builds import train_recipes
 from tournament.study.space import suggest_value
 
 log = logging.getLogger(__name__)
 LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
 ATTR_PREFIX = "recipe:"
+
+
+class OutOfTime(Exception):
+    """A trial whose recipe was given (enqueued, retried) needs a batch of builds the sweep's
+    --timeout leaves no time for: it waits in the queue for the next sweep (`postpone`)."""
 
 
 class OverBudget(Exception):
@@ -65,9 +71,13 @@ class BudgetState:
         return self.seconds_left is not None and self.batch_seconds is not None and self.seconds_left < self.batch_seconds
 
     @property
-    def spent(self) -> bool:
+    def limits_spent(self) -> bool:
         return ((self.limit_recipes is not None and self.built >= self.limit_recipes)
-                or (self.limit_minutes is not None and self.minutes >= self.limit_minutes) or self.out_of_time)
+                or (self.limit_minutes is not None and self.minutes >= self.limit_minutes))
+
+    @property
+    def spent(self) -> bool:
+        return self.limits_spent or self.out_of_time
 
     def describe(self) -> str:
         of = f" of {self.limit_recipes}" if self.limit_recipes is not None else ""
@@ -219,6 +229,8 @@ class RecipeBook:
         state = self.budget(study)
         if not state.spent:
             return
+        if not state.limits_spent and set(fixed_params(trial)) & {"candidate", *param_names(self.cfg)}:
+            raise OutOfTime(f"{state.describe()}; {rc.id} is not built")  # a given recipe: not swapped for another
         built = [e for k, e in study.user_attrs.items() if k.startswith(ATTR_PREFIX) and isinstance(e, dict)
                  and e.get("status") in ("built", "reused") and e.get("params")]
         template = trial.params.get("candidate")
@@ -242,6 +254,17 @@ class RecipeBook:
         study.enqueue_trial(e.redirect, user_attrs={"redirect_of": trial.number})
         self.echo(f"trial {trial.number}: {e}: drawing the nearest built recipe instead (pruned, not counted)")
         return "redirect"
+
+    def postpone(self, study, trial, e: OutOfTime) -> str:
+        """A given recipe the --timeout leaves no time to build: the trial is failed and enqueued
+        again as it was given (`retry_of`: it counts once), and the sweep stops ("stop")."""
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("fail_reason", f"not run: {e}")
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(retry_params(trial), user_attrs={"retry_of": trial.number})
+        self.echo(f"trial {trial.number}: {e}: enqueued again for the next sweep; stopping")
+        return "stop"
 
     def track(self, trial, tags: dict[str, str], metrics: dict[str, Any]) -> None:
         """The recipe of a trial in its MLflow run: the drawn values are its params already; the

@@ -53,7 +53,7 @@ from tournament.study.optuna_private import fixed_params, retry_params, trial_id
 from tournament.study.served import record_serve_config
 from tournament.study.served_prompt import SERVED_AS, ServedPrompts, served_params
 from tournament.study.optuna_storage import make_sampler, make_storage, quiet_optuna, study_dir
-from tournament.study.recipes import OverBudget, RecipeBook, param_names
+from tournament.study.recipes import OutOfTime, OverBudget, RecipeBook, param_names
 from tournament.study.recovery import TrialHeartbeat, counted, finished_counts, recover_local_stale, worker_id
 from tournament.study.servers import GroupServers, PidFile, failure_reason
 from tournament.study.sweep_progress import SweepProgress, trial_heading, trial_line
@@ -204,6 +204,8 @@ class Sweep:
                     study.sampler = self.base_sampler
                 if outcome == "redirect":
                     continue
+                if outcome == "stop":
+                    break
                 self.ran.append(trial.number)
                 self.progress.update(counted(study.get_trials(deepcopy=False)), builds_ready(self.candidates))
                 if outcome == "repeat":
@@ -229,7 +231,10 @@ class Sweep:
                 if not self.servers.alive():
                     group_left = 0
         finally:
-            self.ahead.release(study)  # drawn ahead, never run: enqueued again for a resume
+            try:  # drawn ahead, never run: enqueued again for a resume (else the next one's recovery does)
+                self.ahead.release(study)
+            except Exception:  # noqa: BLE001 - the servers must still stop
+                log.exception("could not hand the trials drawn ahead back to the queue")
             self.progress.close()
             self.servers.stop()
             self.pidfile.close()
@@ -267,6 +272,8 @@ class Sweep:
                     lambda tr, template: self.recipes.draw(tr, template, study)))
             except OverBudget as e:  # the budget is spent: the nearest built recipe instead
                 return self.recipes.redirect(study, trial, e)
+            except OutOfTime as e:  # a given recipe, no time left to build it: queued for the next sweep
+                return self.recipes.postpone(study, trial, e)
             self.progress.trial(heading := trial_heading(trial.number, plan, trial.params))
             if plan.candidate in self.candidates:
                 attempt.plan = plan = self.prompts.plan(trial, plan, self.candidates[plan.candidate])

@@ -13,8 +13,11 @@ prompt, no padding). Liger's fused loss goes further (no logits at all) at ~2.8x
 
 `matches_stock_loss` checks it against the model's own loss on two examples before a build trains
 (in eval mode: no dropout), so an architecture whose forward does more than decoder -> output
-layer -> soft-capping keeps the stock loss. One process only: under DDP the forward must go
-through the wrapper, so several processes keep the stock loss too."""
+layer -> soft-capping keeps the stock loss. An unwrapped model only: under DDP (several
+processes) or DataParallel (several GPUs in one process) the forward must go through the wrapper,
+so those keep the stock loss too. The decoder and the output layer are called directly, outside the
+model's forward, which is where accelerate puts mixed precision: the trainer puts its autocast
+around them itself (bf16 on a GPU, as the stock path)."""
 
 from __future__ import annotations
 
@@ -78,12 +81,19 @@ def answer_only_trainer(log: Callable[[str], None] = lambda s: None):
 
     class AnswerOnlyTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or self.accelerator.num_processes > 1 or "labels" not in inputs:
+            # a wrapped model (DDP across processes, DataParallel over several visible GPUs in one
+            # process) must be called through its wrapper: the stock path then
+            wrapped = self.accelerator.num_processes > 1 or self.args.n_gpu > 1 or (
+                self.accelerator.unwrap_model(model) is not model)
+            if return_outputs or wrapped or "labels" not in inputs:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
             # as the stock path: the model is given the count only when its forward takes it, and
             # Trainer then leaves the loss unscaled for gradient accumulation (training_step)
             n = num_items_in_batch if self.model_accepts_loss_kwargs else None
-            return answer_only_loss(model, inputs, n)
+            # accelerate puts bf16 autocast around the model's own forward only (prepare wraps
+            # `forward`): the decoder and the output layer called here need it around them
+            with self.accelerator.autocast():
+                return answer_only_loss(model, inputs, n)
 
     return AnswerOnlyTrainer

@@ -151,12 +151,15 @@ def gpu_peak_bytes(manifest: dict[str, Any]) -> int | None:
 
 def memory_key(candidate: dict[str, Any]) -> str:
     """What a build's peak memory depends on, from its candidate as candidate.json records it: the
-    base model, the method, the batch, the length cap, packing, gradient checkpointing and Liger;
-    not the learning rate, the epochs, the LoRA rank or the dataset (refit and honest builds of a
-    recipe share it). Builds of one key plan with each other's measured peaks."""
+    base model, the method, the batch, the length cap, packing, gradient checkpointing, Liger, and
+    what the answer target trains (template, answer cap: the loss computes the logits of the trained
+    positions); not the learning rate, the epochs, the LoRA rank or the dataset (refit and honest
+    builds of a recipe share it). Builds of one key plan with each other's measured peaks."""
     r = candidate.get("recipe") or {}
     return json.dumps([candidate.get("base"), r.get("method"), r.get("batch_size"), r.get("max_length"),
-                       r.get("packing"), r.get("gradient_checkpointing"), r.get("liger")], sort_keys=True)
+                       r.get("packing"), r.get("gradient_checkpointing"), r.get("liger"),
+                       # how many positions are trained: their logits are what the loss computes
+                       r.get("target_template"), r.get("max_answer_chars")], sort_keys=True)
 
 
 def covering_keys(key: str) -> list[str]:
@@ -186,6 +189,8 @@ def measured_peaks(builds_dir: Path, ids: Iterable[str] | None = None,
         cid, peak = doc.get("id"), gpu_peak_bytes(doc)
         if not (cid and peak and (wanted is None or cid in wanted)):
             continue
+        if kinds is not None and (doc.get("train") or {}).get("liger_fused_loss"):
+            continue  # Liger's fused loss (chosen when memory was short) says nothing of a build without it
         if kinds is None or memory_key(doc.get("candidate") or {}) in kinds:
             out[cid] = max(peak, out.get(cid, 0))
     return out
