@@ -21,9 +21,9 @@ around them itself (bf16 on a GPU, as the stock path)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-IGNORE = -100
+from tournament.train.examples import IGNORE
 
 
 def answer_only_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
@@ -74,7 +74,7 @@ def matches_stock_loss(model, batch: dict[str, Any], rtol: float = 1e-3) -> tupl
     return ok, f"loss {mine:.6f} from the trained positions vs {stock:.6f} from the model's forward"
 
 
-def answer_only_trainer(log: Callable[[str], None] = lambda s: None):
+def answer_only_trainer():
     """transformers' `Trainer` whose training loss is `answer_only_loss` (one process; evaluation
     and `return_outputs` keep the stock path)."""
     from transformers import Trainer
