@@ -3,7 +3,12 @@
 transformers dequantizes a GGUF on load (`from_pretrained(dir, gguf_file=name)`), but refuses to
 save a model that still carries its GGUF quantizer ("not serializable"); dropping
 `model.hf_quantizer` and `config.quantization_config` first gives a plain directory that vLLM and
-the transformers engine load like any other (see ../shared/notes/vllm-kit.md).
+the transformers engine load like any other.
+
+transformers opens the file three times (tokenizer, config, weights), each with a new
+`gguf.GGUFReader`, which parses every metadata field in Python: gemma-3's 262k-token vocabulary
+takes ~18 s a parse on one CPU core, most of the import. `one_reader_per_file` lets the three
+share one parse.
 
 The import is atomic (written to `<out>.part`, renamed when complete) and cached: `import.json`
 records the source sha256; an existing complete import of the same file is reused.
@@ -22,8 +27,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from tournament.files import sha256_file
 
@@ -59,6 +65,29 @@ def is_imported(out_dir: Path, sha256: str | None = None) -> bool:
     if CHECKED not in doc:  # imported before the tokenizer check: maybe with a broken tokenizer
         return False
     return sha256 is None or doc.get("source_sha256") == sha256
+
+
+@contextmanager
+def one_reader_per_file() -> Iterator[None]:
+    """Within the block, `gguf.GGUFReader(path)` returns one reader per file: transformers builds a
+    new one (a full parse of the metadata) for the tokenizer, the config and the weights, and only
+    reads from it (its tensors are a read-only memory map)."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared_reader(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader  # transformers imports it from the module at each call
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
 
 
 def vocabulary_differences(a, b) -> int:
@@ -111,6 +140,22 @@ def gguf_tokenizer(src: Path, tokenizer_dir: str | Path | None = None,
     return tokenizer, share, origin
 
 
+def _load(src: Path, dtype: str, tokenizer_dir, log: Callable[[str], None]):
+    """(tokenizer, its split share, where it came from, the dequantized model)."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer, share, origin = gguf_tokenizer(src, tokenizer_dir, log)
+    kwargs = {}
+    try:  # transformers >= 5.2x can keep GGUF blocks packed; a plain checkpoint needs them unpacked
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:  # older releases always dequantize
+        pass
+    model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=_dtype(dtype), **kwargs)
+    return tokenizer, share, origin, model
+
+
 def import_gguf(
     gguf_file: str | Path,
     out_dir: str | Path,
@@ -142,21 +187,11 @@ def import_gguf(
         log(f"reusing {out}")
         return out
 
-    from transformers import AutoModelForCausalLM
-
     t0 = time.time()
     log(f"loading {src.name} (transformers dequantizes it; this takes a while)")
     try:
-        tokenizer, share, origin = gguf_tokenizer(src, tokenizer_dir, log)
-        kwargs = {}
-        try:  # transformers >= 5.2x can keep GGUF blocks packed; a plain checkpoint needs them unpacked
-            from transformers import GgufConfig
-
-            kwargs["quantization_config"] = GgufConfig(dequantize=True)
-        except ImportError:  # older releases always dequantize
-            pass
-        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=_dtype(dtype),
-                                                     **kwargs)
+        with one_reader_per_file():
+            tokenizer, share, origin, model = _load(src, dtype, tokenizer_dir, log)
     except ImportError as e:
         raise _needs_gguf(e) from None
     model.hf_quantizer = None
