@@ -78,6 +78,7 @@ prepare)
   fi
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$W/gpu.txt" || true
   python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)' | tee "$W/versions.txt"
+  touch "$W/wheels.done"  # the chain's vLLM install may start now (it skips what these wheels hold)
   # The README workflow from nothing: the honest split here; the sweep builds the refit split, the
   # base model and every candidate build itself (each training in a child process).
   timed $T data build --split data/splits/pmpp-docx.yaml | tee "$W/data_build.txt"
@@ -112,15 +113,20 @@ chain)
   # A second chain on a warm machine (the first one's results fetched by `follow`): its own out/
   # (the first's moves to out.HHMMSS); the installs and the model are kept, so it starts at once.
   if [ -n "$(ls -A "$W/out" 2>/dev/null)" ]; then mv "$W/out" "$W/out.$(date +%H%M%S)"; mkdir -p "$W/out"; fi
-  "$0" prepare > "$W/prepare.log" 2>&1; echo $? > "$W/prepare.rc"
-  [ "$(cat "$W/prepare.rc")" = 0 ] || { echo "prepare failed"; tail -40 "$W/prepare.log"; }
+  # prepare runs beside the wait for the vLLM parts and their install, which needs only prepare's
+  # first step (the project's wheels): the GGUF import no longer holds up vLLM's install.
+  rm -f "$W/prepare.rc" "$W/wheels.done"
+  ( "$0" prepare > "$W/prepare.log" 2>&1; echo $? > "$W/prepare.rc" ) &
   # How many parts: vllm-kit.count (kit.sh puts it beside the last part), or $VLLM_PARTS.
   t=0; while [ ! -f /tmp/site/.vllm-installed ]; do
     want=${VLLM_PARTS:-$(cat /tmp/stage/vllm-kit.count 2>/dev/null || true)}
     [ -n "$want" ] && [ "$(ls /tmp/stage/vllm-kit.tar.part* 2>/dev/null | wc -l)" -ge "$want" ] && break
     sleep 2; t=$((t + 2)); [ $t -ge 1200 ] && { echo "vLLM parts never arrived"; exit 1; }; done
   sleep 3  # the last part's copy may still be under way
+  while [ ! -f "$W/wheels.done" ] && [ ! -f "$W/prepare.rc" ]; do sleep 1; done
   "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }
+  wait  # for prepare
+  [ "$(cat "$W/prepare.rc")" = 0 ] || { echo "prepare failed"; tail -40 "$W/prepare.log"; }
   cp "$W"/gpu.txt "$W"/versions.txt "$W"/data_build.txt "$W"/train.txt "$OUT/" 2>/dev/null
   for step in ${CHAIN_STEPS:-sweep}; do
     # each device call re-copies the working tree: a step that starts during that copy may find its
