@@ -264,3 +264,30 @@ def test_the_build_table_reads_each_trained_builds_manifest(tiny_model_dir, tmp_
     row = dict(zip(head, lines[0]))
     assert row["role"] == "refit" and row["method"] == "lora" and row["rank"] == "4" and row["steps"] == "2"
     assert float(row["train_s"]) > 0 and row["loss_logits"] == "trained positions" and row["peak_alloc_gib"]
+
+
+def test_the_memory_table_reports_the_build_its_run_trained(tiny_model_dir, tmp_path, monkeypatch):
+    """scripts/gpu/train_memory.py, run twice into one work folder with another TRAINMEM_MAX_STEPS
+    (another config hash: a second build beside the first): each row is its own run's build."""
+    import json
+
+    import yaml
+
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # the script sets it by default
+    train_memory = _load("train_memory")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}."}) + "\n" for i in range(8)),
+                    encoding="utf-8")
+    cand = tmp_path / "t.yaml"
+    cand.write_text(yaml.safe_dump({"id": "t", "base": {"path": str(tiny_model_dir)}, "prompt": {"style": "plain"},
+                                    "recipe": {"method": "lora", "rank": 4, "dataset": str(data), "batch_size": 2,
+                                               "epochs": 1, "max_length": 64}}), encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    rows = []
+    for steps in ("3", "1"):
+        monkeypatch.setenv("TRAINMEM_MAX_STEPS", steps)
+        rows.append(train_memory.train(cand, "false", work))
+    assert [r["ok"] for r in rows] == [True, True], rows
+    assert [r["steps"] for r in rows] == [3, 1]
+    assert len(list((work / "builds-liger-false").glob("t-*/candidate.json"))) == 2

@@ -41,6 +41,13 @@ def command(candidate: Path, liger: str, work: Path, tag: str = "") -> tuple[lis
 ALLOC_CONF = os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", BUILD_ALLOC_CONF)  # children inherit it
 
 
+def newest_manifest(builds: Path, candidate_id: str) -> Path | None:
+    """The candidate.json this run wrote: a builds folder may also hold an earlier run's build of
+    the candidate (another --max-steps is another config hash, so another folder)."""
+    found = list(builds.glob(f"{candidate_id}-*/candidate.json"))
+    return max(found, key=lambda f: f.stat().st_mtime_ns) if found else None
+
+
 def together(candidate: Path, n: int, work: Path, liger: str = "true") -> dict:
     """N builds at once on this GPU: their combined optimizer steps per second."""
     runs = [command(candidate, liger, work, f"-x{n}-{i}") for i in range(n)]
@@ -50,7 +57,7 @@ def together(candidate: Path, n: int, work: Path, liger: str = "true") -> dict:
     wall = time.monotonic() - t0
     steps = 0
     for _, builds, doc, _ in runs:
-        for f in builds.glob(f"{doc['id']}-*/candidate.json"):
+        if (f := newest_manifest(builds, doc["id"])) is not None:
             steps += json.loads(f.read_text(encoding="utf-8"))["train"].get("steps") or 0
     return {"builds_at_once": n, "liger": liger, "ok": codes.count(0), "wall_s": round(wall, 1), "steps": steps,
             "steps_per_s": round(steps / wall, 2) if wall else None, "alloc_conf": ALLOC_CONF}
@@ -64,11 +71,11 @@ def train(candidate: Path, liger: str, work: Path) -> dict:
     (work / f"{yml.stem}.log").write_text(out.stdout + out.stderr, encoding="utf-8")
     row = {"candidate": doc["id"], "method": doc["recipe"]["method"], "liger_setting": liger,
            "wall_s": round(wall, 1), "ok": out.returncode == 0, "alloc_conf": ALLOC_CONF}
-    manifests = sorted(builds.glob(f"{doc['id']}-*/candidate.json"))
-    if out.returncode != 0 or not manifests:
+    manifest = newest_manifest(builds, doc["id"])
+    if out.returncode != 0 or manifest is None:
         row.update(ok=False, error=(out.stderr or out.stdout or "no candidate.json written")[-600:])
         return row
-    tr = json.loads(manifests[-1].read_text(encoding="utf-8"))["train"]
+    tr = json.loads(manifest.read_text(encoding="utf-8"))["train"]
     peak = tr.get("peak_memory") or {}
     row.update({"liger_used": tr.get("liger"), "fused_loss": tr.get("liger_fused_loss"), "train_s": round(tr.get("train_seconds") or 0, 1),
                 "steps": tr.get("steps"), "peak_allocated_gib": round((peak.get("bytes") or 0) / 2**30, 2),
