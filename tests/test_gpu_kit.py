@@ -291,3 +291,43 @@ def test_the_memory_table_reports_the_build_its_run_trained(tiny_model_dir, tmp_
     assert [r["ok"] for r in rows] == [True, True], rows
     assert [r["steps"] for r in rows] == [3, 1]
     assert len(list((work / "builds-liger-false").glob("t-*/candidate.json"))) == 2
+
+
+def test_the_db_snapshot_of_a_live_sweep_is_whole(tmp_path):
+    """scripts/gpu/db_snapshot.py while a writer adds trials to an Optuna sqlite study: every
+    snapshot is an intact database whose study loads, and the journal is copied beside it."""
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work = tmp_path / "work"
+    (work / "mlruns").mkdir(parents=True)
+    url = f"sqlite:///{work / 'mlruns' / 'optuna.db'}"
+    study = optuna.create_study(study_name="live", storage=url)
+    (work / "mlruns" / "optuna.journal").write_text("{}\n")
+    stop = threading.Event()
+
+    def write():
+        while not stop.is_set():
+            study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    counts = []
+    try:
+        for _ in range(3):
+            snap = tmp_path / "snap"
+            subprocess.run([sys.executable, str(GPU / "db_snapshot.py"), str(work), str(snap)], check=True, timeout=60)
+            db = snap / "mlruns" / "optuna.db"
+            with sqlite3.connect(db) as con:
+                assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            counts.append(len(optuna.load_study(study_name="live", storage=f"sqlite:///{db}").trials))
+            assert (snap / "mlruns" / "optuna.journal").read_text() == "{}\n"
+    finally:
+        stop.set()
+        writer.join()
+    assert counts == sorted(counts) and counts[-1] > 0

@@ -160,7 +160,10 @@ follow)
     python3 scripts/gpu/build_table.py builds "$W/out/builds.tsv" 2>/dev/null
     pack out out $(cd "$W" && ls -d p2-logs-* chain.log 2>/dev/null)
   }
-  dbs() { pack db $(cd "$W" && ls mlruns*/optuna.* mlruns*/mlflow.db 2>/dev/null); }
+  dbs() {  # consistent copies of the live databases (sqlite's backup API), not the files mid-commit
+    python3 scripts/gpu/db_snapshot.py "$W" "$W/.dbsnap" > /dev/null || return
+    [ -d "$W/.dbsnap" ] && (cd "$W/.dbsnap" && tar -czf "$OUT/.db.tgz" mlruns* 2>/dev/null) && mv "$OUT/.db.tgz" "$OUT/db.tgz"
+  }
   packed=0; t0=$SECONDS
   while :; do
     outs
