@@ -13,5 +13,6 @@ fi
 if [ "$workers" = 0 ]; then
   .venv/bin/python -m pytest -q "$@"
 else
-  .venv/bin/python -m pytest -q -n "$workers" "$@"
+  # loadgroup: tests marked with one xdist_group (the browser's) share a process
+  .venv/bin/python -m pytest -q -n "$workers" --dist loadgroup "$@"
 fi

@@ -285,17 +285,18 @@ def test_the_memory_table_reports_the_build_its_run_trained(tiny_model_dir, tmp_
     work = tmp_path / "work"
     work.mkdir()
     rows = []
-    for steps in ("3", "1"):
+    for steps in ("3", "1", "3"):  # the folders' names are hashes: the earlier build sorts either way
         monkeypatch.setenv("TRAINMEM_MAX_STEPS", steps)
         rows.append(train_memory.train(cand, "false", work))
-    assert [r["ok"] for r in rows] == [True, True], rows
-    assert [r["steps"] for r in rows] == [3, 1]
+    assert [r["ok"] for r in rows] == [True, True, True], rows
+    assert [r["steps"] for r in rows] == [3, 1, 3]
     assert len(list((work / "builds-liger-false").glob("t-*/candidate.json"))) == 2
 
 
 def test_the_db_snapshot_of_a_live_sweep_is_whole(tmp_path):
     """scripts/gpu/db_snapshot.py while a writer adds trials to an Optuna sqlite study: every
-    snapshot is an intact database whose study loads, and the journal is copied beside it."""
+    snapshot is an intact database whose study loads, and the journal is copied beside it; a
+    database the backup cannot read comes back as its file and costs the others nothing."""
     import sqlite3
     import subprocess
     import sys
@@ -309,6 +310,7 @@ def test_the_db_snapshot_of_a_live_sweep_is_whole(tmp_path):
     url = f"sqlite:///{work / 'mlruns' / 'optuna.db'}"
     study = optuna.create_study(study_name="live", storage=url)
     (work / "mlruns" / "optuna.journal").write_text("{}\n")
+    (work / "mlruns" / "mlflow.db").write_bytes(b"not a database" * 100)
     stop = threading.Event()
 
     def write():
@@ -327,6 +329,7 @@ def test_the_db_snapshot_of_a_live_sweep_is_whole(tmp_path):
                 assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             counts.append(len(optuna.load_study(study_name="live", storage=f"sqlite:///{db}").trials))
             assert (snap / "mlruns" / "optuna.journal").read_text() == "{}\n"
+            assert (snap / "mlruns" / "mlflow.db").read_bytes() == b"not a database" * 100
     finally:
         stop.set()
         writer.join()

@@ -107,8 +107,9 @@ vllm)
   touch /tmp/site/.vllm-installed
   ;;
 chain)
-  # Everything after the uploads, in order, as one background job started as soon as the model
-  # parts are there: prepare, then (once the vLLM parts have arrived) vllm, bench, sweep.
+  # Everything after the uploads as one background job started as soon as the model parts are
+  # there: prepare, beside it (once the vLLM parts and prepare's wheels are there) vllm, then the
+  # steps (CHAIN_STEPS: bench, sweep, ...) once both are done.
   rm -f "$W/chain.done" "$W/out/final.json"  # an earlier chain's on this warm machine would end `follow` early
   # A second chain on a warm machine (the first one's results fetched by `follow`): its own out/
   # (the first's moves to out.HHMMSS); the installs and the model are kept, so it starts at once.
@@ -117,15 +118,21 @@ chain)
   # first step (the project's wheels): the GGUF import no longer holds up vLLM's install.
   rm -f "$W/prepare.rc" "$W/wheels.done"
   ( "$0" prepare > "$W/prepare.log" 2>&1; echo $? > "$W/prepare.rc" ) &
+  prep=$!
+  # the chain never ends while its prepare runs: a chain started again on this machine would run a
+  # second prepare beside it (two imports into one model folder)
+  give_up() { echo "$1"; wait "$prep"; exit 1; }
   # How many parts: vllm-kit.count (kit.sh puts it beside the last part), or $VLLM_PARTS.
   t=0; while [ ! -f /tmp/site/.vllm-installed ]; do
     want=${VLLM_PARTS:-$(cat /tmp/stage/vllm-kit.count 2>/dev/null || true)}
     [ -n "$want" ] && [ "$(ls /tmp/stage/vllm-kit.tar.part* 2>/dev/null | wc -l)" -ge "$want" ] && break
-    sleep 2; t=$((t + 2)); [ $t -ge 1200 ] && { echo "vLLM parts never arrived"; exit 1; }; done
+    sleep 2; t=$((t + 2)); [ $t -ge 1200 ] && give_up "vLLM parts never arrived"; done
   sleep 3  # the last part's copy may still be under way
   while [ ! -f "$W/wheels.done" ] && [ ! -f "$W/prepare.rc" ]; do sleep 1; done
-  "$0" vllm > "$W/vllm.log" 2>&1 || { echo "vllm install failed"; tail -40 "$W/vllm.log"; exit 1; }
-  wait  # for prepare
+  # prepare failed before its wheels were in: every step would fail too
+  [ -f "$W/wheels.done" ] || give_up "prepare failed: $(tail -40 "$W/prepare.log")"
+  "$0" vllm > "$W/vllm.log" 2>&1 || give_up "vllm install failed: $(tail -40 "$W/vllm.log")"
+  wait "$prep"
   [ "$(cat "$W/prepare.rc")" = 0 ] || { echo "prepare failed"; tail -40 "$W/prepare.log"; }
   cp "$W"/gpu.txt "$W"/versions.txt "$W"/data_build.txt "$W"/train.txt "$OUT/" 2>/dev/null
   for step in ${CHAIN_STEPS:-sweep}; do

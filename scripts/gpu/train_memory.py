@@ -56,8 +56,9 @@ def together(candidate: Path, n: int, work: Path, liger: str = "true") -> dict:
     codes = [p.wait() for p in procs]
     wall = time.monotonic() - t0
     steps = 0
-    for _, builds, doc, _ in runs:
-        if (f := newest_manifest(builds, doc["id"])) is not None:
+    for code, (_, builds, doc, _) in zip(codes, runs):
+        # a failed run's folder may still hold an earlier run's build: count only those that ended well
+        if code == 0 and (f := newest_manifest(builds, doc["id"])) is not None:
             steps += json.loads(f.read_text(encoding="utf-8"))["train"].get("steps") or 0
     return {"builds_at_once": n, "liger": liger, "ok": codes.count(0), "wall_s": round(wall, 1), "steps": steps,
             "steps_per_s": round(steps / wall, 2) if wall else None, "alloc_conf": ALLOC_CONF}

@@ -108,3 +108,37 @@ def test_an_import_parses_the_files_metadata_once(tiny_gguf, tmp_path, monkeypat
     assert gguf.GGUFReader is CountingReader  # the sharing ends with the import
     gguf.GGUFReader(str(tiny_gguf))
     assert len(parsed) == 2
+
+
+def test_imports_on_two_threads_leave_the_reader_as_it_was(tmp_path):
+    """A sweep's build pool can import two GGUFs at once: each still parses its file once, and the
+    module's reader is the original afterwards (an import ending inside the other's must not leave
+    the other's shared reader behind)."""
+    import threading
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401 - loaded before the threads
+
+    from tournament.models.gguf_import import import_gguf
+
+    original = gguf.GGUFReader
+    files = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        files.append(write_tiny_llama_gguf(tmp_path / name / f"{name}.gguf", hidden=32 if name == "a" else 64))
+    errors: list[BaseException] = []
+
+    def run(src: Path) -> None:
+        try:
+            import_gguf(src, tmp_path / f"hf-{src.stem}", dtype="float32")
+        except BaseException as e:  # noqa: BLE001 - re-raised below in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert gguf.GGUFReader is original
+    for f in files:
+        assert json.loads((tmp_path / f"hf-{f.stem}" / "import.json").read_text())["source"] == f.name

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from tournament.serving.process import free_port
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
 pytestmark = [pytest.mark.slow,
+              # one test process runs them all (scripts/test.sh: --dist loadgroup): the served sweep
+              # (a module fixture) is built once
+              pytest.mark.xdist_group("browser"),
               pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; "
                                                           ".ci/run installs it)")]
 runner = CliRunner()
@@ -36,12 +40,19 @@ runner = CliRunner()
 
 def _chromium(url: str, screenshot: Path, *, budget_ms: int = 8000, offline: bool = False) -> str:
     """The page's DOM after `budget_ms` of virtual time (its fetches answered), and its screenshot."""
+    # a profile of its own per call: Chromium aborts (exit 21) on a profile whose SingletonLock another
+    # browser, or one just ended under two test processes, still holds
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
            "--no-first-run", "--window-size=1920,1000", f"--virtual-time-budget={budget_ms}",
-           f"--user-data-dir={ARTIFACTS / '.profile'}", f"--screenshot={screenshot}", "--dump-dom"]
+           f"--user-data-dir={profile}", f"--screenshot={screenshot}", "--dump-dom"]
     if offline:  # any request off the file fails: the page must carry everything it needs
         cmd += ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=120, check=True)
+    try:
+        out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert out.returncode == 0, f"chromium exited {out.returncode}: {out.stderr[-2000:]}"
     assert screenshot.stat().st_size > 10_000, screenshot  # a page, not a blank
     return out.stdout
 

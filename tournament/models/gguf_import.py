@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,9 @@ from tournament.files import sha256_file
 
 ENV_TOKENIZER = "TOURNAMENT_GGUF_TOKENIZER"
 CHECKED = "tokenizer_word_split_share"  # import.json's record of the tokenizer check
+# `one_reader_per_file` swaps a module attribute: imports on threads of one process (a sweep's
+# build pool) take turns, so one's end never restores the attribute under another's feet
+_READER_SWAP = threading.Lock()
 
 
 class GGUFImportError(RuntimeError):
@@ -74,20 +78,21 @@ def one_reader_per_file() -> Iterator[None]:
     reads from it (its tensors are a read-only memory map)."""
     import gguf
 
-    original = gguf.GGUFReader
-    readers: dict[tuple[str, str], object] = {}
+    with _READER_SWAP:
+        original = gguf.GGUFReader
+        readers: dict[tuple[str, str], object] = {}
 
-    def shared_reader(path, mode="r"):
-        key = (str(Path(path).resolve()), mode)
-        if key not in readers:
-            readers[key] = original(path, mode)
-        return readers[key]
+        def shared_reader(path, mode="r"):
+            key = (str(Path(path).resolve()), mode)
+            if key not in readers:
+                readers[key] = original(path, mode)
+            return readers[key]
 
-    gguf.GGUFReader = shared_reader  # transformers imports it from the module at each call
-    try:
-        yield
-    finally:
-        gguf.GGUFReader = original
+        gguf.GGUFReader = shared_reader  # transformers imports it from the module at each call
+        try:
+            yield
+        finally:
+            gguf.GGUFReader = original
 
 
 def vocabulary_differences(a, b) -> int:
