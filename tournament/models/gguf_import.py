@@ -7,8 +7,8 @@ the transformers engine load like any other.
 
 transformers opens the file three times (tokenizer, config, weights), each with a new
 `gguf.GGUFReader`, which parses every metadata field in Python: gemma-3's 262k-token vocabulary
-takes ~18 s a parse on one CPU core, most of the import. `one_reader_per_file` lets the three
-share one parse.
+takes ~10 s a parse on the project's 2-core machine, most of the import. `one_reader_per_file`
+lets the three share one parse.
 
 The import is atomic (written to `<out>.part`, renamed when complete) and cached: `import.json`
 records the source sha256; an existing complete import of the same file is reused.
