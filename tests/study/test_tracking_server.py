@@ -91,14 +91,23 @@ def test_two_workers_on_two_hosts_log_one_experiment(tmp_path, tiny_model_dir, t
 
     trials = optuna.load_study(study_name="t", storage=make_storage(f"journal:{journal}")).get_trials()
     tracked = {t.number: t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs}
+    # a trial that repeats a finished one's parameters measures nothing and shares that one's run (four
+    # max_tokens for five trials: whether one repeats depends on the two workers' timing)
+    repeats = {t.number: t.user_attrs["duplicate_of"] for t in trials if "duplicate_of" in t.user_attrs}
+    measured = {n: run_id for n, run_id in tracked.items() if n not in repeats}
+    for n in repeats:
+        first = n
+        while first in repeats:  # a repeat of a repeat leads to the trial that measured
+            first = repeats[first]
+        assert tracked[n] == measured[first], (repeats, tracked)
     assert len({t.user_attrs["worker"] for t in trials if "worker" in t.user_attrs}) == 2, outs  # both measured
     c = MlflowClient(tracking_uri=tracking_server)
     exp = c.get_experiment_by_name("tournament/t")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = c.search_runs([exp.experiment_id])
     trial_runs = {int(r.data.tags["tournament.trial"]): r for r in runs if r.data.tags.get("tournament.kind") == "trial"}
-    assert set(trial_runs) == set(tracked) and len(tracked) >= 4  # every trial, in one experiment
-    assert {trial_runs[n].info.run_id for n in tracked} == set(tracked.values())
+    assert set(trial_runs) == set(measured) and len(tracked) >= 4  # every trial, in one experiment
+    assert {trial_runs[n].info.run_id for n in measured} == set(measured.values())
     assert all("judge/predicted_accuracy" in r.data.metrics for r in trial_runs.values())
     assert len([r for r in runs if r.data.tags.get("tournament.kind") == "study"]) == 1
     assert {c.get_experiment(r.info.experiment_id).name for r in c.search_runs(
