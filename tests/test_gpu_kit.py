@@ -264,6 +264,7 @@ def test_the_build_table_reads_each_trained_builds_manifest(tiny_model_dir, tmp_
     row = dict(zip(head, lines[0]))
     assert row["role"] == "refit" and row["method"] == "lora" and row["rank"] == "4" and row["steps"] == "2"
     assert float(row["train_s"]) > 0 and row["loss_logits"] == "trained positions" and row["peak_alloc_gib"]
+    assert float(row["wall_s"]) >= float(row["train_s"]) and row["at_once"] == "1"  # built alone
 
 
 def test_the_memory_table_reports_the_build_its_run_trained(tiny_model_dir, tmp_path, monkeypatch):

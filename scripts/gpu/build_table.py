@@ -1,6 +1,8 @@
 """One line per build under a builds folder (its candidate.json): what the recipe sweep's GPU proof
-reports of each build (BENCHMARKS.md): the recipe, steps, training time, peak memory, how the loss
-was computed and whether Liger's fused loss was on. `run.sh follow` refreshes it while a sweep runs.
+reports of each build (BENCHMARKS.md): the recipe, steps, training time, the build's wall time in
+its child (data, model load and saves included: `wall_s`), how many builds shared the GPU
+(`at_once`), peak memory, how the loss was computed and whether Liger's fused loss was on.
+`run.sh follow` refreshes it while a sweep runs.
 
     python3 scripts/gpu/build_table.py builds out/builds.tsv
 """
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 
 COLUMNS = ("build", "role", "method", "rank", "lr", "epochs", "batch", "rows", "steps", "train_s", "s_per_step",
-           "peak_alloc_gib", "peak_reserved_gib", "liger", "fused_loss", "loss_logits", "created_at")
+           "wall_s", "at_once", "peak_alloc_gib", "peak_reserved_gib", "liger", "fused_loss", "loss_logits", "created_at")
 
 
 def rows(builds: Path) -> list[dict]:
@@ -34,6 +36,7 @@ def rows(builds: Path) -> list[dict]:
                     "lr": r.get("learning_rate"), "epochs": r.get("epochs"), "batch": r.get("batch_size"),
                     "rows": (doc.get("dataset") or {}).get("rows"), "steps": steps, "train_s": secs,
                     "s_per_step": round(secs / steps, 4) if secs and steps else None,
+                    "wall_s": doc.get("wall_seconds"), "at_once": tr.get("builds_at_once"),
                     "peak_alloc_gib": gib(peak.get("bytes")), "peak_reserved_gib": gib(peak.get("reserved_bytes")),
                     "liger": tr.get("liger"), "fused_loss": tr.get("liger_fused_loss"),
                     "loss_logits": tr.get("loss_logits"), "created_at": doc.get("created_at")})

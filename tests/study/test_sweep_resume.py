@@ -1,5 +1,6 @@
 """kill -9 in the middle of a sweep, then the same command again: nothing completed is lost,
-the interrupted trial is retried, and no server or port is left behind."""
+the interrupted trial is retried, and no server or port is left behind; and a second opening of a
+study queues none of the sweep file's entries again."""
 
 from __future__ import annotations
 
@@ -249,3 +250,24 @@ def test_timeout_stops_starting_trials_and_the_same_command_resumes(tmp_path, ti
     assert r.exit_code == 0, r.output
     measured = [t for t in _trials(runs_dir) if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
     assert len(measured) == 3  # repeats of a measured configuration are kept but do not count
+
+
+def test_equal_enqueue_entries_are_each_a_trial_and_a_second_opener_adds_none(tmp_path):
+    """`enqueue: [{candidate: a}, {candidate: a}]` asks for two trials of a; Optuna's
+    `skip_if_exists` kept one (the GPU proof's hand-written recipes, enqueued twice each, ran once).
+    A second worker opening the same new study before the first marked it enqueued queues nothing
+    more; an entry added to the file queues only itself."""
+    import optuna
+
+    from tournament.study.study_setup import enqueue_each
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "maximize"])
+    queue = [{"candidate": "a"}, {"candidate": "a"}, {"candidate": "b", "decode.max_tokens": 64}]
+    assert enqueue_each(first, queue) == 3
+    second = optuna.load_study(study_name="s", storage=storage)
+    assert enqueue_each(second, queue) == 0
+    assert enqueue_each(second, queue + [{"candidate": "a"}]) == 1
+    fixed = [t.system_attrs["fixed_params"] for t in second.get_trials(deepcopy=False)]
+    assert fixed == [{"candidate": "a"}, {"candidate": "a"}, {"candidate": "b", "decode.max_tokens": 64},
+                     {"candidate": "a"}]

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+from pathlib import Path
+
 import yaml
 from typer.testing import CliRunner
 
@@ -68,6 +70,45 @@ def test_in_memory_candidate_builds_in_a_child_and_is_reused(tiny_model_dir, dat
     assert build.build_in_subprocess(cand, tmp_path / "b", max_steps=1, log=lines.append) == model_dir
     untrained = _cand(tiny_model_dir, dataset, "none", cid="base")
     assert build.build_in_subprocess(untrained, tmp_path / "b") == tiny_model_dir
+
+
+def test_drawn_candidate_goes_to_the_child_as_an_ignored_temp_file_whose_loss_fails_nothing(
+        tiny_model_dir, dataset, tmp_path, monkeypatch):
+    """A recipe drawn on a template file reaches the child as a temporary YAML beside the template.
+    On the GPU machine a tree sync removed such files mid-build (they were not git-ignored) and
+    the finished builds were counted as failed: the name is git-ignored now, and a temp file gone
+    by the end fails no build that the child finished."""
+    import shutil
+
+    import tournament.train.build as build
+    from tournament.candidates import load_candidate, parse_candidate
+
+    template = tmp_path / "cands" / "template.yaml"
+    template.parent.mkdir()
+    doc = {"id": "template", "base": {"path": str(tiny_model_dir)},
+           "recipe": {"method": "full", "dataset": str(dataset), "batch_size": 4, "max_length": 96}}
+    template.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    drawn = parse_candidate({**doc, "id": "template-5e1f"}, load_candidate(template).source)
+    seen: list[str] = []
+    real = build._run_child
+
+    def child_then_sync(cmd, cid, log, env):
+        summary = real(cmd, cid, log, env)
+        temp = next(Path(a) for a in cmd if a.endswith(".yaml"))
+        seen.append(temp.name)
+        assert temp.parent == template.parent  # beside its template: relative paths resolve alike
+        if shutil.which("git") and (build.REPO_ROOT / ".git").exists():  # in a checkout (CI's clone)
+            got = subprocess.run(["git", "check-ignore", "--no-index", "-q", f"candidates/{temp.name}"],
+                                 cwd=build.REPO_ROOT, capture_output=True)
+            assert got.returncode == 0, f"{temp.name} is not git-ignored"
+        temp.unlink()  # what the sync did while the child trained
+        return summary
+
+    monkeypatch.setattr(build, "_run_child", child_then_sync)
+    model_dir = build.build_in_subprocess(drawn, tmp_path / "b", max_steps=1, device="cpu", log=lambda s: None)
+    assert (model_dir / "config.json").exists() and model_dir == drawn.build_dir(tmp_path / "b", 1) / "model"
+    assert seen[0].startswith(".template-5e1f.tmp-") and seen[0].endswith(".yaml")
+    assert list(template.parent.iterdir()) == [template]  # nothing left beside the template
 
 
 def test_train_stops_before_training_when_mlflow_cannot_start(tiny_model_dir, dataset, tmp_path, monkeypatch):

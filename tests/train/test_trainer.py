@@ -279,3 +279,55 @@ def test_side_by_side_builds_plan_with_the_parents_reading_of_free_memory(monkey
     monkeypatch.setattr(memory, "free_gpu_bytes", lambda gpu=0: None)  # no reading: each child reads its own
     with memory.builds_at_once(2):
         assert memory.SHARE_ENV not in os.environ and os.environ[memory.AT_ONCE_ENV] == "2"
+
+
+def test_side_by_side_builds_decide_the_fused_loss_by_their_kinds_measured_peak(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    """The parent plans the builds of a batch with the peak a probe of their kind measured; each
+    child must decide Liger's fused loss by that same peak, not by the shape estimate, which runs
+    high (H100, 2026-12-07: batch 32 of gemma-3-270m estimated ~21 GiB, measured 13.8 GiB). With
+    the estimate, three refits planned 3 at once on 58 GiB each found 19.6 GiB too little, turned the
+    fused loss on and stepped at 1.4 s instead of ~0.3 s. A build that used the fused loss, or one
+    of another kind, says nothing of this one's peak without it."""
+    from transformers import AutoModelForCausalLM
+
+    from tournament.train import memory
+
+    def manifest(folder: str, cid: str, recipe: dict, peak_gib: float, fused: bool = False) -> None:
+        d = tmp_path / folder
+        d.mkdir()
+        (d / "candidate.json").write_text(json.dumps({
+            "id": cid, "candidate": {"base": {"embedded": "gemma-3-270m"}, "recipe": recipe},
+            "train": {"liger_fused_loss": fused, "peak_memory": {
+                "kind": "cuda_max_allocated", "bytes": int(peak_gib * GiB),
+                "reserved_bytes": int(peak_gib * GiB)}}}))
+
+    b32 = {"method": "full", "batch_size": 32, "max_length": 512, "liger": "auto"}
+    drawn = {"base": {"embedded": "gemma-3-270m"}, "recipe": {**b32, "learning_rate": 7.8e-5, "epochs": 1}}
+    assert memory.measured_peak_of_kind(tmp_path, drawn) is None
+    manifest("probe-1", "b32-probe", {**b32, "learning_rate": 5.9e-5}, 13.82)
+    manifest("fused-1", "b32-fused", b32, 8.34, fused=True)  # planned with the estimate: says nothing
+    manifest("b16-1", "b16", {**b32, "batch_size": 16}, 30.0)  # another kind
+    assert memory.measured_peak_of_kind(tmp_path, drawn) == ("b32-probe", int(13.82 * GiB))
+    lora = {**drawn, "recipe": {**drawn["recipe"], "method": "lora"}}  # covered by the full SFT's peak
+    assert memory.measured_peak_of_kind(tmp_path, lora) == ("b32-probe", int(13.82 * GiB))
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    # micro-batch tokens that make the shape estimate ~21 GiB, as gemma's batch 32 was
+    per_token = 12 * cfg.vocab_size + memory.ACTIVATION_BYTES * cfg.hidden_size * cfg.num_hidden_layers
+    tokens = int(21 * GiB) // per_token
+    est = memory.training_bytes_without_liger(trainable=n, frozen_bytes=0, micro_tokens=tokens, vocab=cfg.vocab_size,
+                                              hidden=cfg.hidden_size, layers=cfg.num_hidden_layers)
+    assert 20.5 * GiB < est < 21.5 * GiB
+    monkeypatch.setenv(memory.AT_ONCE_ENV, "3")
+    monkeypatch.setenv(memory.SHARE_ENV, str(int(58.8 * GiB) // 3))  # the parent's reading, 3 builds
+    fused, why = memory.liger_for_memory(model, tokens, "cuda:0")
+    assert fused and "~21.0 GiB" in why and "3 builds share" in why
+    fused, why = memory.liger_for_memory(model, tokens, "cuda:0",
+                                         measured=memory.measured_peak_of_kind(tmp_path, drawn))
+    assert not fused and "~13.8 GiB without it (measured by b32-probe) fits its 19.6 GiB" in why
+    monkeypatch.setenv(memory.SHARE_ENV, str(12 * GiB))  # a share the measured peak does not fit
+    fused, why = memory.liger_for_memory(model, tokens, "cuda:0", measured=("b32-probe", int(13.82 * GiB)))
+    assert fused and "needs ~13.8 GiB (measured by b32-probe)" in why

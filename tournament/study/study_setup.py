@@ -58,6 +58,31 @@ def enqueue_entries(study, cfg: SweepConfig, candidates: dict[str, Any]) -> None
     entries = [(enqueue_params(e, cfg, candidates), e) for e in cfg.enqueue]
     for params, e in entries:
         params.update(enqueue_recipe(e, cfg, candidates, params.get("candidate")))
-    for params, _ in grouped_in_file_order(entries):
-        study.enqueue_trial(params, skip_if_exists=True)
+    enqueue_each(study, [params for params, _ in grouped_in_file_order(entries)])
     study.set_user_attr("enqueued", True)
+
+
+def enqueue_each(study, queue: list[dict[str, Any]]) -> int:
+    """Queue every entry of `queue`, repeats included: two equal entries are two trials (a recipe
+    enqueued twice gets two, its decode settings drawn for each). Entries the study holds already
+    (another worker that opened the same new study first) are not queued again, counted: the
+    n-th equal entry is queued only while fewer than n trials were queued with it. (Optuna's
+    `skip_if_exists` would keep one of each, as it did to the GPU proof's repeated recipes.)
+    Returns how many were queued."""
+    from collections import Counter
+
+    def key(params: Any) -> str:
+        return json.dumps(params, sort_keys=True, default=str)
+
+    held = Counter(key(t.system_attrs["fixed_params"]) for t in study.get_trials(deepcopy=False)
+                   if "fixed_params" in t.system_attrs)
+    wanted: Counter = Counter()
+    queued = 0
+    for params in queue:
+        k = key(params)
+        wanted[k] += 1
+        if held[k] < wanted[k]:
+            study.enqueue_trial(params)
+            held[k] += 1
+            queued += 1
+    return queued

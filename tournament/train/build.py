@@ -371,7 +371,10 @@ def _train_in_child(candidate: Candidate, build: Path, builds_dir: Path, *, resu
 @contextmanager
 def _candidate_args(candidate: Candidate, want: str, max_steps: int | None) -> Iterator[list[str]]:
     """How the child gets exactly this candidate: its file; its file + --dataset (an override);
-    else a temporary YAML of it beside its file (so relative paths resolve alike)."""
+    else a temporary YAML of it beside its file (so relative paths resolve alike), named like the
+    project's other temp files (`.<id>.tmp-*.yaml`: git ignores it, so no `git status` or tree sync
+    of the user's folder sees it; a sync that removes what git does not know removed it mid-build
+    on the GPU machine, and the finished build was then counted as failed)."""
     src = candidate.source
     if src is not None and src.exists():
         plain = load_candidate(src)
@@ -386,13 +389,13 @@ def _candidate_args(candidate: Candidate, want: str, max_steps: int | None) -> I
                 return
     import yaml
 
-    fd, name = tempfile.mkstemp(prefix=f".{candidate.id}-", suffix=".yaml", dir=src.parent if src else None)
+    fd, name = tempfile.mkstemp(prefix=f".{candidate.id}.tmp-", suffix=".yaml", dir=src.parent if src else None)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.safe_dump(candidate.model_dump(mode="json"), f, allow_unicode=True)
         yield [name]
     finally:
-        os.unlink(name)
+        Path(name).unlink(missing_ok=True)  # the child has read it; gone already is no failure of the build
 
 
 def _run_child(cmd: list[str], cid: str, log: Callable[[str], None], extra_env: dict[str, str]) -> dict:

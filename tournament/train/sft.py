@@ -216,7 +216,8 @@ def train_sft(
 
     from tournament.train.answer_loss import answer_only_trainer, matches_stock_loss
     from tournament.train.callbacks import BuildLog, loss_curve, truncate_log
-    from tournament.train.memory import liger_for_memory, measure_peak, reset_peak
+    from tournament.train.memory import (builds_sharing_the_gpu, liger_for_memory, measure_peak, measured_peak_of_kind,
+                                         reset_peak)
 
     r = candidate.recipe
     if r.method == "none":
@@ -281,8 +282,10 @@ def train_sft(
         widest = max(len(s[0]) for s in seqs)
         trained = max(sum(1 for x in s[1] if x != IGNORE) for s in seqs) if answer_only else None
         per = r.batch_size // world_size
+        # out_dir is `<build>.tmp` beside the other builds: one of its kind may have measured its peak
         fused_loss, why = liger_for_memory(model, per * min(r.max_length, widest), device,
-                                           None if trained is None else per * trained)
+                                           None if trained is None else per * trained,
+                                           measured_peak_of_kind(out_dir.parent, candidate.model_dump(mode="json")))
         log(why)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
@@ -381,7 +384,9 @@ def train_sft(
                       "peak_memory": peak, "liger": liger, "liger_fused_loss": fused_loss,
                       "loss_logits": "trained positions" if answer_only and not fused_loss else "every position",
                       "gradient_checkpointing": r.gradient_checkpointing,
-                      "processes": world_size, "resumed_from": checkpoint.name if checkpoint else None},
+                      "processes": world_size, "resumed_from": checkpoint.name if checkpoint else None,
+                      # builds its parent started side by side on this GPU (their steps share it)
+                      "builds_at_once": builds_sharing_the_gpu()},
             "wall_seconds": round(wall, 3),
             "mlflow_run_id": ml.run_id,
             "pid": os.getpid(),  # the process that trained (builds run in a child: build_in_subprocess)
