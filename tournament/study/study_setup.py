@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from tournament.files import json_hash
 from tournament.redact import scrub
 from tournament.study.config import SweepConfig, config_changes
 from tournament.study.objectives import same_objectives, stored_objectives
@@ -71,15 +72,12 @@ def enqueue_each(study, queue: list[dict[str, Any]]) -> int:
     Returns how many were queued."""
     from collections import Counter
 
-    def key(params: Any) -> str:
-        return json.dumps(params, sort_keys=True, default=str)
-
-    held = Counter(key(t.system_attrs["fixed_params"]) for t in study.get_trials(deepcopy=False)
+    held = Counter(json_hash(t.system_attrs["fixed_params"]) for t in study.get_trials(deepcopy=False)
                    if "fixed_params" in t.system_attrs)
     wanted: Counter = Counter()
     queued = 0
     for params in queue:
-        k = key(params)
+        k = json_hash(params)
         wanted[k] += 1
         if held[k] < wanted[k]:
             study.enqueue_trial(params)
