@@ -20,8 +20,9 @@ runner = CliRunner()
 def test_draws_wait_with_a_heartbeat_and_a_stopped_sweep_queues_them_again(tmp_path):
     """A real sqlite storage: each draw is a RUNNING trial with a heartbeat, asked with the sampler
     given (not the study's current one); a draw that cannot name its candidate still waits;
-    nothing is drawn while an enqueued trial waits; release fails the unrun draws and enqueues
-    each with its parameters, and the failed ones no longer count towards --trials."""
+    release fails the unrun draws and enqueues each with its parameters, and the failed ones no
+    longer count towards --trials; a later draw takes the queued trials first, as given, and
+    then samples as many as asked."""
     import optuna
     from optuna.trial import TrialState
 
@@ -63,7 +64,12 @@ def test_draws_wait_with_a_heartbeat_and_a_stopped_sweep_queues_them_again(tmp_p
     assert {json.dumps(t.system_attrs["fixed_params"], sort_keys=True) for t in again} == {
         json.dumps(trials[n].params, sort_keys=True) for n in (1, 2)}
     assert counted(trials) == 1  # the finished trial alone: the released ones are superseded, the retries wait
-    assert ahead.draw(study, optuna.samplers.RandomSampler(seed=0), 2, suggest) == []  # the queue goes first
+    # the queue goes first: the two retries are taken along as they were given, then 2 sampled draws
+    again = ahead.draw(study, optuna.samplers.RandomSampler(seed=0), 2, suggest)
+    assert [t.number for t, _ in again] == [3, 4, 5, 6] and len(ahead) == 4
+    assert [k for _, k in again[:2]] == [f"key-{trials[n].params['x']:.3f}" for n in (1, 2)]
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    assert ahead.draw(study, optuna.samplers.RandomSampler(seed=0), 0, suggest) == []
 
 
 @pytest.mark.slow

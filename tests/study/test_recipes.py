@@ -451,8 +451,9 @@ def test_the_sampler_draws_on_its_template_while_hand_written_recipes_run_as_enq
     """`space.candidate` names the template the sampler draws recipes on; `enqueue` may name other
     listed candidates (hand-written recipes, as written: their own batch size) which the sampler
     never draws. Such a group takes only the trials enqueued for it, and the drawn trials after it
-    are drawn on the sampler's template. No recipe is drawn ahead while the enqueued trials wait;
-    the first drawn recipe that trains takes one draw ahead along, run once its group is done."""
+    are drawn on the sampler's template. The hand-written recipe that trains first takes one draw
+    ahead along (the enqueued trial still waiting is taken first and runs first): one batch of
+    builds, then the drawn recipe's group."""
     import optuna
 
     monkeypatch.chdir(tmp_path)
@@ -479,11 +480,13 @@ def test_the_sampler_draws_on_its_template_while_hand_written_recipes_run_as_enq
     assert ids[:2] == ["written", "written"] and "candidate" not in done[0].params
     assert done[0].user_attrs["group_key"] == done[1].user_attrs["group_key"]  # one group, one build
     assert all(i.startswith("tiny") for i in ids[2:]) and len(ids) == 5  # then drawn on the template
-    # trial 2 trains its recipe with trial 3's, drawn ahead; trial 2's group goes on, then trial 3 runs
-    first, ahead = done[2], done[4]
-    assert first.number == 2 and ahead.number == 3 and ahead.user_attrs.get("drawn_ahead")
-    assert done[3].user_attrs["group_key"] == first.user_attrs["group_key"] != ahead.user_attrs["group_key"]
+    # trial 0 trains "written" with trial 2's recipe, drawn ahead after the queued trial 1; trial 1
+    # runs next (no build), then trial 2, whose group goes on with trials 3 and 4 (no build either)
+    assert [t.number for t in done][:3] == [0, 1, 2], [(t.number, t.state.name, t.user_attrs) for t in study.get_trials()]
+    assert all(done[n].user_attrs.get("drawn_ahead") for n in (1, 2))
+    assert done[2].user_attrs["group_key"] == done[3].user_attrs["group_key"] == done[4].user_attrs["group_key"]
     built = sorted(e["trial"] for k, e in study.user_attrs.items() if k.startswith("recipe:") and e["status"] == "built")
-    assert built == [0, 2, 3] and sum(": building" in line for line in r.output.splitlines()) == 2
+    assert built == [0, 2] and sum(": building" in line for line in r.output.splitlines()) == 1
+    assert "drew 2 recipe(s) ahead (trials 1, 2)" in r.output
     manifest = next((tmp_path / "builds").glob("written-*/candidate.json"))
     assert json.loads(manifest.read_text())["candidate"]["recipe"]["batch_size"] == 8  # as written

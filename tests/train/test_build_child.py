@@ -62,6 +62,13 @@ def test_in_memory_candidate_builds_in_a_child_and_is_reused(tiny_model_dir, dat
     model_dir = build.build_in_subprocess(cand, tmp_path / "b", max_steps=1, device="cpu", log=lines.append)
     assert model_dir == cand.build_dir(tmp_path / "b", 1) / "model" and (model_dir / "config.json").exists()
     assert any("step 1/1" in line for line in lines)
+    # each line of the child's is led by its seconds since the child started, in order; the last says it ended
+    import re
+
+    stamps = [re.match(r"\s*(\d+) s  \S", line) for line in lines[1:]]
+    assert lines[0] == "building mem in a child process" and all(stamps), lines
+    secs = [int(m.group(1)) for m in stamps]
+    assert secs == sorted(secs) and lines[-1].endswith("child process done")
 
     def boom(*a, **k):
         raise AssertionError("started a child for an existing build")

@@ -1,5 +1,6 @@
-"""Recipes drawn ahead (`build_budget.ahead`): when a drawn recipe must be trained, the sampler
-draws the next few new recipes at once, so that their builds train beside it. A 270M model leaves
+"""Recipes drawn ahead (`build_budget.ahead`): when a recipe must be trained (drawn, or enqueued
+as written), the sampler draws the next few new recipes at once, so that their builds train beside
+it (the trials waiting in the queue are taken along first: they run first anyway). A 270M model leaves
 most of a GPU idle (its step is bound by kernel launches), so builds side by side do more work in
 the same time (train/memory.py plans how many fit), and the recipes after it need no build of
 their own, nor their servers stopped for one.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
-from tournament.study.optuna_private import retry_params, trial_id
+from tournament.study.optuna_private import fixed_params, retry_params, trial_id
 from tournament.study.recovery import TrialHeartbeat, worker_id
 
 NOT_RUN = "drawn ahead for a batch of builds; not run: the sweep stopped first (enqueued again)"
@@ -38,18 +39,26 @@ class DrawnAhead:
         """Ask `n` trials of `sampler` and suggest each one's plan (`suggest` returns the key of the
         candidate it draws). Returns [(trial, key)] for the draws whose candidate is known; a draw
         that cannot say (over the build budget, an invalid draw) waits too, and its run says why,
-        as any trial's would. Draws only from an empty queue: Optuna's ask takes an enqueued trial
-        before it samples, and those run first anyway."""
+        as any trial's would. Optuna's ask takes an enqueued trial before it samples, so the trials
+        waiting in the queue (hand-written recipes, retries) are taken first, in queue order, and
+        wait here too: they run first anyway, and the `n` sampled draws after them still train in
+        this batch (a sweep that enqueues its hand-written recipes trains the drawn ones beside
+        them, not in a batch of their own after them). `n` counts the sampled draws only."""
         from optuna.trial import TrialState
 
-        if n <= 0 or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if n <= 0:
             return []
+        queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         out: list[tuple[Any, str]] = []
         held = study.sampler
         study.sampler = sampler  # a group's fixed sampler would draw the running recipe again
+        sampled = 0
         try:
-            for _ in range(n):
+            for _ in range(queued + n):  # another worker may take queued ones: then more are sampled
+                if sampled >= n:
+                    break
                 trial = study.ask()
+                sampled += not fixed_params(trial)  # an enqueued trial is not a sampled draw
                 trial.set_user_attr("worker", worker_id())
                 trial.set_user_attr("drawn_ahead", True)
                 beat = TrialHeartbeat(self.storage, trial_id(trial)).__enter__()

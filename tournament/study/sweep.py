@@ -336,8 +336,12 @@ class Sweep:
 
     def _draw_ahead(self, study, n: int) -> list[tuple[Any, str]]:
         """Up to `n` new recipes drawn now to train beside the one being built (study/draw_ahead.py),
-        no more than the trial target leaves: [(trial, candidate key)]."""
-        n = min(n, self.opts.trials - counted(study.get_trials(deepcopy=False)))
+        no more than the trial target leaves beside the trials waiting in the queue (they run
+        too): [(trial, candidate key)]."""
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        n = min(n, self.opts.trials - counted(trials) - sum(t.state == TrialState.WAITING for t in trials))
         return self.ahead.draw(study, self.base_sampler, n, lambda trial: suggest_plan(
             trial, self.cfg, self.templates, lambda tr, template: self.recipes.draw(tr, template, study)).candidate)
 

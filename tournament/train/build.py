@@ -399,20 +399,26 @@ def _candidate_args(candidate: Candidate, want: str, max_steps: int | None) -> I
 
 
 def _run_child(cmd: list[str], cid: str, log: Callable[[str], None], extra_env: dict[str, str]) -> dict:
-    """Run `tournament train ... --json`; its stderr (progress) and any stray stdout go to `log`;
-    return the JSON summary (stdout's last line)."""
+    """Run `tournament train ... --json`; its stderr (progress) and any stray stdout go to `log`,
+    each line led by the seconds since the child started (where a build's wall time goes: imports,
+    loading, tokenizing, training, saving, with others beside it); return the JSON summary
+    (stdout's last line)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="1000", **extra_env)  # rich wraps at 80 columns in a pipe
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             bufsize=1, env=env,
                             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     tail: collections.deque[str] = collections.deque(maxlen=20)
+    t0 = time.monotonic()
+
+    def stamped(line: str) -> str:
+        return f"{time.monotonic() - t0:5.0f} s  {line}"
 
     def pump() -> None:
         for line in proc.stderr:  # text mode: a progress bar's "\r" ends a line too
             if line.strip():
                 tail.append(line.rstrip("\n"))
-                log(line.rstrip("\n"))
+                log(stamped(line.rstrip("\n")))
 
     t = threading.Thread(target=pump, name=f"build-{cid}", daemon=True)
     t.start()
@@ -423,7 +429,7 @@ def _run_child(cmd: list[str], cid: str, log: Callable[[str], None], extra_env: 
             if line.startswith("{"):
                 last = line
             elif line:
-                log(line)
+                log(stamped(line))
         rc = proc.wait()
     finally:
         if proc.poll() is None:  # interrupted: the child must not train on unseen
@@ -432,6 +438,7 @@ def _run_child(cmd: list[str], cid: str, log: Callable[[str], None], extra_env: 
         t.join(timeout=10)
     if rc != 0:
         raise BuildError(f"building {cid} failed in its child process (exit {rc}):\n" + "\n".join(tail))
+    log(stamped("child process done"))
     try:
         return json.loads(last)
     except ValueError:
