@@ -367,8 +367,7 @@ class RefitSpec(_Strict):
 class BuildBudget(_Strict):
     """How much a sweep may train for drawn recipes (study/recipes.py): new recipes built (each
     its refit and honest build), and/or minutes of training. Spent: trials draw among built ones.
-    `ahead`: a recipe that must train takes this many more draws along, after the trials waiting in
-    the queue (study/draw_ahead.py)."""
+    `ahead`: a recipe that must train takes this many draws along, after the queued trials (draw_ahead.py)."""
     recipes: int | None = Field(None, ge=0)
     minutes: float | None = Field(None, ge=0)
     ahead: int = Field(0, ge=0)
