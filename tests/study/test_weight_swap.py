@@ -12,7 +12,7 @@ from tests.conftest import spread_weights
 from tournament.models.tiny import build_tiny_model
 from tournament.serving.config import ServeConfig
 from tournament.study.servers import GroupServers, PidFile
-from tournament.study.weight_swap import model_signature, why_not_swap
+from tournament.study.weight_swap import engine_settings_key, model_signature, why_not_swap
 
 QUESTIONS = ["什么是 warp？", "解释 memory coalescing", "CUDA kernel 如何启动？", "什么是 tiling？"]
 
@@ -73,7 +73,8 @@ def test_a_swapped_pair_answers_as_fresh_servers_of_the_new_build(builds, tmp_pa
         assert servers.swapped is not None and servers.key == "b"
         # the first swap went there and back on the ship: build a's greedy answers came back
         assert servers.swap_note.startswith("weight swap checked: 3 greedy answers came back")
-        assert servers.check_questions == [] and servers.swap  # once a sweep
+        settings = engine_settings_key(ServeConfig.model_validate(_config(builds["b"])))
+        assert servers.swap_checked == {settings} and not servers.swap_off  # once a sweep for these settings
         assert {r: s.proc.proc.pid for r, s in servers.servers.items()} == pids
         assert servers.ship.health_seconds == health  # the servers' start stands for the new build
         swapped_ship, swapped_unseen = _answers(servers.ship.proc.url), _answers(servers.servers["unseen"].proc.url)
@@ -156,15 +157,17 @@ def test_a_parked_pair_takes_the_next_build_of_its_settings(builds, tmp_path):
     assert not any(p.alive() for p in procs) and not servers.parked
 
 
-def test_a_failed_check_of_the_first_swap_turns_swaps_off(builds, tmp_path):
-    """The first swap of a sweep goes there and back (the pair test above sees it pass). A folder
-    whose weights changed under a running server (what a reload that loads stale or wrong tensors
-    looks like from outside) fails it: swaps are off, new servers."""
+def test_a_failed_check_of_the_first_swap_turns_swaps_off_on_its_engine_settings(builds, tmp_path):
+    """The first swap on each engine settings goes there and back (the pair test above sees it
+    pass). A folder whose weights changed under a running server (what a reload that loads stale or
+    wrong tensors looks like from outside) fails it: swaps on those settings are off, new servers.
+    Other engine settings still swap, after their own check (on an H100, the fp8 pair failed its
+    check and the bf16 pair's swaps were right)."""
     questions = QUESTIONS[:3]
     moved = tmp_path / "moved"
     shutil.copytree(builds["a"], moved)
     servers = GroupServers(tmp_path / "bad", PidFile(tmp_path), 120, str, together=False, swap=True,
-                           check_questions=questions)
+                           check_questions=questions, keep=2)
     try:
         servers.ensure("m", {"ship": _config(moved)})
         pid = servers.ship.proc.proc.pid
@@ -173,7 +176,16 @@ def test_a_failed_check_of_the_first_swap_turns_swaps_off(builds, tmp_path):
             (moved / (f.name + ".new")).replace(moved / f.name)
         started = servers.ensure("b", {"ship": _config(builds["b"])})
         assert started, servers.swap_note  # started: the check failed
-        assert "changed after a swap there and back" in servers.swap_note and not servers.swap
-        assert servers.ship.proc.proc.pid != pid and servers.swapped is None
+        assert "changed after a swap there and back" in servers.swap_note and servers.swap
+        bad = engine_settings_key(ServeConfig.model_validate(_config(builds["b"])))
+        assert list(servers.swap_off) == [bad] and servers.ship.proc.proc.pid != pid and servers.swapped is None
+        # other engine settings: a start, then the next build of them swaps in after its own check
+        assert servers.ensure("a-short", {"ship": _config(builds["a"], max_model_len=128)})
+        short_pid = servers.ship.proc.proc.pid
+        assert servers.ensure("b-short", {"ship": _config(builds["b"], max_model_len=128)}) is False
+        assert servers.swapped is not None and servers.ship.proc.proc.pid == short_pid
+        assert servers.swap_note.startswith("weight swap checked") and len(servers.swap_checked) == 2
+        # the failed settings swap no more: their next build starts servers (the parked pair stops)
+        assert servers.ensure("c", {"ship": _config(builds["c"])}) and servers.swapped is None
     finally:
         servers.stop()

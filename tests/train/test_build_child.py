@@ -70,6 +70,20 @@ def test_in_memory_candidate_builds_in_a_child_and_is_reused(tiny_model_dir, dat
     secs = [int(m.group(1)) for m in stamps]
     assert secs == sorted(secs) and lines[-1].endswith("child process done")
 
+    # builds started side by side: each child's torch takes its share of the cores, not all of them
+    import os
+
+    from tournament.train.memory import builds_at_once
+
+    cores = len(os.sched_getaffinity(0))
+    alone = json.loads((model_dir.parent / "candidate.json").read_text())["train"]
+    with builds_at_once(2):
+        shared = build.build_in_subprocess(_cand(tiny_model_dir, dataset, cid="mem2"), tmp_path / "b", max_steps=1,
+                                           device="cpu", log=lambda s: None)
+    beside = json.loads((shared.parent / "candidate.json").read_text())["train"]
+    assert beside["builds_at_once"] == 2 and beside["cpu_threads"] == max(1, cores // 2)
+    assert alone["builds_at_once"] == 1 and alone["cpu_threads"] >= beside["cpu_threads"]
+
     def boom(*a, **k):
         raise AssertionError("started a child for an existing build")
 

@@ -49,7 +49,7 @@ from typing import Any, Callable
 
 from tournament.serving.config import DecodeSettings, ServeConfig
 from tournament.files import pid_alive, write_json_atomic
-from tournament.study.weight_swap import check_round_trip, swap_weights, why_not_swap
+from tournament.study.weight_swap import check_round_trip, engine_settings_key, swap_weights, why_not_swap
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,11 @@ class GroupServers:
         self.parked: list[tuple[str, dict[str, GroupServer]]] = []
         self.swapped: float | None = None  # seconds of the weight swap the last `ensure` made instead of a start
         self.changed = False  # the last `ensure` changed the active group (a start, a swap, a parked one taken back)
-        # the first swap goes there and back on these questions (weight_swap.check_round_trip)
+        # the first swap on each engine settings goes there and back on these questions
+        # (weight_swap.check_round_trip): the settings' keys that passed, and those that failed (why)
         self.check_questions, self.swap_note = list(check_questions or []), None
+        self.swap_checked: set[str] = set()
+        self.swap_off: dict[str, str] = {}
         # absolute: the server runs in another folder (and mkdtemp keeps a relative dir relative)
         self.compile_cache = Path(compile_cache).resolve() if compile_cache is not None else None
         # None: servers share this machine's compile caches
@@ -264,7 +267,8 @@ class GroupServers:
                 continue
             same = held_key == key
             why = None if same else "weight swaps are off" if not self.swap else next(
-                (w for r in configs if (w := why_not_swap(servers[r].config, configs[r]))), None)
+                (w for r in configs if (w := self.swap_off.get(engine_settings_key(configs[r]))
+                                        or why_not_swap(servers[r].config, configs[r]))), None)
             if why is not None:
                 log.info("group %s: not on the servers of %s (%s)", key, held_key, why)
                 continue
@@ -289,17 +293,19 @@ class GroupServers:
         return False
 
     def _swap_in(self, role: str, server: GroupServer, config: ServeConfig) -> None:
-        """Swap `config`'s build into `server`; the first such swap on a greedy shipped server goes
-        there and back on `check_questions`, and a failed check turns swaps off and raises."""
+        """Swap `config`'s build into `server`; the first such swap on a greedy shipped server of
+        each engine settings goes there and back on `check_questions`, and a failed check turns
+        swaps on those settings off and raises."""
         greedy = server.config.decode.temperature == 0 and config.decode.temperature == 0
-        if role != "ship" or not self.check_questions or not greedy:
+        settings = engine_settings_key(config)
+        if role != "ship" or not self.check_questions or not greedy or settings in self.swap_checked:
             swap_weights(server.proc.url, config.model.path, self.start_timeout)
             return
         passed, self.swap_note = check_round_trip(server.proc.url, server.config.model.path, config.model.path,
                                                   self.check_questions, self.start_timeout)
-        self.check_questions = []  # once a sweep
+        self.swap_checked.add(settings)  # once a sweep for these settings
         if not passed:
-            self.swap = False
+            self.swap_off[settings] = "their weight swap failed its check: " + self.swap_note
             raise RuntimeError(self.swap_note)
 
     def _start(self, key: str, role: str, config: ServeConfig):

@@ -61,6 +61,8 @@ def matches_stock_loss(model, batch: dict[str, Any], rtol: float = 1e-3) -> tupl
     import torch
 
     was_training = model.training
+    device = next(model.parameters()).device  # the batch goes where the model is (a GPU, say)
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     model.eval()
     try:
         with torch.no_grad():

@@ -105,6 +105,19 @@ def use_liger(setting: bool | str, device: str) -> bool:
     return True
 
 
+def share_cpu_threads(builds_at_once: int) -> int:
+    """The CPU threads this build's torch may use: all of this process's cores alone, its share of
+    them when its parent started several builds at once (each torch would otherwise start a thread
+    per core, and the builds' CPU work, tokenizing and the loss check, slowed each other many times
+    over). Returns the number set."""
+    import torch
+
+    if builds_at_once > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // builds_at_once))
+    return torch.get_num_threads()
+
+
 def load_model(base_dir: Path, r, dtype):
     """The model a recipe trains: the base in `dtype`, with gradient checkpointing and the LoRA
     adapters the recipe asks for."""
@@ -241,6 +254,7 @@ def train_sft(
     train_dtype = torch.bfloat16 if amp and r.method == "lora" else torch.float32
     liger = use_liger(r.liger, device)
     _seed_everything(r.seed)
+    cpu_threads = share_cpu_threads(builds_sharing_the_gpu())
 
     # data
     ds_file = candidate.dataset_file()
@@ -271,6 +285,11 @@ def train_sft(
         + (" with Liger kernels" if liger and r.liger is True else ""))
 
     model = load_model(base_dir, r, train_dtype)
+    if world_size == 1:
+        # on the device it trains on (the Trainer moves it there anyway) before the loss check
+        # below: one forward with the logits of a 262k vocabulary, milliseconds on a GPU; on the
+        # CPU it took ~1 s alone and 37-80 s each with four builds at once (an H100, 16 cores)
+        model.to(device)
     collator = CompletionCollator(tokenizer.pad_token_id)
     # the loss from the trained positions' logits alone (answer_loss.py), where it equals the model's own
     answer_only, why = (False, "several processes") if world_size > 1 else matches_stock_loss(
@@ -386,7 +405,7 @@ def train_sft(
                       "gradient_checkpointing": r.gradient_checkpointing,
                       "processes": world_size, "resumed_from": checkpoint.name if checkpoint else None,
                       # builds its parent started side by side on this GPU (their steps share it)
-                      "builds_at_once": builds_sharing_the_gpu()},
+                      "builds_at_once": builds_sharing_the_gpu(), "cpu_threads": cpu_threads},
             "wall_seconds": round(wall, 3),
             "mlflow_run_id": ml.run_id,
             "pid": os.getpid(),  # the process that trained (builds run in a child: build_in_subprocess)
