@@ -64,6 +64,10 @@ def test_draws_wait_with_a_heartbeat_and_a_stopped_sweep_queues_them_again(tmp_p
     assert {json.dumps(t.system_attrs["fixed_params"], sort_keys=True) for t in again} == {
         json.dumps(trials[n].params, sort_keys=True) for n in (1, 2)}
     assert counted(trials) == 1  # the finished trial alone: the released ones are superseded, the retries wait
+    from tournament.study.record import TrialRecord
+
+    row = TrialRecord.from_trial(trials[1])  # the board's row of a draw never run: no candidate, no build yet
+    assert (row.candidate, row.build, row.fail_reason) == (None, None, NOT_RUN)
     # the queue goes first: the two retries are taken along as they were given, then 2 sampled draws
     again = ahead.draw(study, optuna.samplers.RandomSampler(seed=0), 2, suggest)
     assert [t.number for t, _ in again] == [3, 4, 5, 6] and len(ahead) == 4

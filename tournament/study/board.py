@@ -187,7 +187,7 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
         if r.predicted_chars_per_s is not None:
             judge_speed = (f"{r.predicted_chars_per_s:.0f} ({r.predicted_chars_per_s_lo:.0f}–"
                            f"{r.predicted_chars_per_s_hi:.0f})" + (" cycled" if r.speed_hypothesis == "cycled" else ""))
-        cells = [str(r.trial), mark, str(r.candidate), r.build or "-", params[:70],
+        cells = [str(r.trial), mark, r.candidate or "-", r.build or "-", params[:70],
                  _f(r.seen_accuracy), _f(r.unseen_accuracy), pred, _f(r.zh_rougeL), post,
                  _f(r.chars_per_s, "{:.0f}"), spread, _f(r.chars_per_s_cycled, "{:.0f}"), judge_speed,
                  _f(r.predict_seconds_scaled, "{:.1f}"), _f(r.health_seconds, "{:.1f}")]

@@ -151,7 +151,8 @@ class TrialRecord:
             trial=t.number, state=t.state.name,
             feasible=t.state == TrialState.COMPLETE and bool(cons) and all(v <= 0 for v in cons.values()),
             candidate=(cand.get("id") if cand.get("template") else None) or t.params.get("candidate") or cand.get("id"),
-            build=build_of(cand), params=dict(t.params), recipe=_recipe(t.user_attrs, cand),
+            # a trial that stopped before it knew its candidate (drawn ahead, never run) has no build
+            build=build_of(cand) if cand else None, params=dict(t.params), recipe=_recipe(t.user_attrs, cand),
             constraints=cons, duplicate_of=t.user_attrs.get("duplicate_of"),
             max_tokens=(sc.get("decode") or {}).get("max_tokens"), mode=sc.get("mode"), serve_config=sc,
             fail_reason=t.user_attrs.get("fail_reason"), mlflow_run_id=t.user_attrs.get("mlflow_run_id"),
