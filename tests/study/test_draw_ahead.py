@@ -65,6 +65,15 @@ def test_draws_wait_with_a_heartbeat_and_a_stopped_sweep_queues_them_again(tmp_p
         json.dumps(trials[n].params, sort_keys=True) for n in (1, 2)}
     assert counted(trials) == 1  # the finished trial alone: the released ones are superseded, the retries wait
     from tournament.study.record import TrialRecord
+    from tournament.study.recovery import finished_counts
+
+    # the summary counts the released draws apart: stopped and queued again, not failed
+    assert finished_counts(trials) == {"complete": 1, "failed": 0, "queued_again": 2, "distinct": 1}
+    from tournament.study.sweep_result import SweepResult
+    from tournament.study.sweep_view import summary_lines
+
+    line = summary_lines(SweepResult("s", "sqlite://", [0], 1, 0, [], distinct=1, queued_again=2), None)[0]
+    assert "1 complete (1 distinct), 0 failed in total, 2 stopped before they ran out and queued again" in line
 
     row = TrialRecord.from_trial(trials[1])  # the board's row of a draw never run: no candidate, no build yet
     assert (row.candidate, row.build, row.fail_reason) == (None, None, NOT_RUN)

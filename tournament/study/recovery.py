@@ -95,11 +95,16 @@ def counted(trials) -> int:
 
 
 def finished_counts(trials) -> dict[str, int]:
-    """complete, failed, and distinct (complete trials that are not a repeat of another)."""
+    """complete, failed (real failures), queued_again (FAIL trials stopped before they ran out and
+    enqueued again: an interrupt, a timeout's unrun draws ahead), and distinct (complete trials that
+    are not a repeat of another)."""
     from optuna.trial import TrialState
 
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    return {"complete": len(done), "failed": sum(t.state == TrialState.FAIL for t in trials),
+    sup = superseded(trials)
+    fails = [t for t in trials if t.state == TrialState.FAIL]
+    return {"complete": len(done), "failed": sum(t.number not in sup for t in fails),
+            "queued_again": sum(t.number in sup for t in fails),
             "distinct": sum("duplicate_of" not in t.user_attrs for t in done)}
 
 

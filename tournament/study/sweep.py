@@ -246,8 +246,9 @@ class Sweep:
         if builds is not None:
             self.echo(builds.describe())
         return SweepResult(self.opts.study, self.opts.storage, self.ran, n["complete"], n["failed"], self.overhead,
-                           distinct=n["distinct"], repeats=self.repeats, exhausted=exhausted, seconds=time.monotonic() - t_start,
-                           build_seconds=build_s, builds=builds.to_dict() if builds else None)
+                           distinct=n["distinct"], queued_again=n["queued_again"], repeats=self.repeats,
+                           exhausted=exhausted, seconds=time.monotonic() - t_start, build_seconds=build_s,
+                           builds=builds.to_dict() if builds else None)
 
     # -- one trial --------------------------------------------------------------------------
     def _earlier(self, study, trial, plan: TrialPlan):

@@ -31,6 +31,7 @@ class SweepResult:
     failed: int
     overhead: list[dict[str, float]]
     distinct: int = 0  # finished trials with a configuration of their own
+    queued_again: int = 0  # FAIL trials stopped before they ran out and enqueued again (not in `failed`)
     repeats: list[int] = field(default_factory=list)  # trials that reused an earlier trial's results
     exhausted: bool = False
     seconds: float = 0.0  # this worker's wall time, builds included

@@ -11,7 +11,8 @@ from typing import Any
 def summary(res: Any, plots: list[Path]) -> dict[str, Any]:
     """A `SweepResult` (and the plots written after it) as the JSON object of `sweep --json`."""
     return {"study": res.study, "ran": res.ran, "complete": res.complete, "failed": res.failed,
-            "distinct": res.distinct, "repeats": res.repeats, "exhausted": res.exhausted,
+            "queued_again": res.queued_again, "distinct": res.distinct, "repeats": res.repeats,
+            "exhausted": res.exhausted,
             "overhead": res.overhead_summary(), "plots": [str(p) for p in plots],
             "seconds": round(res.seconds, 1), "build_seconds": round(res.build_seconds, 1),
             "trials_per_minute": res.trials_per_minute(), "builds": getattr(res, "builds", None)}
@@ -22,6 +23,7 @@ def summary_lines(res: Any, runs_dir: Path | None) -> list[str]:
     (with `--runs-dir` when one was given)."""
     lines = [f"study {res.study}: ran {len(res.ran)} trial(s) now; {res.complete} complete "
              f"({res.distinct} distinct), {res.failed} failed in total"
+             + (f", {res.queued_again} stopped before they ran out and queued again" if res.queued_again else "")
              + (f"; {len(res.repeats)} repeated an earlier configuration and were not measured"
                 if res.repeats else "")]
     b = getattr(res, "builds", None)  # a recipe space's build budget (recipes.BudgetState)
@@ -52,7 +54,9 @@ def gpu_summary_lines(summary: dict[str, Any], study: str, storage: str, build_s
     lines = [f"GPU {w['gpu']}: ran {len(w['ran'])} trial(s) (exit {w['returncode']})" for w in summary["workers"]]
     tpm = summary["trials_per_minute"]
     lines.append(f"study {study}: {summary.get('complete')} complete ({summary.get('distinct')} distinct), "
-                 f"{summary.get('failed')} failed; builds {build_s:.0f} s, sweep {sweep_s:.0f} s"
+                 f"{summary.get('failed')} failed"
+                 + (f", {summary['queued_again']} queued again" if summary.get("queued_again") else "")
+                 + f"; builds {build_s:.0f} s, sweep {sweep_s:.0f} s"
                  + (f", {tpm:.2f} trials/min" if tpm else ""))
     lines.append(scrub_text(f"next: tournament board --study {study} --storage {storage}"))
     return lines
