@@ -254,7 +254,8 @@ def train_sft(
     train_dtype = torch.bfloat16 if amp and r.method == "lora" else torch.float32
     liger = use_liger(r.liger, device)
     _seed_everything(r.seed)
-    cpu_threads = share_cpu_threads(builds_sharing_the_gpu())
+    at_once = builds_sharing_the_gpu()  # builds its parent started side by side on this GPU
+    cpu_threads = share_cpu_threads(at_once)
 
     # data
     ds_file = candidate.dataset_file()
@@ -404,8 +405,7 @@ def train_sft(
                       "loss_logits": "trained positions" if answer_only and not fused_loss else "every position",
                       "gradient_checkpointing": r.gradient_checkpointing,
                       "processes": world_size, "resumed_from": checkpoint.name if checkpoint else None,
-                      # builds its parent started side by side on this GPU (their steps share it)
-                      "builds_at_once": builds_sharing_the_gpu(), "cpu_threads": cpu_threads},
+                      "builds_at_once": at_once, "cpu_threads": cpu_threads},  # their steps share the GPU
             "wall_seconds": round(wall, 3),
             "mlflow_run_id": ml.run_id,
             "pid": os.getpid(),  # the process that trained (builds run in a child: build_in_subprocess)
