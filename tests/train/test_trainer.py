@@ -331,3 +331,26 @@ def test_side_by_side_builds_decide_the_fused_loss_by_their_kinds_measured_peak(
     monkeypatch.setenv(memory.SHARE_ENV, str(12 * GiB))  # a share the measured peak does not fit
     fused, why = memory.liger_for_memory(model, tokens, "cuda:0", measured=("b32-probe", int(13.82 * GiB)))
     assert fused and "needs ~13.8 GiB (measured by b32-probe)" in why
+
+
+def test_a_side_by_side_build_fits_its_slot_without_a_second_headroom(tiny_model_dir, monkeypatch):
+    """The parent keeps 10 % of the card unplanned (builds_that_fit) for a batch longer than the
+    probe's; a child then needs only its peak and its context to fit its slot. H100, 2026-12-08:
+    4 slots of 19.8 GiB planned with the batch-32 probe's 13.8 GiB; once a full refit had measured
+    17.9 GiB, every build started after it took 90 % of its slot again (17.8 GiB), turned the fused
+    loss on and stepped 0.46-0.61 s instead of ~0.25 s, though four such refits (4 x 18.65 GiB with
+    their contexts) fit the 79.2 GiB the parent read."""
+    from transformers import AutoModelForCausalLM
+
+    from tournament.train import memory
+
+    GiB = 2**30
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    monkeypatch.setenv(memory.AT_ONCE_ENV, "4")
+    monkeypatch.setenv(memory.SHARE_ENV, str(int(79.2 * GiB) // 4))
+    fused, why = memory.liger_for_memory(model, 64, "cuda:0", measured=("b32-refit", int(17.9 * GiB)))
+    assert not fused and "~17.9 GiB without it (measured by b32-refit) fits its 19.8 GiB" in why
+    assert 4 * (17.9 * GiB + memory.CUDA_CONTEXT_BYTES) <= 79.2 * GiB
+    # a peak that with its context overflows the slot still turns it on
+    fused, why = memory.liger_for_memory(model, 64, "cuda:0", measured=("b32-refit", int(19.2 * GiB)))
+    assert fused and "needs ~19.2 GiB (measured by b32-refit), more than its 19.8 GiB" in why

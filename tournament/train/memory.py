@@ -62,7 +62,9 @@ def liger_for_memory(model, micro_tokens: int, device: str, logit_tokens: int | 
     `measured_peak_of_kind`) where an earlier build of its kind measured one, the peak the parent
     planned the side-by-side builds with; else the estimate from the shapes, which runs high (batch
     32 of gemma-3-270m: ~21 GiB estimated, 13.8 GiB measured on an H100). Planned with the
-    estimate, three side-by-side builds each turned the fused loss on and stepped ~5x slower."""
+    estimate, three side-by-side builds each turned the fused loss on and stepped ~5x slower.
+    Against what: alone, 90 % of the free memory read now; beside others, the whole slot the parent
+    planned (its reading / N), less a CUDA context, as the parent's plan kept the headroom already."""
     import torch
 
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -73,16 +75,23 @@ def liger_for_memory(model, micro_tokens: int, device: str, logit_tokens: int | 
                                        logit_tokens=logit_tokens)
     share = builds_sharing_the_gpu()
     planned = os.environ.get(SHARE_ENV, "")
+    need = measured[1] if measured else est
     if share > 1 and planned.isdigit():  # the parent's reading before any of them allocated
         free = int(planned)
+        # The parent kept its headroom on the whole card when it planned these slots
+        # (builds_that_fit), for a batch longer than the probe's; here the build needs only its
+        # peak and its context to fit its slot. Taking the headroom again per slot turned the fused
+        # loss on (2x slower steps) for every build started after a refit had measured 17.9 GiB
+        # against the probe's 13.8 (H100, 2026-12-08: 4 slots of 19.8 GiB).
+        fused = need + CUDA_CONTEXT_BYTES > free
     else:  # read now: builds that start later would see the earlier ones' memory and count it twice
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         free //= share  # the builds started beside it get the same share, whichever allocates first
+        fused = liger_needed(need, free)
     gib = 2**30
     of = f" ({share} builds share this GPU)" if share > 1 else ""
-    need = measured[1] if measured else est
     basis = f" (measured by {measured[0]})" if measured else ""
-    if liger_needed(need, free):
+    if fused:
         return True, (f"Liger's fused loss on: without it this build needs ~{need / gib:.1f} GiB{basis}, more than "
                       f"its {free / gib:.1f} GiB of free memory{of} allows")
     return False, (f"Liger's layer kernels on, its fused loss off: ~{need / gib:.1f} GiB without it{basis} fits its "
