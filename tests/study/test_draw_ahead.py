@@ -5,6 +5,7 @@ running recipe's group; a sweep that stops first hands them back to the queue.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -168,3 +169,48 @@ def test_a_kind_of_build_no_build_measured_trains_alone_before_the_batch(tmp_pat
     errors, _ = train_recipes(candidates, keys[2:], "auto", True, lines.append)
     assert errors == {} and not [line for line in lines if "trains alone first" in line]
     assert sum("in a child process" in line for line in lines) == 4
+
+
+def test_probes_of_several_unmeasured_kinds_train_side_by_side(tmp_path, tiny_model_dir, monkeypatch):
+    """A batch with several kinds no build has measured probes them at once, each on 1/N of the
+    card (three probes alone took ~190 s of an H100 batch, 2026-12-08): here a full recipe on each
+    of two bases of different size. A LoRA recipe on one of them needs no probe of its own (the
+    full probe's peak covers it). Then the batch is planned from the two measured peaks, with no
+    probe alone. Real builds on this CPU; the GPU's reading and the builds' peak RSS stand in."""
+    import optuna
+
+    from tournament.models.tiny import build_tiny_model
+    from tournament.study.config import parse_sweep_config
+    from tournament.study.inputs import resolve_candidates
+    from tournament.study.recipe_builds import train_recipes
+    from tournament.study.recipes import RecipeBook
+    from tournament.train import memory
+
+    monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
+    monkeypatch.setattr(memory, "gpu_memory_bytes", lambda gpu=0, field="free": 80 * 2**30)
+    monkeypatch.setattr(memory, "gpu_peak_bytes", lambda doc: ((doc.get("train") or {}).get("peak_memory") or {}
+                                                              ).get("bytes"))
+    large = build_tiny_model(tmp_path / "large", hidden_size=96, num_layers=3)
+    cfg_path, refit_data = _sweep_file(tmp_path, tiny_model_dir, large, tmp_path / "eval.jsonl")
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["build_workers"] = "auto"
+    cfg = parse_sweep_config(raw)
+    candidates = resolve_candidates(cfg)
+    book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    keys = []
+    for base, method in (("small", "full"), ("large", "full"), ("large", "lora")):
+        study.enqueue_trial({"base": base, "recipe.method": method, "recipe.rank": 4, "recipe.learning_rate": 5e-4})
+        keys.append(book.draw_key(study.ask(), "tiny", None))
+    lines: list[str] = []
+    errors, _ = train_recipes(candidates, keys, "auto", True, lines.append)
+    assert errors == {}, errors
+    probes = [line for line in lines if "trains first, beside 1 other probe(s)" in line]
+    assert sorted(line.split("]")[0] for line in probes) == sorted(f"  [{candidates[k].id}/honest" for k in keys[:2])
+    assert not [line for line in lines if "trains alone first" in line]
+    assert sum("in a child process" in line for line in lines) == 6
+    # the two probes were told they shared the card (each child's candidate.json records it)
+    trained = [json.loads(f.read_text()) for f in (tmp_path / "builds").glob("*/candidate.json")]
+    honest = {d["id"]: d["train"]["builds_at_once"] for d in trained
+              if Path(d["candidate"]["recipe"]["dataset"]).resolve() != refit_data.resolve()}
+    assert {candidates[k].id: 2 for k in keys[:2]}.items() <= honest.items(), honest

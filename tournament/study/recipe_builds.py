@@ -4,8 +4,9 @@ which recipes; this trains them): every build in its child process (`Build.model
 one build of this process has succeeded, builds run one at a time, the shortest first: the first
 may import the shared base model (the embedded gemma). With `build_workers: auto` on a GPU, each
 memory key of the batch (train/memory.memory_key: base, method, batch, length) that no earlier
-build has measured first trains its shortest build alone, a probe, so that the plan reads the
-peaks of the builds it plans for: a full SFT of gemma at batch 32 reserved 1.5-1.6x a batch-16 one
+build has measured first trains its shortest build, a probe (side by side with the other kinds'
+probes, each on 1/N of the card; alone where one probe is needed or a side-by-side one measured
+nothing), so that the plan reads the peaks of the builds it plans for: a full SFT of gemma at batch 32 reserved 1.5-1.6x a batch-16 one
 on an H100 (13.8 / 9.0 GiB with Liger's layer kernels, 16.5 / 10.2 without), and planned with the
 smaller peak the side-by-side builds would each find too little memory and turn Liger's slow fused
 loss on."""
@@ -58,8 +59,31 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
         built_once = alone(lambda j: j[0] not in errors)
     mkeys = {id(b): memory_key(b.candidate_obj.model_dump(mode="json")) for _, b in jobs if b.candidate_obj is not None}
     if build_workers == "auto" and free_gpu_bytes(first_visible_gpu()) is not None:
-        # a probe for each kind of build no earlier build covers, full fine-tunes first (theirs covers LoRA's)
-        for mk in sorted(dict.fromkeys(mkeys.values()), key=lambda mk: json.loads(mk)[1] == "lora"):
+        kinds_in_order = sorted(dict.fromkeys(mkeys.values()), key=lambda mk: json.loads(mk)[1] == "lora")
+        probes: list[tuple[str, Any]] = []
+        for mk in kinds_in_order:  # full fine-tunes first: a full probe's peak covers its kind's LoRA builds
+            if measured_peaks(Path("builds"), keys=covering_keys(mk)) or any(
+                    c in covering_keys(mk) for c in (mkeys[id(b)] for _, b in probes)):
+                continue
+            job = next((j for j in reversed(jobs) if j[0] not in errors and mkeys.get(id(j[1])) == mk), None)
+            if job is not None:
+                probes.append(job)
+                jobs.remove(job)
+        if len(probes) > 1:
+            # Side by side, each with 1/N of the card: no peak is measured yet, so each child weighs
+            # the estimate from its shapes (1.2-1.5x what gemma's builds measured on an H100) against
+            # its share, and one that does not fit turns the fused loss on and measures nothing (its
+            # kind is probed alone below). Three probes alone took ~190 s there (2026-12-08).
+            for k, b in probes:
+                echo(f"  [{candidates[k].id}/{b.role}] trains first, beside {len(probes) - 1} other probe(s): no build "
+                     "of its kind (base, method, batch, length, answer target) has measured its peak memory, which "
+                     "the builds beside each other are planned with")
+            with builds_at_once(len(probes)), ThreadPoolExecutor(max_workers=len(probes)) as pool:
+                list(pool.map(lambda job: build(*job), probes))
+        else:
+            jobs.extend(probes)  # one probe: it trains alone, below
+        # a probe for each kind of build no earlier build covers yet, alone
+        for mk in kinds_in_order:
             # until one of its kind has measured it (a probe that failed: the next of its kind)
             while not measured_peaks(Path("builds"), keys=covering_keys(mk)) and any(
                     k not in errors and mkeys.get(id(b)) == mk for k, b in jobs):
