@@ -107,6 +107,11 @@ def test_a_fresh_recipe_trains_with_the_recipes_drawn_ahead_and_they_run_after_i
     assert sum(": building" in line for line in r.output.splitlines()) == 1  # one batch
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["builds"]["recipes_built"] == 3, summary
+    # the batch's building is not sweeping: trials per minute leave it out
+    assert 0 < summary["build_seconds"] < summary["seconds"]
+    measured = len(summary["ran"]) - len(summary["repeats"])
+    assert summary["trials_per_minute"] == pytest.approx(
+        measured / ((summary["seconds"] - summary["build_seconds"]) / 60), rel=0.02)
     study = optuna.load_study(study_name="ahead", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
     entries = sorted((e["trial"], e["status"]) for k, e in study.user_attrs.items() if k.startswith("recipe:"))
     assert entries == [(0, "built"), (1, "built"), (2, "built")]

@@ -119,6 +119,7 @@ class RecipeBook:
         self.templates = {k: rc for k, rc in candidates.items() if rc.candidate_obj is not None}
         self.drawn: dict[str, dict[str, Any]] = {}  # candidate key -> the drawn values
         self.built_once = False
+        self.build_seconds = 0.0  # this process's batches of builds, wall time (not sweeping: trials per minute)
         self.deadline: float | None = None  # time.monotonic() of the sweep's --timeout: no batch that would end past it
 
     # -- drawing ---------------------------------------------------------------------------------
@@ -309,7 +310,9 @@ class RecipeBook:
                 for a, (k, number, p) in batch.items():
                     _record(study, a, self.candidates[k].id, "interrupted", number, p)
                 raise
-            share = (time.monotonic() - t0) / len(batch)  # the batch's wall time, shared: minutes add up to it
+            took = time.monotonic() - t0
+            self.build_seconds += took
+            share = took / len(batch)  # the batch's wall time, shared: minutes add up to it
             for a, (k, number, p) in batch.items():
                 e = errors.get(k)
                 _record(study, a, self.candidates[k].id, "failed" if e else "built", number, p, share, e,

@@ -247,7 +247,8 @@ class Sweep:
             self.echo(builds.describe())
         return SweepResult(self.opts.study, self.opts.storage, self.ran, n["complete"], n["failed"], self.overhead,
                            distinct=n["distinct"], queued_again=n["queued_again"], repeats=self.repeats,
-                           exhausted=exhausted, seconds=time.monotonic() - t_start, build_seconds=build_s,
+                           exhausted=exhausted, seconds=time.monotonic() - t_start,
+                           build_seconds=build_s + (self.recipes.build_seconds if self.recipes else 0.0),
                            builds=builds.to_dict() if builds else None)
 
     # -- one trial --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ class SweepResult:
     repeats: list[int] = field(default_factory=list)  # trials that reused an earlier trial's results
     exhausted: bool = False
     seconds: float = 0.0  # this worker's wall time, builds included
-    build_seconds: float = 0.0  # of which: the builds before the first trial
+    build_seconds: float = 0.0  # of which: building (before the first trial; a recipe space's batches)
     builds: dict[str, Any] | None = None  # the build budget of a recipe space (recipes.BudgetState)
 
     def trials_per_minute(self) -> float | None:
