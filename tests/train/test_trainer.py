@@ -333,6 +333,39 @@ def test_side_by_side_builds_decide_the_fused_loss_by_their_kinds_measured_peak(
     assert fused and "needs ~13.8 GiB (measured by b32-probe)" in why
 
 
+def test_a_kinds_peak_is_read_on_the_same_rows_where_one_was_measured(tmp_path):
+    """A batch pads to its longest row, so the same kind of build peaks higher on longer rows: on
+    one H100 (2026-12-08) a batch-32 full SFT reserved 13.8 GiB on the honest split and 17.9 on
+    the refit split. A build reads its kind's peak on its own rows where one was measured there,
+    else the largest on any rows (a refit before any refit of its kind measured)."""
+    from tournament.train import memory
+
+    GiB = 2**30
+    b32 = {"method": "full", "batch_size": 32, "max_length": 512}
+
+    def manifest(folder: str, rows: str, peak_gib: float, method: str = "full") -> None:
+        d = tmp_path / folder
+        d.mkdir()
+        (d / "candidate.json").write_text(json.dumps({
+            "id": folder, "candidate": {"base": {"embedded": "gemma-3-270m"},
+                                        "recipe": {**b32, "method": method, "dataset": rows}},
+            "train": {"liger_fused_loss": False, "peak_memory": {
+                "kind": "cuda_max_allocated", "bytes": int(peak_gib * GiB), "reserved_bytes": int(peak_gib * GiB)}}}))
+
+    def wanted(rows: str, method: str = "full") -> dict:
+        return {"base": {"embedded": "gemma-3-270m"}, "recipe": {**b32, "method": method, "dataset": rows}}
+
+    manifest("probe", "data/honest", 13.82)
+    assert memory.measured_peak_of_kind(tmp_path, wanted("data/refit")) == ("probe", int(13.82 * GiB))
+    manifest("refit", "data/refit", 17.87)
+    assert memory.measured_peak_of_kind(tmp_path, wanted("data/honest")) == ("probe", int(13.82 * GiB))
+    assert memory.measured_peak_of_kind(tmp_path, wanted("data/refit", "lora")) == ("refit", int(17.87 * GiB))
+    assert memory.measured_peak_of_kind(tmp_path, wanted("data/other")) == ("refit", int(17.87 * GiB))
+    # the parent's plan reads every row's peaks: the largest
+    assert max(memory.measured_peaks(tmp_path, keys=memory.covering_keys(
+        memory.memory_key(wanted("data/honest")))).values()) == int(17.87 * GiB)
+
+
 def test_a_side_by_side_build_fits_its_slot_without_a_second_headroom(tiny_model_dir, monkeypatch):
     """The parent keeps 10 % of the card unplanned (builds_that_fit) for a batch longer than the
     probe's; a child then needs only its peak and its context to fit its slot. H100, 2026-12-08:
