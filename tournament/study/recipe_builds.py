@@ -6,10 +6,10 @@ may import the shared base model (the embedded gemma). With `build_workers: auto
 memory key of the batch (train/memory.memory_key: base, method, batch, length) that no earlier
 build has measured first trains its shortest build, a probe (side by side with the other kinds'
 probes, each on 1/N of the card; alone where one probe is needed or a side-by-side one measured
-nothing), so that the plan reads the peaks of the builds it plans for: a full SFT of gemma at batch 32 reserved 1.5-1.6x a batch-16 one
-on an H100 (13.8 / 9.0 GiB with Liger's layer kernels, 16.5 / 10.2 without), and planned with the
-smaller peak the side-by-side builds would each find too little memory and turn Liger's slow fused
-loss on."""
+nothing), so that the plan reads the peaks of the builds it plans for: a full SFT of gemma at
+batch 32 reserved 1.5-1.6x a batch-16 one on an H100 (13.8 / 9.0 GiB with Liger's layer kernels,
+16.5 / 10.2 without), and planned with the smaller peak the side-by-side builds would each find
+too little memory and turn Liger's slow fused loss on."""
 
 from __future__ import annotations
 
