@@ -130,16 +130,14 @@ def test_a_fresh_recipe_trains_with_the_recipes_drawn_ahead_and_they_run_after_i
     assert swapped == [1, 2]  # one base: each recipe drawn ahead went into the running servers
 
 
-def test_a_kind_of_build_no_build_measured_trains_alone_before_the_batch(tmp_path, tiny_model_dir, monkeypatch):
-    """`build_workers: auto` on a GPU plans side-by-side builds with measured peaks; a batch with a
-    kind of build (base, method, batch, length) that no earlier build measured first trains its
-    shortest build of that kind alone. A full fine-tune's peak covers a LoRA build of the same
-    kind, so a batch of one full and one LoRA recipe needs one probe, the full one. Real builds
-    on this CPU; the GPU's reading and the builds' peak RSS stand in for a GPU's memory."""
+def _probe_bench(tmp_path, small, large, monkeypatch):
+    """A recipe book on two bases with `build_workers: auto`, and a study to draw from, on a CPU
+    made to look like an 80 GB GPU: its reading and the builds' peak RSS stand in for the GPU's
+    memory. Returns (candidates, draw, refit rows): `draw(base, method, rank, lr)` -> a recipe key."""
     import optuna
 
+    from tournament.study.config import parse_sweep_config
     from tournament.study.inputs import resolve_candidates
-    from tournament.study.recipe_builds import train_recipes
     from tournament.study.recipes import RecipeBook
     from tournament.train import memory
 
@@ -147,19 +145,31 @@ def test_a_kind_of_build_no_build_measured_trains_alone_before_the_batch(tmp_pat
     monkeypatch.setattr(memory, "gpu_memory_bytes", lambda gpu=0, field="free": 80 * 2**30)
     monkeypatch.setattr(memory, "gpu_peak_bytes", lambda doc: ((doc.get("train") or {}).get("peak_memory") or {}
                                                               ).get("bytes"))
-    cfg_path, _ = _sweep_file(tmp_path, tiny_model_dir, tiny_model_dir, tmp_path / "eval.jsonl")
+    cfg_path, refit_data = _sweep_file(tmp_path, small, large, tmp_path / "eval.jsonl")
     raw = yaml.safe_load(cfg_path.read_text())
     raw["build_workers"] = "auto"
-    from tournament.study.config import parse_sweep_config
-
     cfg = parse_sweep_config(raw)
     candidates = resolve_candidates(cfg)
     book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None)
     study = optuna.create_study(directions=["maximize", "maximize"])
-    keys = []
-    for method in ("lora", "full"):
-        study.enqueue_trial({"base": "small", "recipe.method": method, "recipe.rank": 4, "recipe.learning_rate": 5e-4})
-        keys.append(book.draw_key(study.ask(), "tiny", None))
+
+    def draw(base: str, method: str, rank: int, lr: float) -> str:
+        study.enqueue_trial({"base": base, "recipe.method": method, "recipe.rank": rank, "recipe.learning_rate": lr})
+        return book.draw_key(study.ask(), "tiny", None)
+
+    return candidates, draw, refit_data
+
+
+def test_a_kind_of_build_no_build_measured_trains_alone_before_the_batch(tmp_path, tiny_model_dir, monkeypatch):
+    """`build_workers: auto` on a GPU plans side-by-side builds with measured peaks; a batch with a
+    kind of build (base, method, batch, length) that no earlier build measured first trains its
+    shortest build of that kind alone. A full fine-tune's peak covers a LoRA build of the same
+    kind, so a batch of one full and one LoRA recipe needs one probe, the full one. Real builds
+    on this CPU; the GPU's reading and the builds' peak RSS stand in for a GPU's memory."""
+    from tournament.study.recipe_builds import train_recipes
+
+    candidates, draw, _ = _probe_bench(tmp_path, tiny_model_dir, tiny_model_dir, monkeypatch)
+    keys = [draw("small", method, 4, 5e-4) for method in ("lora", "full")]
     lines: list[str] = []
     errors, built_once = train_recipes(candidates, keys, "auto", True, lines.append)
     assert errors == {} and built_once
@@ -168,9 +178,7 @@ def test_a_kind_of_build_no_build_measured_trains_alone_before_the_batch(tmp_pat
     assert len(probes) == 1 and f"[{candidates[keys[1]].id}/honest]" in probes[0]  # the full recipe's short build
     assert len(started) == 4 and started[0].startswith(f"  [{candidates[keys[1]].id}/honest]")
     lines.clear()  # measured now: a second batch of both kinds trains without a probe
-    for method in ("lora", "full"):
-        study.enqueue_trial({"base": "small", "recipe.method": method, "recipe.rank": 8, "recipe.learning_rate": 3e-4})
-        keys.append(book.draw_key(study.ask(), "tiny", None))
+    keys += [draw("small", method, 8, 3e-4) for method in ("lora", "full")]
     errors, _ = train_recipes(candidates, keys[2:], "auto", True, lines.append)
     assert errors == {} and not [line for line in lines if "trains alone first" in line]
     assert sum("in a child process" in line for line in lines) == 4
@@ -182,31 +190,12 @@ def test_probes_of_several_unmeasured_kinds_train_side_by_side(tmp_path, tiny_mo
     of two bases of different size. A LoRA recipe on one of them needs no probe of its own (the
     full probe's peak covers it). Then the batch is planned from the two measured peaks, with no
     probe alone. Real builds on this CPU; the GPU's reading and the builds' peak RSS stand in."""
-    import optuna
-
     from tournament.models.tiny import build_tiny_model
-    from tournament.study.config import parse_sweep_config
-    from tournament.study.inputs import resolve_candidates
     from tournament.study.recipe_builds import train_recipes
-    from tournament.study.recipes import RecipeBook
-    from tournament.train import memory
 
-    monkeypatch.chdir(tmp_path)  # builds/ is cwd-relative
-    monkeypatch.setattr(memory, "gpu_memory_bytes", lambda gpu=0, field="free": 80 * 2**30)
-    monkeypatch.setattr(memory, "gpu_peak_bytes", lambda doc: ((doc.get("train") or {}).get("peak_memory") or {}
-                                                              ).get("bytes"))
     large = build_tiny_model(tmp_path / "large", hidden_size=96, num_layers=3)
-    cfg_path, refit_data = _sweep_file(tmp_path, tiny_model_dir, large, tmp_path / "eval.jsonl")
-    raw = yaml.safe_load(cfg_path.read_text())
-    raw["build_workers"] = "auto"
-    cfg = parse_sweep_config(raw)
-    candidates = resolve_candidates(cfg)
-    book = RecipeBook(cfg, candidates, builds_dir=tmp_path / "builds", echo=lambda s: None)
-    study = optuna.create_study(directions=["maximize", "maximize"])
-    keys = []
-    for base, method in (("small", "full"), ("large", "full"), ("large", "lora")):
-        study.enqueue_trial({"base": base, "recipe.method": method, "recipe.rank": 4, "recipe.learning_rate": 5e-4})
-        keys.append(book.draw_key(study.ask(), "tiny", None))
+    candidates, draw, refit_data = _probe_bench(tmp_path, tiny_model_dir, large, monkeypatch)
+    keys = [draw(base, method, 4, 5e-4) for base, method in (("small", "full"), ("large", "full"), ("large", "lora"))]
     lines: list[str] = []
     errors, _ = train_recipes(candidates, keys, "auto", True, lines.append)
     assert errors == {}, errors
