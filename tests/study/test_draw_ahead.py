@@ -186,7 +186,7 @@ def test_a_kind_of_build_no_build_measured_trains_alone_before_the_batch(tmp_pat
 
 def test_probes_of_several_unmeasured_kinds_train_side_by_side(tmp_path, tiny_model_dir, monkeypatch):
     """A batch with several kinds no build has measured probes them at once, each on 1/N of the
-    card (three probes alone took ~190 s of an H100 batch, 2026-12-08): here a full recipe on each
+    card (three probes alone took 186 s of an H100 batch, 2026-12-08): here a full recipe on each
     of two bases of different size. A LoRA recipe on one of them needs no probe of its own (the
     full probe's peak covers it). Then the batch is planned from the two measured peaks, with no
     probe alone. Real builds on this CPU; the GPU's reading and the builds' peak RSS stand in."""
@@ -208,3 +208,32 @@ def test_probes_of_several_unmeasured_kinds_train_side_by_side(tmp_path, tiny_mo
     honest = {d["id"]: d["train"]["builds_at_once"] for d in trained
               if Path(d["candidate"]["recipe"]["dataset"]).resolve() != refit_data.resolve()}
     assert {candidates[k].id: 2 for k in keys[:2]}.items() <= honest.items(), honest
+
+
+def test_a_probe_that_fails_beside_others_is_tried_once_more_alone(tmp_path, tiny_model_dir, monkeypatch):
+    """Side by side, a probe may fail for its neighbours' sake (their memory); it trains once more
+    alone before its recipe counts as failed, and the batch goes on."""
+    from tournament.models.tiny import build_tiny_model
+    from tournament.study import inputs
+    from tournament.study.recipe_builds import train_recipes
+
+    large = build_tiny_model(tmp_path / "large", hidden_size=96, num_layers=3)
+    candidates, draw, _ = _probe_bench(tmp_path, tiny_model_dir, large, monkeypatch)
+    keys = [draw(base, "full", 4, 5e-4) for base in ("small", "large")]
+    flaky = candidates[keys[0]].builds["honest"]
+    real, calls = inputs.Build.model_dir, []
+
+    def model_dir(self, *a, **k):
+        if self is flaky and not calls:
+            calls.append(1)
+            raise RuntimeError("CUDA out of memory (beside the other probe)")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(inputs.Build, "model_dir", model_dir)
+    lines: list[str] = []
+    errors, _ = train_recipes(candidates, keys, "auto", True, lines.append)
+    assert errors == {} and calls == [1], errors
+    name = f"[{candidates[keys[0]].id}/honest]"
+    assert any(name in line and "failed beside the other probes (RuntimeError): trains alone" in line for line in lines)
+    assert any(name in line and "trains alone first" in line for line in lines)
+    assert flaky.built_dir is not None and all(b.built_dir for k in keys for b in candidates[k].builds.values())

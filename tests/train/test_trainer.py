@@ -387,3 +387,9 @@ def test_a_side_by_side_build_fits_its_slot_without_a_second_headroom(tiny_model
     # a peak that with its context overflows the slot still turns it on
     fused, why = memory.liger_for_memory(model, 64, "cuda:0", measured=("b32-refit", int(19.2 * GiB)))
     assert fused and "needs ~19.2 GiB (measured by b32-refit), more than its 19.8 GiB" in why
+    # a probe beside others (no peak measured: the estimate from its shapes) keeps the headroom
+    cfg = model.config
+    per_token = 12 * cfg.vocab_size + memory.ACTIVATION_BYTES * cfg.hidden_size * cfg.num_hidden_layers
+    tokens = int(18.5 * GiB) // per_token
+    fused, why = memory.liger_for_memory(model, tokens, "cuda:0")
+    assert fused and "needs ~18.5 GiB, more than its 19.8 GiB" in why

@@ -20,6 +20,12 @@ from typing import Any, Callable
 from tournament.study.inputs import ResolvedCandidate, build_slots
 
 
+# Probes side by side at most: on an 80 GB H100 a third of the card holds the batch-32 estimate of
+# gemma-3-270m (~21 GiB) with its headroom, a quarter (19.8 GiB) does not (its probe would turn the
+# fused loss on and measure nothing).
+PROBES_AT_ONCE = 3
+
+
 def build_work(build: Any) -> float:
     """How long a build trains, roughly: epochs, times 4 for a refit (every row: gemma's refit split
     has 3.8x the honest split's rows). Only orders the builds of a batch."""
@@ -69,19 +75,27 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
             if job is not None:
                 probes.append(job)
                 jobs.remove(job)
-        if len(probes) > 1:
+        while len(probes) > 1:
             # Side by side, each with 1/N of the card: no peak is measured yet, so each child weighs
             # the estimate from its shapes (1.2-1.5x what gemma's builds measured on an H100) against
             # its share, and one that does not fit turns the fused loss on and measures nothing (its
-            # kind is probed alone below). Three probes alone took ~190 s there (2026-12-08).
-            for k, b in probes:
-                echo(f"  [{candidates[k].id}/{b.role}] trains first, beside {len(probes) - 1} other probe(s): no build "
+            # kind is probed alone below). Three probes alone took 186 s there (2026-12-08).
+            batch, probes = probes[:PROBES_AT_ONCE], probes[PROBES_AT_ONCE:]
+            if len(batch) == 1:
+                probes = batch
+                break
+            for k, b in batch:
+                echo(f"  [{candidates[k].id}/{b.role}] trains first, beside {len(batch) - 1} other probe(s): no build "
                      "of its kind (base, method, batch, length, answer target) has measured its peak memory, which "
                      "the builds beside each other are planned with")
-            with builds_at_once(len(probes)), ThreadPoolExecutor(max_workers=len(probes)) as pool:
-                list(pool.map(lambda job: build(*job), probes))
-        else:
-            jobs.extend(probes)  # one probe: it trains alone, below
+            with builds_at_once(len(batch)), ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                list(pool.map(lambda job: build(*job), batch))
+            for k, b in batch:  # a failure beside the others (their memory?) is not yet the recipe's: once alone
+                if k in errors:
+                    echo(f"  [{candidates[k].id}/{b.role}] failed beside the other probes "
+                         f"({type(errors.pop(k)).__name__}): trains alone")
+                    jobs.append((k, b))
+        jobs.extend(probes)  # one probe left: it trains alone, below
         # a probe for each kind of build no earlier build covers yet, alone
         for mk in kinds_in_order:
             # until one of its kind has measured it (a probe that failed: the next of its kind)

@@ -63,8 +63,9 @@ def liger_for_memory(model, micro_tokens: int, device: str, logit_tokens: int | 
     planned the side-by-side builds with; else the estimate from the shapes, which runs high (batch
     32 of gemma-3-270m: ~21 GiB estimated, 13.8 GiB measured on an H100). Planned with the
     estimate, three side-by-side builds each turned the fused loss on and stepped ~5x slower.
-    Against what: alone, 90 % of the free memory read now; beside others, the whole slot the parent
-    planned (its reading / N), less a CUDA context, as the parent's plan kept the headroom already."""
+    Against what: alone, 90 % of the free memory read now; beside others, with a measured peak,
+    the whole slot the parent planned (its reading / N), less a CUDA context, as the parent's plan
+    kept the headroom already; with the estimate (probes side by side), 90 % of the slot."""
     import torch
 
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -83,7 +84,9 @@ def liger_for_memory(model, micro_tokens: int, device: str, logit_tokens: int | 
         # peak and its context to fit its slot. Taking the headroom again per slot turned the fused
         # loss on (2x slower steps) for every build started after a refit had measured 17.9 GiB
         # against the probe's 13.8 (H100, 2026-12-08: 4 slots of 19.8 GiB).
-        fused = need + CUDA_CONTEXT_BYTES > free
+        # An estimate (no build of its kind measured: a probe) keeps the headroom: the parent
+        # planned these slots by count, not by peaks.
+        fused = need + CUDA_CONTEXT_BYTES > free if measured else liger_needed(need + CUDA_CONTEXT_BYTES, free)
     else:  # read now: builds that start later would see the earlier ones' memory and count it twice
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         free //= share  # the builds started beside it get the same share, whichever allocates first
