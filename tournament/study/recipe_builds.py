@@ -75,15 +75,15 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
             if job is not None:
                 probes.append(job)
                 jobs.remove(job)
-        while len(probes) > 1:
+        for i in range(0, len(probes), PROBES_AT_ONCE):
             # Side by side, each with 1/N of the card: no peak is measured yet, so each child weighs
             # the estimate from its shapes (1.2-1.5x what gemma's builds measured on an H100) against
             # its share, and one that does not fit turns the fused loss on and measures nothing (its
             # kind is probed alone below). Three probes alone took 186 s there (2026-12-08).
-            batch, probes = probes[:PROBES_AT_ONCE], probes[PROBES_AT_ONCE:]
+            batch = probes[i:i + PROBES_AT_ONCE]
             if len(batch) == 1:
-                probes = batch
-                break
+                jobs.extend(batch)  # a probe on its own trains alone, below
+                continue
             for k, b in batch:
                 echo(f"  [{candidates[k].id}/{b.role}] trains first, beside {len(batch) - 1} other probe(s): no build "
                      "of its kind (base, method, batch, length, answer target) has measured its peak memory, which "
@@ -95,7 +95,6 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
                     echo(f"  [{candidates[k].id}/{b.role}] failed beside the other probes "
                          f"({type(errors.pop(k)).__name__}): trains alone")
                     jobs.append((k, b))
-        jobs.extend(probes)  # one probe left: it trains alone, below
         # a probe for each kind of build no earlier build covers yet, alone
         for mk in kinds_in_order:
             # until one of its kind has measured it (a probe that failed: the next of its kind)
