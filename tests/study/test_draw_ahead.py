@@ -237,3 +237,37 @@ def test_a_probe_that_fails_beside_others_is_tried_once_more_alone(tmp_path, tin
     assert any(name in line and "failed beside the other probes (RuntimeError): trains alone" in line for line in lines)
     assert any(name in line and "trains alone first" in line for line in lines)
     assert flaky.built_dir is not None and all(b.built_dir for k in keys for b in candidates[k].builds.values())
+
+
+def test_a_recipe_out_of_gpu_memory_beside_others_trains_again_with_fewer_beside_it(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch):
+    """A batch planned with a peak measured on shorter rows (a probe trains the honest split; the
+    refit split's longest batch reserved 1.3x more on an H100) may not hold its builds: a recipe
+    whose build ran out of GPU memory beside others trains again in a narrower round, and its
+    builds are kept. A build that failed otherwise fails its recipe, once."""
+    from tournament.study import inputs
+    from tournament.study.recipe_builds import train_recipes
+
+    candidates, draw, _ = _probe_bench(tmp_path, tiny_model_dir, tiny_model_dir, monkeypatch)
+    keys = [draw("small", "full", 4, lr) for lr in (5e-4, 3e-4, 2e-4)]
+    short, bad = candidates[keys[0]].builds["refit"], candidates[keys[1]].builds["refit"]
+    real, calls = inputs.Build.model_dir, {"short": 0, "bad": 0}
+
+    def model_dir(self, *a, **k):
+        if self is short and not calls["short"]:
+            calls["short"] += 1
+            raise RuntimeError("building it failed in its child process (exit 1):\ntorch.OutOfMemoryError: "
+                               "CUDA out of memory. Tried to allocate 3.00 GiB")
+        if self is bad:
+            calls["bad"] += 1
+            raise ValueError("a recipe that cannot train")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(inputs.Build, "model_dir", model_dir)
+    lines: list[str] = []
+    errors, _ = train_recipes(candidates, keys, "auto", True, lines.append)
+    assert list(errors) == [keys[1]] and isinstance(errors[keys[1]], ValueError) and calls["bad"] == 1, errors
+    retried = [line for line in lines if "ran out of GPU memory beside" in line]
+    assert len(retried) == 1 and f"[{candidates[keys[0]].id}]" in retried[0], lines
+    assert all(b.built_dir for k in (keys[0], keys[2]) for b in candidates[k].builds.values())
+    assert short.built_dir is not None

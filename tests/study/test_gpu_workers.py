@@ -162,6 +162,45 @@ def test_builds_take_one_slot_per_gpu_whichever_finishes_first():
     assert len(seen) == 6 and peak == {"0": 1, "1": 1}, (seen, peak)
 
 
+def test_a_build_out_of_gpu_memory_beside_others_trains_again_alone():
+    """A build that ran out of GPU memory beside others failed for the plan's sake (peaks measured
+    on shorter rows, say): it trains once more, alone; a build that failed otherwise is not
+    trained again, and the others' results stand."""
+    import threading
+    import time
+
+    from tournament.study.inputs import Build, ResolvedCandidate, prebuild
+
+    lock = threading.Lock()
+    busy = {"n": 0}
+    calls: dict[str, list[int]] = {}
+
+    class FlakyBuild(Build):  # the scheduler is under test: a "build" takes time, some fail
+        def model_dir(self, log=print, gpu=None):
+            with lock:
+                busy["n"] += 1
+                calls.setdefault(self.role, []).append(busy["n"])  # how many ran with it, itself included
+            try:
+                time.sleep(0.2)
+                if self.role == "oom" and len(calls["oom"]) == 1:
+                    raise RuntimeError("building c failed in its child process (exit 1):\ntorch.OutOfMemoryError: "
+                                       "CUDA out of memory. Tried to allocate 2.00 GiB")
+                if self.role == "bad":
+                    raise ValueError("recipe.rank must be positive")
+            finally:
+                with lock:
+                    busy["n"] -= 1
+
+    builds = {r: FlakyBuild(role=r, config_hash=r, candidate_obj=object()) for r in ("first", "oom", "bad", "ok")}
+    lines: list[str] = []
+    failed = prebuild({"c": ResolvedCandidate(id="c", prompt={}, engine={}, info={}, builds=builds)},
+                      workers=3, echo=lines.append)
+    assert list(failed) == ["c/bad"] and "rank must be positive" in failed["c/bad"], failed
+    assert len(calls["oom"]) == 2 and calls["oom"][1] == 1, calls  # again, and alone
+    assert len(calls["bad"]) == 1 and len(calls["ok"]) == 1
+    assert any("[c/oom] ran out of GPU memory beside other builds: trains again alone" in s for s in lines), lines
+
+
 def test_ctrl_c_lets_each_worker_end_its_trial(tmp_path, tiny_model_dir, tiny_qa_file, runs_dir):
     """Ctrl-C (SIGINT to the terminal's process group) mid-study: each worker marks its running
     trial FAIL and queues it again, stops its servers and exits; the launcher exits 130; no trial

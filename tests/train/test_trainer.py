@@ -177,6 +177,18 @@ def test_builds_that_fit():
     assert builds_that_fit([None, 0], 80 * GiB) == 1
 
 
+def test_a_failure_for_want_of_gpu_memory_is_told_apart():
+    """What a build child's last lines say when the GPU ran out (torch, CUDA, cuBLAS) against a
+    recipe's own failure: only the first kind trains again with fewer builds beside it."""
+    from tournament.train.memory import out_of_memory
+
+    assert out_of_memory(RuntimeError("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert out_of_memory("RuntimeError: CUDA error: out of memory")
+    assert out_of_memory("CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+    assert not out_of_memory(ValueError("recipe.rank must be positive"))
+    assert not out_of_memory("building c failed in its child process (exit -9):")  # a kill says nothing
+
+
 def test_measured_peaks_read_earlier_builds(tmp_path):
     from tournament.train.memory import measured_peaks, plan_build_workers
 

@@ -116,8 +116,9 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, ech
     each of `gpus` when given: a build takes a free slot of a GPU and its child sees only that
     GPU; `auto`: as many as fit, see `build_slots`, decided after the first build). The first
     build runs alone: it may import the shared base model, and with `auto` it measures the peak
-    memory the plan reads. Returns {build: error} for builds that failed; their trials fail with
-    that reason, without training again; the others go on."""
+    memory the plan reads. A build that ran out of GPU memory beside others trains once more
+    alone. Returns {build: error} for builds that failed; their trials fail with that reason,
+    without training again; the others go on."""
     import queue
     from concurrent.futures import ThreadPoolExecutor
 
@@ -150,10 +151,20 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, ech
                 echo(f"build_workers auto: {n} at a time on GPU {gpu or 0} (measured peak memory vs free memory)")
                 for _ in range(n - 1):
                     slots.put(gpu)
-        from tournament.train.memory import builds_at_once
+        from tournament.train.memory import builds_at_once, out_of_memory
 
         with builds_at_once(min(at_once, len(todo) - 1)), ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
             list(pool.map(one, todo[1:]))
+        if min(at_once, len(todo) - 1) > 1:
+            # out of GPU memory beside others: the plan's peaks were too small for it (peaks of
+            # other rows, say), not the build's fault; once more, alone on its GPU
+            for cid, b in todo[1:]:
+                name = f"{cid}/{b.role}"
+                if name in failed and out_of_memory(failed[name]):
+                    echo(f"[{name}] ran out of GPU memory beside other builds: trains again alone")
+                    del failed[name]
+                    b._error = None
+                    one((cid, b))
     return failed
 
 

@@ -9,7 +9,9 @@ probes, each on 1/N of the card; alone where one probe is needed or a side-by-si
 nothing), so that the plan reads the peaks of the builds it plans for: a full SFT of gemma at
 batch 32 reserved 1.5-1.6x a batch-16 one on an H100 (13.8 / 9.0 GiB with Liger's layer kernels,
 16.5 / 10.2 without), and planned with the smaller peak the side-by-side builds would each find
-too little memory and turn Liger's slow fused loss on."""
+too little memory and turn Liger's slow fused loss on. A recipe whose build ran out of GPU memory
+beside others trains again in a narrower round (planned with the peaks measured since), alone at
+last: a plan's peaks may come from shorter rows than the build's."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
     from pathlib import Path
 
     from tournament.train.memory import (builds_at_once, covering_keys, first_visible_gpu, free_gpu_bytes,
-                                         measured_peaks, memory_key)
+                                         measured_peaks, memory_key, out_of_memory)
 
     jobs = sorted(((k, b) for k in keys for b in candidates[k].builds.values()), key=lambda j: -build_work(j[1]))
     errors: dict[str, Exception] = {}
@@ -105,9 +107,24 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
                          "has measured its peak memory, which the builds beside each other are planned with"):
                     break  # built: measured now, or it recorded no usable peak (then no more probes of it)
     jobs = [(k, b) for k, b in jobs if k not in errors]
-    if jobs:
+    wider = len(jobs) + 1  # the last round's width: a round of retries runs fewer at a time
+    while jobs:
         kinds = sorted({c for _, b in jobs if id(b) in mkeys for c in covering_keys(mkeys[id(b)])}) or None
-        together = max(1, min(len(jobs), build_slots(build_workers, None, None, kinds)))
+        together = max(1, min(len(jobs), wider - 1, build_slots(build_workers, None, None, kinds)))
+        failed_before = set(errors)
         with builds_at_once(together), ThreadPoolExecutor(max_workers=together) as pool:
             list(pool.map(lambda job: build(*job) if job[0] not in errors else None, jobs))
+        # A build out of memory beside others ran on a plan too small for it: the plan's peaks may
+        # come from other rows (a batch pads to its longest row: a batch-32 full SFT of gemma
+        # reserved 13.8 GiB on the honest split, 17.9 on the refit split), so 8 slots of an H200
+        # planned at 13.8 would not hold 8 refits. Its recipe trains again, planned with the peaks
+        # measured since, fewer at a time, alone at last; alone, a failure is the recipe's.
+        short = [k for k in errors if k not in failed_before and out_of_memory(errors[k])] if together > 1 else []
+        for k in short:
+            echo(f"  [{candidates[k].id}] ran out of GPU memory beside {together - 1} other build(s): "
+                 "trains again with fewer beside it")
+            errors.pop(k)
+        jobs = sorted(((k, b) for k in short for b in candidates[k].builds.values() if b.candidate_obj is not None),
+                      key=lambda j: -build_work(j[1]))
+        wider = together
     return errors, built_once

@@ -102,6 +102,14 @@ def liger_for_memory(model, micro_tokens: int, device: str, logit_tokens: int | 
                    "forces it)")
 
 
+def out_of_memory(error: BaseException | str) -> bool:
+    """Did a build fail for want of GPU memory (torch's OutOfMemoryError, a CUDA or cuBLAS
+    allocation error), as its child's last lines tell? Beside other builds that is the plan's
+    failure, not the recipe's: the build trains again with fewer beside it."""
+    text = str(error).lower()
+    return any(s in text for s in ("out of memory", "outofmemoryerror", "cublas_status_alloc_failed"))
+
+
 def builds_sharing_the_gpu() -> int:
     """How many builds the parent started at once on this build's GPU (`builds_at_once`)."""
     try:
