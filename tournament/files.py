@@ -39,6 +39,12 @@ def host_tag() -> str:
     return "h" + hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
+def is_temp_name(path: str | Path) -> bool:
+    """A project temp file's name (`.<name>.tmp-*`: its writer removes or renames it, git ignores it)."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp-" in name
+
+
 def remove_stale_temps(p: Path) -> list[Path]:
     """Temp files of `p` left by a writer that was killed mid-write (SIGKILL, power cut): the
     name carries the writer's pid and host tag. One of this host whose pid is gone is removed at

@@ -48,6 +48,7 @@ def test_build_runs_in_a_child_and_streams_its_progress(tiny_model_dir, dataset,
     manifest = json.loads((builds / res["expected"].rsplit("/", 1)[-1] / "candidate.json").read_text())
     assert manifest["config_hash"] == res["hash"]  # the dataset override reached the child
     assert manifest["dataset"]["rows"] == 10
+    assert manifest["candidate_file"] == str(yml.resolve())  # the file that holds the recipe
     assert manifest["pid"] != res["pid"]  # trained by another process
     assert not res["torch"]  # the caller never loaded torch (nor a CUDA context)
     assert "building child in a child process" in out.stderr
@@ -130,6 +131,9 @@ def test_drawn_candidate_goes_to_the_child_as_an_ignored_temp_file_whose_loss_fa
     assert (model_dir / "config.json").exists() and model_dir == drawn.build_dir(tmp_path / "b", 1) / "model"
     assert seen[0].startswith(".template-5e1f.tmp-") and seen[0].endswith(".yaml")
     assert list(template.parent.iterdir()) == [template]  # nothing left beside the template
+    manifest = json.loads((model_dir.parent / "candidate.json").read_text())
+    assert manifest["candidate_file"] is None  # no file holds a drawn recipe (`candidate` does), not the gone temp
+    assert manifest["candidate"]["id"] == "template-5e1f"
 
 
 def test_train_stops_before_training_when_mlflow_cannot_start(tiny_model_dir, dataset, tmp_path, monkeypatch):

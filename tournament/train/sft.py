@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from tournament.candidates import Candidate
-from tournament.files import sha256_file
+from tournament.files import is_temp_name, sha256_file
 from tournament.machine import hardware, library_versions, pick_device
 from tournament.models.tokenizer_check import check_tokenizer
 from tournament.train.examples import IGNORE, CompletionCollator, encode_example, pack, read_rows
@@ -385,7 +385,9 @@ def train_sft(
             "id": candidate.id,
             "config_hash": candidate.config_hash(max_steps),
             "candidate": candidate.model_dump(mode="json"),
-            "candidate_file": str(candidate.source) if candidate.source else None,
+            # the file that holds this recipe; none for a drawn or overridden one, which reached
+            # this process as a temporary YAML (gone by now): `candidate` above is all of it
+            "candidate_file": str(candidate.source) if candidate.source and not is_temp_name(candidate.source) else None,
             "dataset": {**candidate.dataset_fingerprint(), "rows": len(rows), "examples": len(examples),
                         "sequences": len(seqs), "tokens": n_tokens, "answer_tokens": n_answer_tokens},
             "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
