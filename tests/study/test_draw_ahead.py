@@ -271,3 +271,38 @@ def test_a_recipe_out_of_gpu_memory_beside_others_trains_again_with_fewer_beside
     assert len(retried) == 1 and f"[{candidates[keys[0]].id}]" in retried[0], lines
     assert all(b.built_dir for k in (keys[0], keys[2]) for b in candidates[k].builds.values())
     assert short.built_dir is not None
+
+
+def test_a_probe_that_had_to_turn_the_fused_loss_on_beside_others_is_probed_again_alone(tmp_path, tiny_model_dir,
+                                                                                     monkeypatch):
+    """A probe beside others that found too little memory for its estimate turned Liger's fused
+    loss on (its candidate.json says so, as a GPU child's does): its peak is no measurement of a
+    build without it, so its kind trains its next build alone first, before the batch is planned."""
+    from tournament.models.tiny import build_tiny_model
+    from tournament.study import inputs
+    from tournament.study.recipe_builds import train_recipes
+
+    large = build_tiny_model(tmp_path / "large", hidden_size=96, num_layers=3)
+    candidates, draw, _ = _probe_bench(tmp_path, tiny_model_dir, large, monkeypatch)
+    keys = [draw(base, "full", 4, 5e-4) for base in ("small", "large")]
+    fused = candidates[keys[0]].builds["honest"]
+    real = inputs.Build.model_dir
+
+    def model_dir(self, *a, **k):
+        out = real(self, *a, **k)
+        if self is fused:  # what a GPU child records when its share was too small for its estimate
+            manifest = out.parent / "candidate.json"
+            doc = json.loads(manifest.read_text())
+            doc["train"]["liger_fused_loss"] = True
+            manifest.write_text(json.dumps(doc))
+        return out
+
+    monkeypatch.setattr(inputs.Build, "model_dir", model_dir)
+    lines: list[str] = []
+    errors, _ = train_recipes(candidates, keys, "auto", True, lines.append)
+    assert errors == {}, errors
+    beside = [line for line in lines if "trains first, beside 1 other probe(s)" in line]
+    alone = [line for line in lines if "trains alone first" in line]
+    assert len(beside) == 2, lines
+    assert len(alone) == 1 and alone[0].startswith(f"  [{candidates[keys[0]].id}/refit]"), alone
+    assert all(b.built_dir for k in keys for b in candidates[k].builds.values())
