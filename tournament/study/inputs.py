@@ -124,15 +124,17 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, ech
 
     todo = [(c.id, b) for c in candidates.values() for b in c.builds.values() if b.candidate_obj is not None]
     failed: dict[str, str] = {}
+    ran_on: dict[str, str | None] = {}  # build -> the GPU it trained on
+    width = {gpu: 1 if workers == "auto" else max(1, int(workers)) for gpu in gpus or [None]}  # slots per GPU
     slots: queue.Queue[str | None] = queue.Queue()
-    for _ in range(1 if workers == "auto" else max(1, int(workers))):
-        for gpu in gpus or [None]:
+    for gpu, n in width.items():
+        for _ in range(n):
             slots.put(gpu)
 
     def one(item):
         cid, b = item
         name = f"{cid}/{b.role}"
-        gpu = slots.get()  # never more than `workers` builds on one GPU, whichever finishes first
+        gpu = ran_on[name] = slots.get()  # never more than `workers` builds on one GPU, whichever finishes first
         try:
             b.model_dir(log=lambda line: echo(f"[{name}] {line}"), gpu=gpu)
         except Exception as e:  # the trial that needs it reports it; the other builds go on
@@ -146,7 +148,7 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, ech
         if workers == "auto":
             ids = sorted({cid for cid, _ in todo})
             for gpu in gpus or [None]:
-                n = build_slots("auto", ids, gpu)
+                n = width[gpu] = build_slots("auto", ids, gpu)
                 at_once = max(at_once, n)
                 echo(f"build_workers auto: {n} at a time on GPU {gpu or 0} (measured peak memory vs free memory)")
                 for _ in range(n - 1):
@@ -155,16 +157,15 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, ech
 
         with builds_at_once(min(at_once, len(todo) - 1)), ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
             list(pool.map(one, todo[1:]))
-        if min(at_once, len(todo) - 1) > 1:
+        for cid, b in todo[1:]:
             # out of GPU memory beside others: the plan's peaks were too small for it (peaks of
             # other rows, say), not the build's fault; once more, alone on its GPU
-            for cid, b in todo[1:]:
-                name = f"{cid}/{b.role}"
-                if name in failed and out_of_memory(failed[name]):
-                    echo(f"[{name}] ran out of GPU memory beside other builds: trains again alone")
-                    del failed[name]
-                    b._error = None
-                    one((cid, b))
+            name = f"{cid}/{b.role}"
+            if name in failed and out_of_memory(failed[name]) and min(width[ran_on[name]], len(todo) - 1) > 1:
+                echo(f"[{name}] ran out of GPU memory beside other builds: trains again alone")
+                del failed[name]
+                b._error = None
+                one((cid, b))
     return failed
 
 

@@ -121,10 +121,11 @@ def train_recipes(candidates: dict[str, ResolvedCandidate], keys: list[str], bui
         # measured since, fewer at a time, alone at last; alone, a failure is the recipe's.
         short = [k for k in errors if k not in failed_before and out_of_memory(errors[k])] if together > 1 else []
         for k in short:
-            echo(f"  [{candidates[k].id}] ran out of GPU memory beside {together - 1} other build(s): "
+            echo(f"  [{candidates[k].id}] ran out of GPU memory in a round of {together} builds at once: "
                  "trains again with fewer beside it")
             errors.pop(k)
-        jobs = sorted(((k, b) for k in short for b in candidates[k].builds.values() if b.candidate_obj is not None),
-                      key=lambda j: -build_work(j[1]))
+        # its builds not built yet (a sibling that finished is kept): the next round's width counts only these
+        jobs = sorted(((k, b) for k in short for b in candidates[k].builds.values()
+                       if b.candidate_obj is not None and b.built_dir is None), key=lambda j: -build_work(j[1]))
         wider = together
     return errors, built_once

@@ -387,7 +387,8 @@ def train_sft(
             "candidate": candidate.model_dump(mode="json"),
             # the file that holds this recipe; none for a drawn or overridden one, which reached
             # this process as a temporary YAML (gone by now): `candidate` above is all of it
-            "candidate_file": str(candidate.source) if candidate.source and not is_temp_name(candidate.source) else None,
+            "candidate_file": (str(candidate.source) if candidate.source and not is_temp_name(candidate.source)
+                               else None),
             "dataset": {**candidate.dataset_fingerprint(), "rows": len(rows), "examples": len(examples),
                         "sequences": len(seqs), "tokens": n_tokens, "answer_tokens": n_answer_tokens},
             "base": {"source": candidate.base.describe(), "dir": str(base_dir), "sha256": weights_hash(base_dir)},
