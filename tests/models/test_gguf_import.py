@@ -110,6 +110,26 @@ def test_an_import_parses_the_files_metadata_once(tiny_gguf, tmp_path, monkeypat
     assert len(parsed) == 2
 
 
+def test_an_import_error_names_what_failed_to_import(tiny_gguf, tmp_path, monkeypatch):
+    """Only a missing `gguf` package is reported as one; another module failing to import (a
+    transformers race once did) is named, with gguf said to be installed."""
+    from tournament.models import gguf_import
+
+    def fails(error):
+        def load(*a, **k):
+            raise error
+        return load
+
+    monkeypatch.setattr(gguf_import, "_load", fails(ImportError("cannot import name 'GgufConfig' from partially "
+                                                                "initialized module", name="transformers")))
+    with pytest.raises(gguf_import.GGUFImportError, match="failed on an import of transformers") as got:
+        gguf_import.import_gguf(tiny_gguf, tmp_path / "a", dtype="float32")
+    assert "pip install gguf" not in str(got.value)
+    monkeypatch.setattr(gguf_import, "_load", fails(ModuleNotFoundError("No module named 'gguf'", name="gguf")))
+    with pytest.raises(gguf_import.GGUFImportError, match=r"needs the `gguf` package \(pip install gguf\)"):
+        gguf_import.import_gguf(tiny_gguf, tmp_path / "b", dtype="float32")
+
+
 def test_imports_on_two_threads_leave_the_reader_as_it_was(tmp_path):
     """A sweep's build pool can import two GGUFs at once: each still parses its file once, and the
     module's reader is the original afterwards (an import ending inside the other's must not leave

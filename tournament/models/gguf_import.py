@@ -46,7 +46,15 @@ class GGUFImportError(RuntimeError):
 
 
 def _needs_gguf(e: ImportError) -> GGUFImportError:
-    return GGUFImportError(f"reading GGUF needs the `gguf` package (pip install gguf): {e}")
+    """The error for an ImportError while reading a GGUF: the `gguf` package missing (say how to
+    get it), or another import failing with `gguf` installed (say that, not "install gguf": a
+    lazy-import race inside transformers was once reported as a missing package)."""
+    import importlib.util
+
+    if e.name == "gguf" or importlib.util.find_spec("gguf") is None:
+        return GGUFImportError(f"reading GGUF needs the `gguf` package (pip install gguf): {e}")
+    return GGUFImportError(f"reading GGUF failed on an import of {e.name or 'a module'} (the `gguf` package is "
+                           f"installed; a broken or mismatched transformers install?): {e}")
 
 
 def _dtype(name: str):
