@@ -39,7 +39,7 @@ def answer_only_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
     targets = labels[:, 1:]
     keep = targets != IGNORE
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])
-    cap = getattr(_text_config(model), "final_logit_softcapping", None)
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
     if cap:
         logits = (logits / cap).tanh() * cap
     loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
@@ -50,7 +50,8 @@ def answer_only_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
     return loss / num_items_in_batch
 
 
-def _text_config(model):
+def text_config(model):
+    """The language model's config (a multimodal model such as gemma-3 nests it; a text-only one is it)."""
     cfg = model.config
     return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 

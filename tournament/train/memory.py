@@ -68,7 +68,9 @@ def liger_for_memory(model, micro_tokens: int, device: str, logit_tokens: int | 
     kept the headroom already; with the estimate (probes side by side), 90 % of the slot."""
     import torch
 
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    from tournament.train.answer_loss import text_config
+
+    cfg = text_config(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
     est = training_bytes_without_liger(trainable=trainable, frozen_bytes=frozen, micro_tokens=micro_tokens,
