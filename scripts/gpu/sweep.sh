@@ -35,6 +35,8 @@ rc=$?; echo "sweep wall $((SECONDS - t0)) s"; tail -3 "$OUT/sweep.err"
 [ $rc = 0 ] || { echo "sweep failed (exit $rc)"; tail -40 "$OUT/sweep.err"; exit 1; }
 $T board --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --json > "$OUT/board.json"
 COLUMNS=200 $T board --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --limit 60 > "$OUT/board.txt" 2>&1
+# a row per recipe, each by its best trial: the recipe proof's table of drawn against hand-written
+COLUMNS=200 $T board --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --by-recipe --no-plots > "$OUT/board-recipes.txt" 2>&1
 cp "$RUNS"/studies/*/pareto.png "$OUT/" 2>/dev/null
 t1=$SECONDS
 $T pick --auto --local --runs-dir "$RUNS" ${ST[@]+"${ST[@]}"} --out /tmp/work/winner.json | tee "$OUT/pick.txt"

@@ -118,3 +118,67 @@ def test_plots_files_are_self_contained(tmp_path):
     html = paths[1].read_text(encoding="utf-8")
     assert "<script src=" not in html and "cdn.plot.ly/plotly" not in html  # works offline
     assert "plotly.js v" in html and "#1" in html  # the script itself, and the front's labels
+
+
+def test_the_board_by_recipe_shows_each_recipe_by_its_best_trial(tmp_path):
+    """`board --by-recipe` after a recipe sweep: a row per recipe with its best trial in board order,
+    what the recipe is, drawn or as written, its distinct finished trials; a recipe whose build
+    failed comes last with the failure; a trial drawn ahead and never run is no recipe."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    runs = tmp_path / "mlruns"
+    runs.mkdir()
+    url = f"sqlite:///{runs / 'optuna.db'}"
+    st = optuna.create_study(study_name="r", storage=url, directions=["maximize", "maximize"])
+    st.set_user_attr("judge", {"track": "basic", "pass_mark": 0.35})
+    dist = {"candidate": CategoricalDistribution(["tmpl", "written"])}
+
+    def cand(cid, template, method, rank, lr, quant="none"):
+        return {"id": cid, "template": template, "drawn": {"recipe.method": method, "recipe.rank": rank},
+                "config_hash": cid[-8:] * 2, "quantization": {"method": quant},
+                "recipe": {"method": method, "rank": rank, "learning_rate": lr, "epochs": 2, "batch_size": 32}}
+
+    def add(c, acc, speed, state=TrialState.COMPLETE, **attrs):
+        t = optuna.trial.create_trial(
+            params={"candidate": (c or {}).get("template") or "tmpl"}, distributions=dist,
+            values=[acc, speed] if state == TrialState.COMPLETE else None, state=state,
+            user_attrs={**({"candidate": c} if c else {}), **attrs,
+                        "metrics": {"seen_accuracy": acc + 0.3, "unseen_accuracy": acc - 0.1, "accuracy": acc,
+                                    "chars_per_s": speed} if state == TrialState.COMPLETE else {}})
+        if state == TrialState.COMPLETE:
+            for k, v in {"accuracy": 0.35 - acc, "predict_time": -1.0, "health": -1.0}.items():
+                t.set_constraint(k, v)
+        st.add_trial(t)
+
+    r8 = cand("tmpl-0000aaaa", "tmpl", "lora", 8, 2e-4, "fp8")
+    full = cand("tmpl-0000bbbb", "tmpl", "full", None, 5e-5)
+    written = cand("written", "written", "lora", 16, 2e-4)
+    add(r8, 0.36, 900)
+    add(r8, 0.40, 800)  # r8's best: more accurate, both feasible
+    add(full, 0.30, 1000)
+    add(written, 0.38, 850)
+    add(cand("tmpl-0000cccc", "tmpl", "lora", 64, 4e-4), 0, 0, TrialState.FAIL, fail_reason="build failed: OOM")
+    add(None, 0, 0, TrialState.FAIL, fail_reason="drawn ahead; not run")
+
+    from tournament.study.board import board_records
+    from tournament.study.board_recipes import recipe_rows
+
+    rows = recipe_rows(board_records(url, "r", None)["trials"])
+    assert [r["recipe"] for r in rows] == ["tmpl-0000aaaa", "written", "tmpl-0000bbbb", "tmpl-0000cccc"]
+    first = rows[0]
+    assert (first["best_trial"], first["trials"], first["drawn_on"], first["rank"], first["quantization"]) == \
+        (1, 2, "tmpl", 8, "fp8")
+    assert first["feasible"] and abs(first["seen_accuracy"] - 0.70) < 1e-9
+    assert rows[1]["drawn_on"] is None and rows[1]["rank"] == 16  # run as written: its template is itself
+    assert not rows[2]["feasible"] and rows[2]["method"] == "full"
+    assert rows[3]["best_trial"] is None and rows[3]["failure"] == "build failed: OOM"
+
+    out = runner.invoke(app, ["board", "--by-recipe", "--runs-dir", str(runs), "--no-plots"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    for text in ("tmpl-0000aaaa", "drawn", "written", "no finished trial: build failed: OOM", "4 recipes"):
+        assert text in out.output, (text, out.output)
+    got = runner.invoke(app, ["board", "--by-recipe", "--json", "--runs-dir", str(runs), "--no-plots"])
+    doc = json.loads(got.output)
+    assert "trials" not in doc and [r["recipe"] for r in doc["recipes"]] == [r["recipe"] for r in rows]

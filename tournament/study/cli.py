@@ -212,10 +212,13 @@ def board_cmd(
     plots: bool = typer.Option(True, help="write pareto.png/html next to the study"),
     limit: int = typer.Option(50, min=1, help="rows in the table"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    by_recipe: bool = typer.Option(False, "--by-recipe",
+                                   help="one row per recipe: its best trial, what it is, drawn or as written"),
 ) -> None:
     """Leaderboard of a study: feasible first, Pareto front marked, predicted judge scores."""
     from tournament.study import ledger as submissions
     from tournament.study.board import as_json, board_records, render
+    from tournament.study.board_recipes import recipe_rows, render_recipes
     from tournament.study.plots import write_study_plots
 
     runs = _runs(runs_dir)
@@ -230,7 +233,12 @@ def board_cmd(
     if plots:  # an untracked study gets no MLflow run from the board either
         data["plots"] = [str(p) for p in write_study_plots(st, data["study"], runs, data.get("tracked", True), data)]
     if json_out:
-        typer.echo(json.dumps(as_json(data), default=str))
+        out = as_json(data)
+        if by_recipe:
+            out = {**{k: v for k, v in out.items() if k != "trials"}, "recipes": recipe_rows(data["trials"])}
+        typer.echo(json.dumps(out, default=str))
+    elif by_recipe:
+        render_recipes(data)
     else:
         render(data, limit=limit)
         if data.get("plots"):
