@@ -182,3 +182,10 @@ def test_the_board_by_recipe_shows_each_recipe_by_its_best_trial(tmp_path):
     got = runner.invoke(app, ["board", "--by-recipe", "--json", "--runs-dir", str(runs), "--no-plots"])
     doc = json.loads(got.output)
     assert "trials" not in doc and [r["recipe"] for r in doc["recipes"]] == [r["recipe"] for r in rows]
+
+    from tournament.study.record import TrialRecord
+
+    base = TrialRecord(trial=0, candidate="base", candidate_info={"id": "base", "recipe": {
+        "method": "none", "learning_rate": 1e-4, "epochs": 1, "batch_size": 8}})
+    row = recipe_rows([base])[0]  # a base model as it is: the recipe's defaults were never trained with
+    assert (row["method"], row["learning_rate"], row["epochs"], row["batch_size"]) == ("none", None, None, None)

@@ -28,6 +28,8 @@ def recipe_rows(records: list[TrialRecord]) -> list[dict[str, Any]]:
         best = done[0] if done else None
         info = (best or rs[0]).candidate_info
         recipe = info.get("recipe") if isinstance(info.get("recipe"), dict) else {}
+        if recipe.get("method") == "none":  # a base model as it is: no training settings apply
+            recipe = {"method": "none"}
         quant = (info.get("quantization") or {}).get("method") if isinstance(info.get("quantization"), dict) else None
         fails = [r for r in rs if r.state == "FAIL"]
         rows.append({
@@ -73,7 +75,8 @@ def render_recipes(board: dict[str, Any], console=None) -> None:
         console = Console(width=max(180, shutil.get_terminal_size((180, 40)).columns))
     rows = recipe_rows(board["trials"])
     cal = board.get("calibration")
-    table = Table(title=f"study {board['study']} · {len(rows)} recipes · each by its best trial")
+    table = Table(title=f"study {board['study']} · {len(rows)} recipe{'' if len(rows) == 1 else 's'} · "
+                        "each by its best trial")
     table.add_column("recipe", no_wrap=True)
     for c in ("", "from", "method", "rank", "lr", "epochs", "batch", "quant", "trials", "best #", "seen",
               "unseen", "judge acc" if cal else "pred. acc", "chars/s", "build"):
