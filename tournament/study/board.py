@@ -133,7 +133,8 @@ def recipe_cell(recipe: dict[str, Any] | None) -> str:
             f"{dash if peak is None else f'{peak:.2f}'}")
 
 
-def _f(v, fmt="{:.3f}") -> str:
+def number_cell(v, fmt="{:.3f}") -> str:
+    """A number for a table cell; "-" where there is none."""
     return "-" if v is None else fmt.format(v)
 
 
@@ -187,11 +188,12 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
         if r.predicted_chars_per_s is not None:
             judge_speed = (f"{r.predicted_chars_per_s:.0f} ({r.predicted_chars_per_s_lo:.0f}–"
                            f"{r.predicted_chars_per_s_hi:.0f})" + (" cycled" if r.speed_hypothesis == "cycled" else ""))
+        num = number_cell
         cells = [str(r.trial), mark, r.candidate or "-", r.build or "-", params[:70],
-                 _f(r.seen_accuracy), _f(r.unseen_accuracy), pred, _f(r.zh_rougeL), post,
-                 _f(r.chars_per_s, "{:.0f}"), spread, _f(r.chars_per_s_cycled, "{:.0f}"), judge_speed,
-                 _f(r.predict_seconds_scaled, "{:.1f}"), _f(r.health_seconds, "{:.1f}")]
-        cells += [_f(r.value(o.metric), "{:.4g}") for o in extra]
+                 num(r.seen_accuracy), num(r.unseen_accuracy), pred, num(r.zh_rougeL), post,
+                 num(r.chars_per_s, "{:.0f}"), spread, num(r.chars_per_s_cycled, "{:.0f}"), judge_speed,
+                 num(r.predict_seconds_scaled, "{:.1f}"), num(r.health_seconds, "{:.1f}")]
+        cells += [num(r.value(o.metric), "{:.4g}") for o in extra]
         if recipes:
             cells.append(recipe_cell(r.recipe))
         status = r.state if r.state != "FAIL" else f"FAIL: {(r.fail_reason or '')[-80:]}"

@@ -46,7 +46,7 @@ def recipe_rows(records: list[TrialRecord]) -> list[dict[str, Any]]:
             "chars_per_s": best.chars_per_s if best else None,
             "params": {k: v for k, v in best.params.items() if k != "candidate"} if best else {},
             "config_hash": info.get("config_hash"), "build": (best or rs[0]).recipe,
-            "failure": None if best else (fails[-1].fail_reason if fails else rs[0].state),
+            "failure": None if best else (max(fails, key=lambda r: r.trial).fail_reason if fails else rs[0].state),
         })
     # board order of each recipe's best trial; recipes with none last
     order = {r.trial: i for i, r in enumerate(records)}
@@ -59,10 +59,8 @@ def render_recipes(board: dict[str, Any], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tournament.study.board import number_cell as num
     from tournament.study.board import recipe_cell
-
-    def num(v, fmt="{:.3f}") -> str:
-        return "-" if v is None else fmt.format(v)
 
     def build_cell(row) -> str:
         if row["failure"] is not None:
