@@ -172,6 +172,7 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
     cols.append("status")
     for c in cols:
         table.add_column(c, overflow="fold")
+    num = number_cell
     for r in records[:limit]:
         mark = ("★" if r.pareto else "") + ("✓" if r.feasible else "")
         params = " ".join(f"{_short(k)}={v}" for k, v in r.params.items() if k != "candidate")
@@ -188,7 +189,6 @@ def render(board: dict[str, Any], console=None, limit: int = 50) -> None:
         if r.predicted_chars_per_s is not None:
             judge_speed = (f"{r.predicted_chars_per_s:.0f} ({r.predicted_chars_per_s_lo:.0f}–"
                            f"{r.predicted_chars_per_s_hi:.0f})" + (" cycled" if r.speed_hypothesis == "cycled" else ""))
-        num = number_cell
         cells = [str(r.trial), mark, r.candidate or "-", r.build or "-", params[:70],
                  num(r.seen_accuracy), num(r.unseen_accuracy), pred, num(r.zh_rougeL), post,
                  num(r.chars_per_s, "{:.0f}"), spread, num(r.chars_per_s_cycled, "{:.0f}"), judge_speed,

@@ -144,18 +144,16 @@ def prebuild(candidates: dict[str, "ResolvedCandidate"], workers: int | str, ech
 
     if todo:
         one(todo[0])
-        at_once = 1 if workers == "auto" else max(1, int(workers))
         if workers == "auto":
             ids = sorted({cid for cid, _ in todo})
             for gpu in gpus or [None]:
                 n = width[gpu] = build_slots("auto", ids, gpu)
-                at_once = max(at_once, n)
                 echo(f"build_workers auto: {n} at a time on GPU {gpu or 0} (measured peak memory vs free memory)")
                 for _ in range(n - 1):
                     slots.put(gpu)
         from tournament.train.memory import builds_at_once, out_of_memory
 
-        with builds_at_once(min(at_once, len(todo) - 1)), ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
+        with builds_at_once(min(max(width.values()), len(todo) - 1)), ThreadPoolExecutor(max_workers=slots.qsize()) as pool:
             list(pool.map(one, todo[1:]))
         for cid, b in todo[1:]:
             # out of GPU memory beside others: the plan's peaks were too small for it (peaks of
